@@ -1,0 +1,1 @@
+"""The runnable app: platform adapters (console, Telegram, Slack), delivery and the CLI."""

@@ -1,0 +1,181 @@
+"""The `deskmate` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from brain.privacy import SecretFilter
+from brain.redis_server import RedisUnavailable
+from brain.settings import Settings, SettingsError
+from retrieval.embedder import EmbeddingModelError
+from retrieval.evaluation import CalibrationError
+from retrieval.faq import FaqFormatError
+from retrieval.index import IndexLoadError
+
+DESCRIPTION = """\
+deskmate - an open customer-support bot.
+
+It answers questions from your FAQ (sentence embeddings + FAISS + BM25), hands
+conversations it cannot answer to a human, and keeps conversation state in Redis.
+"""
+
+EPILOG = """\
+examples:
+  deskmate chat                                  chat in the terminal (sample FAQ on first run)
+  deskmate faq import help/faq.jsonl extra.md   build the index from your FAQ files
+  deskmate faq search "where is my parcel"      see ranked entries with their scores
+  deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
+  deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
+  deskmate config                                show the effective settings
+
+configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
+a TOML file named by DESKMATE_CONFIG. With no DESKMATE_REDIS_URL, deskmate starts an
+embedded Redis server in DESKMATE_DATA_DIR.
+"""
+
+FAQ_FORMATS = """\
+FAQ formats:
+  .jsonl  one object a line: {"id", "question", "answer", "alternates": [...], "url"?}
+  .csv    header with question,answer (id, alternates separated by |, url optional)
+  .md     one "## Question" heading per entry, the answer below it; "Also: ..." lines
+          right under the heading are alternate phrasings; "## Question {#my-id}" sets the id
+"""
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def _setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter(settings.secrets()))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    logging.getLogger("bm25s").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="deskmate", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the bot in this terminal",
+        description="Chat with the bot in this terminal. Commands: /help /reset /human /quit.",
+        formatter_class=formatter,
+    )
+    chat.add_argument("--user", default="console-user", help="user id for this chat")
+    chat.add_argument(
+        "--conversation", default="console:local", help="conversation id (history is kept per id)"
+    )
+
+    faq = commands.add_parser(
+        "faq", help="import and search the FAQ", epilog=FAQ_FORMATS, formatter_class=formatter
+    )
+    faq_commands = faq.add_subparsers(dest="faq_command", required=True, metavar="ACTION")
+    imp = faq_commands.add_parser(
+        "import",
+        help="build the index from FAQ files",
+        description="Build the FAQ index from one or more files. Every file is validated "
+        "first; a malformed line stops the import and names file:line. Unchanged "
+        "entries keep their embeddings.",
+        epilog=FAQ_FORMATS,
+        formatter_class=formatter,
+    )
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    imp.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="QUERIES",
+        help="labelled queries (JSONL) to fit the answer/clarify thresholds on",
+    )
+    search = faq_commands.add_parser("search", help="show ranked FAQ entries for a text")
+    search.add_argument("text")
+    search.add_argument("-k", type=int, default=5, help="how many entries (default 5)")
+    search.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
+
+    ev = commands.add_parser("eval", help="measure retrieval quality and calibrate thresholds")
+    ev_commands = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    retr = ev_commands.add_parser(
+        "retrieval",
+        help="recall@1/@5, MRR, out-of-scope precision/recall/F1, latency",
+        description="Evaluate retrieval on labelled queries: one JSON object a line, "
+        '{"query": "...", "relevant": ["faq-id", ...]}; an empty "relevant" marks an '
+        "out-of-scope question that must not be answered from the FAQ.",
+        formatter_class=formatter,
+    )
+    retr.add_argument(
+        "--faq",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="FAQ files to evaluate (default: the imported index)",
+    )
+    retr.add_argument("--queries", type=Path, required=True, metavar="QUERIES")
+    retr.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    retr.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    retr.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit the thresholds on these queries, store them with the index, report with them",
+    )
+
+    commands.add_parser("config", help="show the effective settings (secrets masked)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load()
+        _setup_logging(settings)
+        return _dispatch(args, settings)
+    except (
+        SettingsError,
+        FaqFormatError,
+        RedisUnavailable,
+        EmbeddingModelError,
+        IndexLoadError,
+        CalibrationError,
+    ) as exc:
+        print(f"deskmate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from bots import commands
+
+    if args.command == "chat":
+        return asyncio.run(commands.chat(settings, args.user, args.conversation))
+    if args.command == "faq" and args.faq_command == "import":
+        return commands.faq_import(settings, args.files, args.calibrate)
+    if args.command == "faq" and args.faq_command == "search":
+        return commands.faq_search(settings, args.text, args.k, args.mode)
+    if args.command == "eval" and args.eval_command == "retrieval":
+        return commands.eval_retrieval(
+            settings, args.faq, args.queries, args.mode, args.calibrate, args.json
+        )
+    if args.command == "config":
+        for name, value, help_text in settings.describe():
+            print(f"{name:32} {value:40} {help_text}")
+        return 0
+    raise AssertionError(args)  # argparse rejects anything else
+
+
+if __name__ == "__main__":
+    sys.exit(main())

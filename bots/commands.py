@@ -1,0 +1,138 @@
+"""What each CLI command does, once its arguments are parsed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bots.app import build_app
+from bots.console import run_console
+from bots.indexing import calibrate_index, ensure_index, import_faq
+from bots.progress import progress_bar
+from brain.settings import Settings
+from retrieval.embedder import Embedder
+from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
+from retrieval.index import FaqIndex, SearchMode
+from retrieval.retriever import Retriever
+
+
+async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
+    async with build_app(settings) as app:
+        await run_console(
+            app.brain,
+            sys.stdin,
+            sys.stdout,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            prompt=sys.stdin.isatty(),
+        )
+    return 0
+
+
+def faq_import(settings: Settings, files: Sequence[Path], queries: Path | None) -> int:
+    embedder = Embedder(settings.embedding_model)
+    index, rebuilt = import_faq(settings.index_dir, files, embedder)
+    phrasings = len(index.phrasing_keys)
+    verb = "Built" if rebuilt else "Unchanged:"
+    print(f"{verb} index of {len(index)} entries ({phrasings} phrasings) in {settings.index_dir}")
+    if queries is not None:
+        index = calibrate_index(settings.index_dir, index, embedder, queries)
+    _print_thresholds(index)
+    return 0
+
+
+def _print_thresholds(index: FaqIndex) -> None:
+    t = index.thresholds
+    where = f"calibrated on {t.calibrated_from}" if t.calibrated_from else "defaults, uncalibrated"
+    print(f"Thresholds: answer >= {t.answer:.3f}, clarify >= {t.clarify:.3f} ({where})")
+
+
+def faq_search(settings: Settings, text: str, k: int, mode: SearchMode) -> int:
+    embedder = Embedder(settings.embedding_model)
+    index = ensure_index(settings, embedder)
+    hits = Retriever(embedder, index).search(text, k=k, mode=mode)
+    if not hits:
+        print("No entries matched.")
+        return 0
+    t = index.thresholds
+    print(f"{'#':>2}  {'score':>6}  {'dense':>6}  {'kw':>5}  {'id':24}  question")
+    for rank, hit in enumerate(hits, start=1):
+        print(
+            f"{rank:>2}  {hit.score:6.3f}  {hit.dense:6.3f}  {hit.keyword:5.2f}  "
+            f"{hit.id[:24]:24}  {hit.title}"
+        )
+    verdict = (
+        "answer"
+        if hits[0].score >= t.answer
+        else "clarify"
+        if hits[0].score >= t.clarify
+        else "hand off"
+    )
+    print(f"\nPolicy on the best hit: {verdict}")
+    _print_thresholds(index)
+    return 0
+
+
+def eval_retrieval(
+    settings: Settings,
+    faq: Sequence[Path] | None,
+    queries_path: Path,
+    mode: SearchMode,
+    do_calibrate: bool,
+    as_json: bool,
+) -> int:
+    queries = load_queries(queries_path)
+    embedder = Embedder(settings.embedding_model)
+    if faq:
+        key = hashlib.sha1("\n".join(str(p.resolve()) for p in faq).encode()).hexdigest()[:12]
+        directory = settings.data_dir / "eval-indexes" / key
+        index, _ = import_faq(directory, faq, embedder, show_progress=not as_json)
+    else:
+        directory = settings.index_dir
+        index = ensure_index(settings, embedder, show_progress=not as_json)
+    retriever = Retriever(embedder, index)
+    retriever.search("warm up")  # the first query pays one-off set-up costs
+    with progress_bar("Evaluating", not as_json) as update:
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            update(done, len(queries))
+
+        scored = run_queries(retriever, queries, mode=mode, progress=step)
+    if do_calibrate:
+        index = index.with_thresholds(calibrate(scored, str(queries_path)))
+        index.save(directory)
+    result = report(scored, index.thresholds)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return 0
+    print_report(result, mode)
+    _print_thresholds(index)
+    if do_calibrate:
+        print(
+            "(Calibrated and measured on the same queries: hold out a split for an honest figure.)"
+        )
+        print(f"Stored with the index in {directory}.")
+    return 0
+
+
+def print_report(result: RetrievalReport, mode: str) -> None:
+    rows = [
+        ("queries", f"{result.n}"),
+        ("recall@1", f"{result.recall_at_1:.3f}"),
+        ("recall@5", f"{result.recall_at_5:.3f}"),
+        ("MRR", f"{result.mrr:.3f}"),
+        ("out-of-scope precision", f"{result.oos_precision:.3f}"),
+        ("out-of-scope recall", f"{result.oos_recall:.3f}"),
+        ("out-of-scope F1", f"{result.oos_f1:.3f}"),
+        ("latency p50", f"{result.p50_ms:.1f} ms"),
+        ("latency p95", f"{result.p95_ms:.1f} ms"),
+    ]
+    print(f"Retrieval ({mode})")
+    for name, value in rows:
+        print(f"  {name:24} {value:>10}")

@@ -1,0 +1,30 @@
+"""Progress bars for long work (embedding, evaluation), on stderr so stdout stays clean."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """Yield `update(done, total)`; the bar appears once there is work to show."""
+    bar: tqdm | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if not enabled or total == 0:
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit="text", file=sys.stderr, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

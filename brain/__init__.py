@@ -1,0 +1,1 @@
+"""The platform-free core: types, conversation state, policy, answer backends, pipeline."""

@@ -1,0 +1,216 @@
+"""The brain pipeline: one inbound message in, one reply out, state kept in Redis.
+
+normalize -> commands -> handoff check -> retrieve -> policy -> answer/clarify/handoff.
+Platform-free: adapters build `Inbound` and render `Reply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from brain.backends import AnswerBackend
+from brain.conversations import ConversationStore
+from brain.policy import decide, small_talk
+from brain.text import normalize_text
+from brain.types import Inbound, Reply, Source, Turn
+from retrieval.index import FaqHit, Thresholds
+from retrieval.retriever import Retriever
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {
+    "/start": "Start a conversation and see what I can do",
+    "/help": "How to use this bot",
+    "/reset": "Forget this conversation and start over",
+    "/human": "Talk to a person from the support team",
+}
+_COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
+_CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
+CLARIFY_OPTIONS = 3
+
+
+class Brain:
+    """Answers inbound messages. One instance serves every channel."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        store: ConversationStore,
+        backend: AnswerBackend,
+        *,
+        max_message_chars: int = 4000,
+        bot_name: str = "deskmate",
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.store = store
+        self.backend = backend
+        self.max_message_chars = max_message_chars
+        self.bot_name = bot_name
+        self._thresholds = thresholds
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """Thresholds from settings if given, else those stored with the index."""
+        return self._thresholds or self.retriever.index.thresholds
+
+    async def handle(self, inbound: Inbound) -> Reply:
+        text = normalize_text(inbound.text)
+        if not text:
+            return Reply(
+                "I didn't catch any text there. Type your question, or /help to see what I can do.",
+                "clarify",
+            )
+        notice = ""
+        if len(text) > self.max_message_chars:
+            notice = (
+                f"Your message is {len(text):,} characters long; "
+                f"I read the first {self.max_message_chars:,}."
+            )
+        question = text[: self.max_message_chars]
+        user_turn = Turn("user", text, inbound.time, inbound.message_id, inbound.user_id)
+
+        command = _COMMAND.match(question)
+        if command and command[1].lower() in COMMANDS:
+            return await self._command(command[1].lower(), inbound, user_turn)
+
+        if await self.store.handoff(inbound.conversation_id) is not None:
+            # A human agent holds the conversation: record, stay quiet.
+            await self.store.append(inbound, user_turn)
+            return Reply("", "none", notice=notice)
+
+        kind = small_talk(question)
+        if kind is not None:
+            reply = Reply(
+                "Hi! What can I help you with today?"
+                if kind == "greeting"
+                else "You're welcome! Anything else I can help with?",
+                "none",
+            )
+            await self.store.append(inbound, user_turn, self._bot_turn(reply))
+            return reply
+
+        history = await self.store.history(inbound.conversation_id)
+        chosen = self._chosen_option(question, history)
+        if chosen is not None:
+            hits = [chosen]
+            action, reason = "answer", "customer picked an offered entry"
+        else:
+            hits = await asyncio.to_thread(self.retriever.search, question)
+            decision = decide(question, hits, self.thresholds)
+            action, reason = decision.action, decision.reason
+        log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
+
+        if action == "answer":
+            reply = await self._answer(question, hits, history)
+        elif action == "clarify":
+            reply = self._clarify(hits)
+        else:
+            reply = await self._handoff(inbound, reason, hits)
+        reply = replace(reply, notice=notice)
+        await self.store.append(inbound, user_turn, self._bot_turn(reply))
+        return reply
+
+    async def _answer(self, question: str, hits: Sequence[FaqHit], history: list[Turn]) -> Reply:
+        answer = await self.backend.answer(question, hits, history)
+        return Reply(
+            answer.text,
+            "answer",
+            sources=tuple(Source.from_hit(hit) for hit in answer.cited),
+            confidence=round(hits[0].score, 4),
+            model_version=self.backend.version,
+        )
+
+    def _clarify(self, hits: Sequence[FaqHit]) -> Reply:
+        options = hits[:CLARIFY_OPTIONS]
+        lines = [f"{n}. {hit.title}" for n, hit in enumerate(options, start=1)]
+        text = "\n".join(
+            [
+                "I'm not sure I understood. Did you mean one of these?",
+                *lines,
+                "Reply with the number, or rephrase your question. /human reaches a person.",
+            ]
+        )
+        return Reply(
+            text,
+            "clarify",
+            sources=tuple(Source.from_hit(hit) for hit in options),
+            confidence=round(hits[0].score, 4),
+        )
+
+    async def _handoff(self, inbound: Inbound, reason: str, hits: Sequence[FaqHit]) -> Reply:
+        await self.store.start_handoff(inbound.conversation_id, reason)
+        await self.store.record_event(
+            "handoff", inbound, {"reason": reason, "text": inbound.text[:2000]}
+        )
+        if reason == "not covered by the FAQ":
+            opening = "I don't have an answer to that in our help centre."
+        elif reason == "customer seems upset":
+            opening = "I'm sorry this has been frustrating."
+        else:
+            opening = "Of course."
+        text = (
+            f"{opening} I'm passing you to a member of our support team; "
+            "they'll reply here as soon as they can. (/reset returns you to me.)"
+        )
+        confidence = round(hits[0].score, 4) if hits else 0.0
+        return Reply(text, "handoff", confidence=confidence)
+
+    def _chosen_option(self, text: str, history: list[Turn]) -> FaqHit | None:
+        """A bare number answering our last clarifying question picks that entry."""
+        match = _CHOICE.match(text)
+        if not match or not history:
+            return None
+        last = history[-1]
+        if last.role != "assistant" or last.action != "clarify":
+            return None
+        number = int(match[1])
+        if not 1 <= number <= len(last.sources):
+            return None
+        entry = self.retriever.index.entry(last.sources[number - 1])
+        if entry is None or not entry.answer:
+            return None
+        return FaqHit(entry=entry, score=1.0, dense=1.0, keyword=0.0)
+
+    @staticmethod
+    def _bot_turn(reply: Reply) -> Turn:
+        return Turn(
+            "assistant",
+            reply.text,
+            action=reply.action,
+            sources=tuple(source.id for source in reply.sources),
+            model_version=reply.model_version,
+        )
+
+    async def _command(self, command: str, inbound: Inbound, user_turn: Turn) -> Reply:
+        if command == "/reset":
+            await self.store.reset(inbound.conversation_id)
+            await self.store.record_event("reset", inbound, {})
+            return Reply("Done: I've cleared our conversation. What can I help you with?", "none")
+        if command == "/human":
+            reply = await self._handoff(inbound, "asked for a person", [])
+        elif command == "/start":
+            reply = Reply(
+                f"Hi! I'm {self.bot_name}, the support assistant. Ask me anything about orders, "
+                "shipping, returns, billing or your account. Type /human at any time to reach "
+                "a person, or /help for more.",
+                "none",
+            )
+        else:
+            reply = Reply(self.help_text(), "none")
+        await self.store.append(inbound, user_turn, self._bot_turn(reply))
+        return reply
+
+    def help_text(self) -> str:
+        lines = [
+            "Ask a question in your own words and I'll answer from our help centre, "
+            "citing the article I used.",
+            "If I'm unsure I'll offer the closest articles: reply with a number to pick one.",
+            "",
+        ]
+        lines += [f"{name} - {what}" for name, what in COMMANDS.items()]
+        return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""Settings, read once from `DESKMATE_*` variables and an optional TOML file.
+
+Environment variables win over the file (`DESKMATE_CONFIG` names it; its keys are the
+variable names without the prefix, lower-case: `redis_url = "redis://..."`). A missing
+or malformed value raises `SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "DESKMATE_"
+SAMPLE_FAQ = Path(__file__).resolve().parent.parent / "bots" / "sample" / "faq.jsonl"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Secret(str):
+    """A string that never shows its value in repr/str formatting of settings."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "deskmate"
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError("must be a positive integer")
+    return int(value)
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    return value
+
+
+def _paths(value: str) -> tuple[Path, ...]:
+    parts = [p.strip() for chunk in value.split(os.pathsep) for p in chunk.split(",")]
+    paths = tuple(Path(p).expanduser() for p in parts if p)
+    if not paths:
+        raise ValueError("must name at least one FAQ file")
+    return paths
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be a number between 0 and 1")
+    return number
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _setting(
+    help: str, parse: Callable[[str], Any] = str, default: Any = None, *, secret: bool = False
+) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting deskmate reads. Build with `Settings.load()`."""
+
+    data_dir: Path = _setting(
+        "index, model cache, registry and embedded Redis files", Path, _default_data_dir()
+    )
+    redis_url: str | None = _setting(
+        "Redis server URL; unset = an embedded Redis started in the data directory", _redis_url
+    )
+    redis_prefix: str = _setting("prefix of every Redis key", str, "dm:")
+    faq: tuple[Path, ...] | None = _setting(
+        "FAQ files (JSONL/CSV/Markdown), separated by commas; unset = the index last "
+        "imported with `deskmate faq import`, or the bundled sample FAQ",
+        _paths,
+    )
+    embedding_model: str = _setting(
+        "sentence-transformers model id or path",
+        str,
+        "sentence-transformers/all-MiniLM-L6-v2",
+    )
+    model_backend: str = _setting(
+        "answer backend: hf | openai | quote", _choice("hf", "openai", "quote"), "quote"
+    )
+    model: str = _setting(
+        "dialogue model: Hugging Face id or local path",
+        str,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    top_k: int = _setting("FAQ entries retrieved per question", _positive_int, 5)
+    answer_threshold: float | None = _setting(
+        "override the calibrated answer threshold (0..1)", _fraction
+    )
+    clarify_threshold: float | None = _setting(
+        "override the calibrated clarify threshold (0..1)", _fraction
+    )
+    history_turns: int = _setting("turns of history kept per conversation", _positive_int, 20)
+    conversation_ttl: int = _setting(
+        "seconds an idle conversation is remembered", _positive_int, 7 * 24 * 3600
+    )
+    max_message_chars: int = _setting(
+        "longer messages are answered on their first this-many characters", _positive_int, 4000
+    )
+    bot_name: str = _setting("name the bot introduces itself with", str, "deskmate")
+    http_addr: str = _setting("host:port of the web server", _host_port, "127.0.0.1:8080")
+    telegram_token: Secret = _setting("Telegram bot token", Secret, Secret(""), secret=True)
+    telegram_api_url: str = _setting("Telegram Bot API base URL", _url, "https://api.telegram.org")
+    slack_bot_token: Secret = _setting("Slack bot token (xoxb-)", Secret, Secret(""), secret=True)
+    slack_app_token: Secret = _setting(
+        "Slack app-level token (xapp-) for Socket Mode", Secret, Secret(""), secret=True
+    )
+    slack_signing_secret: Secret = _setting(
+        "Slack signing secret (HTTP mode)", Secret, Secret(""), secret=True
+    )
+    slack_api_url: str = _setting("Slack Web API base URL", _url, "https://slack.com/api")
+    log_level: str = _setting(
+        "DEBUG | INFO | WARNING | ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING"
+    )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the TOML file named by DESKMATE_CONFIG (if any), then the environment."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, tuple[str, str]] = {}  # field -> (where, text)
+        config = environ.get(PREFIX + "CONFIG", "").strip()
+        if config:
+            raw.update(_read_toml(Path(config)))
+        for spec in fields(cls):
+            name = PREFIX + spec.name.upper()
+            if name in environ and environ[name].strip() != "":
+                raw[spec.name] = (name, environ[name].strip())
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in raw:
+                continue
+            where, text = raw[spec.name]
+            try:
+                values[spec.name] = spec.metadata["parse"](text)
+            except ValueError as exc:
+                shown = "***" if spec.metadata["secret"] else repr(text)
+                raise SettingsError(f"{where} {exc} (got {shown})") from None
+        return cls(**values)
+
+    def secrets(self) -> list[str]:
+        return [str(getattr(self, f.name)) for f in fields(self) if f.metadata["secret"]]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, effective value with secrets masked, help) for every setting."""
+        rows = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata["secret"]:
+                shown = "*** (set)" if value else "(unset)"
+            elif value is None:
+                shown = "(unset)"
+            elif isinstance(value, tuple):
+                shown = ",".join(str(v) for v in value)
+            else:
+                shown = str(value)
+            rows.append((PREFIX + spec.name.upper(), shown, spec.metadata["help"]))
+        return rows
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+
+def _read_toml(path: Path) -> dict[str, tuple[str, str]]:
+    where = f"{PREFIX}CONFIG file {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{where}: not valid TOML ({exc})") from None
+    known = {spec.name for spec in fields(Settings)}
+    out = {}
+    for key, value in data.items():
+        if key not in known:
+            raise SettingsError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[key] = (f"{path}: key {key!r}", str(value))
+    return out

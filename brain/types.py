@@ -1,0 +1,93 @@
+"""Core message types. Frozen, slotted, no I/O; adapters translate to and from them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from retrieval.index import FaqHit
+
+Channel = Literal["telegram", "slack", "console", "http"]
+Role = Literal["user", "assistant", "agent"]
+Action = Literal["answer", "clarify", "handoff", "none"]
+
+__all__ = ["Action", "Channel", "FaqHit", "Inbound", "Reply", "Role", "Source", "Turn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message from a user, normalised by an adapter."""
+
+    channel: Channel
+    conversation_id: str
+    user_id: str
+    message_id: str
+    text: str
+    time: float = field(default_factory=time.time)
+    is_staff: bool = False
+    is_group: bool = False
+    mentioned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A FAQ entry a reply is based on."""
+
+    id: str
+    title: str
+    score: float
+    url: str | None = None
+
+    @classmethod
+    def from_hit(cls, hit: FaqHit) -> Source:
+        return cls(hit.id, hit.title, round(hit.score, 4), hit.entry.url)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the brain answers. `action` "none" means: say nothing (a human holds the chat)."""
+
+    text: str
+    action: Action
+    sources: tuple[Source, ...] = ()
+    confidence: float = 0.0
+    model_version: str = ""
+    notice: str = ""  # a side note for the channel, e.g. "read the first 4,000 characters"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One entry of a conversation's history; roles match the training `messages` shape."""
+
+    role: Role
+    text: str
+    time: float = field(default_factory=time.time)
+    message_id: str = ""
+    user_id: str = ""
+    action: Action | None = None
+    sources: tuple[str, ...] = ()
+    model_version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "text": self.text, "time": self.time}
+        for name in ("message_id", "user_id", "action", "model_version"):
+            value = getattr(self, name)
+            if value:
+                data[name] = value
+        if self.sources:
+            data["sources"] = list(self.sources)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Turn:
+        return cls(
+            role=data["role"],
+            text=data["text"],
+            time=float(data.get("time", 0.0)),
+            message_id=data.get("message_id", ""),
+            user_id=data.get("user_id", ""),
+            action=data.get("action"),
+            sources=tuple(data.get("sources", ())),
+            model_version=data.get("model_version", ""),
+        )

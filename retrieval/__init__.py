@@ -1,0 +1,1 @@
+"""FAQ sources -> embeddings -> FAISS + BM25 index; search."""

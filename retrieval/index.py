@@ -1,0 +1,351 @@
+"""The FAQ index: dense vectors in FAISS fused with a BM25 keyword score.
+
+Every phrasing of an entry (question and alternates) is embedded and counts as its entry;
+the keyword side indexes each entry's question, alternates and answer together, which
+catches product names, codes and numbers that embeddings blur. The index is saved with
+its metadata and a content hash, and a rebuild embeds only texts it has not seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import bm25s
+import faiss
+import numpy as np
+import numpy.typing as npt
+import Stemmer
+
+from retrieval.embedder import Embedder, Vectors
+from retrieval.faq import FaqEntry
+
+FORMAT_VERSION = 1
+HNSW_ABOVE = 20_000  # phrasings; below this an exact flat search is fast and exact
+DEFAULT_KEYWORD_WEIGHT = 0.2
+BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.5
+SearchMode = Literal["hybrid", "dense", "keyword"]
+
+
+class IndexLoadError(RuntimeError):
+    """The saved index is missing, unreadable or from another format."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaqHit:
+    """One retrieved FAQ entry with its scores.
+
+    `score` is the fused score used for ranking and as the policy's confidence;
+    `dense` is the best cosine similarity of any phrasing; `keyword` the BM25 score
+    squashed into 0..1 (score / (score + BM25_SATURATION)).
+    """
+
+    entry: FaqEntry
+    score: float
+    dense: float
+    keyword: float
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def title(self) -> str:
+        return self.entry.title
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Policy thresholds on the fused score.
+
+    At or above `answer` the best entry is answered; at or above `clarify` the closest
+    entries are offered; below it the conversation goes to a human. `calibrated_from`
+    names the labelled query file they were fitted on (None: defaults, uncalibrated).
+    """
+
+    answer: float = 0.62
+    clarify: float = 0.45
+    calibrated_from: str | None = None
+
+
+def content_hash(entries: Sequence[FaqEntry], model: str) -> str:
+    """Hash of the entries' content and the embedding model: equal hash, equal index."""
+    digest = hashlib.sha256(model.encode())
+    for entry in entries:
+        digest.update(entry.content_hash().encode())
+    return digest.hexdigest()
+
+
+def _text_key(model: str, text: str) -> str:
+    return hashlib.sha1(f"{model}\x00{text}".encode()).hexdigest()
+
+
+_STEMMER = Stemmer.Stemmer("english")
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    tokens = bm25s.tokenize(
+        texts, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
+    )
+    return [list(t) for t in tokens]
+
+
+class FaqIndex:
+    """Search structure over FAQ entries; build with `build`, persist with `save`/`load`."""
+
+    def __init__(
+        self,
+        entries: Sequence[FaqEntry],
+        phrasing_entry: npt.NDArray[np.int64],
+        phrasing_keys: Sequence[str],
+        vectors: Vectors,
+        model: str,
+        thresholds: Thresholds | None = None,
+        keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
+        sources: Sequence[str] = (),
+    ) -> None:
+        self.entries = list(entries)
+        self.phrasing_entry = phrasing_entry
+        self.phrasing_keys = list(phrasing_keys)
+        self.vectors = vectors
+        self.model = model
+        self.thresholds = thresholds or Thresholds()
+        self.keyword_weight = keyword_weight
+        self.sources = list(sources)
+        self._by_id = {entry.id: entry for entry in self.entries}
+        self._faiss = self._build_faiss(vectors)
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(
+            _tokenize(
+                [" ".join([*e.phrasings, e.answer]) for e in self.entries],
+            ),
+            show_progress=False,
+        )
+
+    # -- building -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        entries: Sequence[FaqEntry],
+        embedder: Embedder,
+        previous: FaqIndex | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        sources: Sequence[str] = (),
+    ) -> FaqIndex:
+        """Embed every phrasing, reusing vectors of `previous` for texts it already has.
+
+        `progress(done, total)` reports the texts that needed embedding.
+        """
+        keys: list[str] = []
+        owners: list[int] = []
+        texts: list[str] = []
+        for number, entry in enumerate(entries):
+            for text in entry.phrasings:
+                keys.append(_text_key(embedder.name, text))
+                owners.append(number)
+                texts.append(text)
+        known: dict[str, Vectors] = {}
+        if previous is not None and previous.model == embedder.name:
+            known = dict(zip(previous.phrasing_keys, previous.vectors, strict=True))
+        missing = [i for i, key in enumerate(keys) if key not in known]
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, len(missing))
+
+        if progress is not None:
+            progress(0, len(missing))
+        fresh = embedder.encode([texts[i] for i in missing], progress=step)
+        vectors = np.zeros((len(keys), embedder.dimension), dtype=np.float32)
+        fresh_rows = dict(zip(missing, fresh, strict=True))
+        for i, key in enumerate(keys):
+            vectors[i] = fresh_rows[i] if i in fresh_rows else known[key]
+        thresholds = previous.thresholds if previous is not None else None
+        return cls(
+            entries,
+            np.asarray(owners, dtype=np.int64),
+            keys,
+            vectors,
+            embedder.name,
+            thresholds=thresholds,
+            keyword_weight=previous.keyword_weight if previous else DEFAULT_KEYWORD_WEIGHT,
+            sources=sources,
+        )
+
+    @staticmethod
+    def _build_faiss(vectors: Vectors) -> faiss.Index:
+        dimension = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[0] else 1
+        index: faiss.Index
+        if len(vectors) > HNSW_ABOVE:
+            index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = 128
+        else:
+            index = faiss.IndexFlatIP(dimension)
+        if len(vectors):
+            index.add(np.ascontiguousarray(vectors))
+        return index
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.entries, self.model)
+
+    def with_thresholds(self, thresholds: Thresholds) -> FaqIndex:
+        clone = object.__new__(FaqIndex)
+        for name in vars(self):
+            setattr(clone, name, getattr(self, name))
+        clone.thresholds = thresholds
+        return clone
+
+    def entry(self, entry_id: str) -> FaqEntry | None:
+        return self._by_id.get(entry_id)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # -- search ---------------------------------------------------------------------
+
+    def search(
+        self, query: str, query_vector: Vectors, k: int = 5, mode: SearchMode = "hybrid"
+    ) -> list[FaqHit]:
+        """Top-k entries for a query, best first."""
+        if not self.entries or not query.strip():
+            return []
+        k = min(k, len(self.entries))
+        depth = min(len(self.vectors), max(64, 10 * k))
+        sims, rows = self._faiss.search(query_vector.reshape(1, -1).astype(np.float32), depth)
+        dense: dict[int, float] = {}
+        for sim, row in zip(sims[0], rows[0], strict=True):
+            if row < 0:
+                continue
+            owner = int(self.phrasing_entry[row])
+            dense[owner] = max(dense.get(owner, -1.0), float(sim))
+
+        keyword = np.zeros(len(self.entries), dtype=np.float32)
+        tokens = _tokenize([query])[0]
+        if tokens and mode != "dense":
+            raw = np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+            # Saturate rather than divide by the query's best match, so the keyword part
+            # stays an absolute signal the policy thresholds can rely on.
+            keyword = raw / (raw + BM25_SATURATION)
+        candidates = set(dense)
+        if mode != "dense":
+            candidates.update(int(i) for i in np.argsort(-keyword)[: 5 * k] if keyword[i] > 0)
+        for owner in candidates - dense.keys():
+            rows_of = np.flatnonzero(self.phrasing_entry == owner)
+            dense[owner] = float((self.vectors[rows_of] @ query_vector).max())
+
+        weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
+        hits = [
+            FaqHit(
+                entry=self.entries[owner],
+                score=(1 - weight) * dense[owner] + weight * float(keyword[owner]),
+                dense=dense[owner],
+                keyword=float(keyword[owner]),
+            )
+            for owner in candidates
+        ]
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[:k]
+
+    # -- persistence ----------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write the index atomically: readers see the old or the new one, never half."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".index-", dir=directory.parent))
+        meta = {
+            "format": FORMAT_VERSION,
+            "model": self.model,
+            "content_hash": self.content_hash,
+            "thresholds": asdict(self.thresholds),
+            "keyword_weight": self.keyword_weight,
+            "sources": self.sources,
+            "entries": [entry.to_json() for entry in self.entries],
+            "phrasing_entry": self.phrasing_entry.tolist(),
+            "phrasing_keys": self.phrasing_keys,
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        np.save(staging / "vectors.npy", self.vectors)
+        faiss.write_index(self._faiss, str(staging / "faiss.index"))
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> FaqIndex:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            vectors = np.load(directory / "vectors.npy")
+        except FileNotFoundError as exc:
+            raise IndexLoadError(
+                f"no FAQ index in {directory}; run `deskmate faq import FILE...`"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise IndexLoadError(
+                f"FAQ index in {directory} is unreadable ({exc}); rebuild it with "
+                "`deskmate faq import FILE...`"
+            ) from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise IndexLoadError(
+                f"FAQ index in {directory} has format {meta.get('format')}, expected "
+                f"{FORMAT_VERSION}; rebuild it with `deskmate faq import FILE...`"
+            )
+        entries = [
+            FaqEntry(
+                id=e["id"],
+                question=e["question"],
+                answer=e["answer"],
+                alternates=tuple(e.get("alternates", ())),
+                url=e.get("url"),
+            )
+            for e in meta["entries"]
+        ]
+        return cls(
+            entries,
+            np.asarray(meta["phrasing_entry"], dtype=np.int64),
+            meta["phrasing_keys"],
+            vectors.astype(np.float32),
+            meta["model"],
+            thresholds=Thresholds(**meta["thresholds"]),
+            keyword_weight=float(meta["keyword_weight"]),
+            sources=meta.get("sources", []),
+        )
+
+
+def rebuild(
+    directory: Path,
+    entries: Sequence[FaqEntry],
+    embedder: Embedder,
+    progress: Callable[[int, int], None] | None = None,
+    sources: Sequence[str] = (),
+) -> tuple[FaqIndex, bool]:
+    """Load the index in `directory`, rebuild it if the entries changed, save it.
+
+    Returns the index and whether it was rebuilt. Unchanged texts keep their vectors.
+    """
+    previous: FaqIndex | None = None
+    try:
+        previous = FaqIndex.load(directory)
+    except IndexLoadError:
+        previous = None
+    if previous is not None and content_hash(entries, embedder.name) == previous.content_hash:
+        return previous, False
+    index = FaqIndex.build(entries, embedder, previous=previous, progress=progress, sources=sources)
+    index.save(directory)
+    return index, True
