@@ -16,7 +16,7 @@ from brain.backends import AnswerBackend
 from brain.conversations import ConversationStore
 from brain.policy import decide, small_talk
 from brain.text import normalize_text
-from brain.types import Inbound, Reply, Source, Turn
+from brain.types import Feedback, Inbound, Reply, Source, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
@@ -204,6 +204,20 @@ class Brain:
             reply = Reply(self.help_text(), "none")
         await self.store.append(inbound, user_turn, self._bot_turn(reply))
         return reply
+
+    async def feedback(self, feedback: Feedback) -> None:
+        """Record a 👍/👎 on a bot message in the transcripts stream (training reads it)."""
+        inbound = Inbound(
+            feedback.channel,
+            feedback.conversation_id,
+            feedback.user_id,
+            feedback.message_id,
+            "",
+            feedback.time,
+        )
+        await self.store.record_event(
+            "feedback", inbound, {"message_id": feedback.message_id, "rating": feedback.rating}
+        )
 
     def help_text(self) -> str:
         lines = [

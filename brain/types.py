@@ -12,7 +12,18 @@ Channel = Literal["telegram", "slack", "console", "http"]
 Role = Literal["user", "assistant", "agent"]
 Action = Literal["answer", "clarify", "handoff", "none"]
 
-__all__ = ["Action", "Channel", "FaqHit", "Inbound", "Reply", "Role", "Source", "Turn"]
+__all__ = [
+    "Action",
+    "Channel",
+    "FaqHit",
+    "Feedback",
+    "Inbound",
+    "Rating",
+    "Reply",
+    "Role",
+    "Source",
+    "Turn",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +102,18 @@ class Turn:
             sources=tuple(data.get("sources", ())),
             model_version=data.get("model_version", ""),
         )
+
+
+Rating = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A 👍/👎 press on a bot message, identified by the platform's message id."""
+
+    channel: Channel
+    conversation_id: str
+    user_id: str
+    message_id: str
+    rating: Rating
+    time: float = field(default_factory=time.time)

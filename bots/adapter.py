@@ -1,0 +1,36 @@
+"""What every platform adapter looks like, and the handlers it calls.
+
+Adapters translate: a platform update becomes an `Inbound` handed to `on_message`, a
+button press becomes a `Feedback` handed to `on_feedback`, and `send` renders a `Reply`.
+They never decide what to say. Who the handlers are (the brain directly, or the durable
+inbox of the message flow) is decided by the composition root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Protocol, Self
+
+from aiohttp import web
+
+from brain.types import Feedback, Inbound, Reply
+
+Handler = Callable[[Inbound], Awaitable[None]]
+FeedbackHandler = Callable[[Feedback], Awaitable[None]]
+
+
+class Adapter(Protocol):
+    """A channel. Built with (settings, on_message, on_feedback); entering it checks the
+    credentials (getMe / auth.test: fail fast on bad tokens) and starts receiving (long
+    polling, Socket Mode); leaving it stops. In webhook/HTTP mode it receives through
+    `web_routes()`, served by deskmate's web server."""
+
+    channel: ClassVar[str]
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def web_routes(self) -> list[web.RouteDef]: ...
+
+    async def send(self, conversation_id: str, reply: Reply) -> None: ...

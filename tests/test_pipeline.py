@@ -1,0 +1,132 @@
+"""The brain pipeline end to end on the sample FAQ, the real embedder and real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from brain.backends import QuoteBackend
+from brain.conversations import ConversationStore
+from brain.pipeline import Brain
+from brain.types import Feedback, Inbound
+from retrieval.index import Thresholds
+from retrieval.retriever import Retriever
+
+_counter = iter(range(1, 1_000_000))
+
+
+def message(text: str | bytes, conversation: str = "c1") -> Inbound:
+    return Inbound(
+        channel="console",
+        conversation_id=conversation,
+        user_id="u1",
+        message_id=str(next(_counter)),
+        text=text,  # type: ignore[arg-type]  # bytes arrive from broken clients too
+    )
+
+
+async def test_confident_question_is_answered_by_quoting_and_citing_the_entry(brain: Brain) -> None:
+    reply = await brain.handle(message("how many days do I have to send an item back?"))
+    assert reply.action == "answer"
+    assert reply.sources[0].id == "returns-window"
+    assert "30 days" in reply.text and reply.text.endswith("[1]")
+    assert reply.model_version == "quote"
+    assert reply.confidence >= brain.thresholds.answer
+
+
+async def test_out_of_scope_question_is_handed_off(brain: Brain, store: ConversationStore) -> None:
+    reply = await brain.handle(message("what's the best recipe for banana bread?"))
+    assert reply.action == "handoff"
+    assert await store.handoff("c1") is not None
+    # While a human holds the conversation the bot stays quiet, but records the message.
+    quiet = await brain.handle(message("hello? anyone?"))
+    assert quiet.action == "none" and quiet.text == ""
+    history = await store.history("c1")
+    assert history[-1].text == "hello? anyone?"
+
+
+async def test_weak_match_offers_entries_and_a_number_picks_one(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    # Put the question's score inside the clarify band, whatever the embedder says.
+    score = retriever.search("issue with delivery")[0].score
+    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
+    brain = Brain(retriever, store, QuoteBackend(), thresholds=band)
+    reply = await brain.handle(message("issue with delivery"))
+    assert reply.action == "clarify", reply
+    assert len(reply.sources) >= 2
+    assert "1." in reply.text and "2." in reply.text
+    picked = await brain.handle(message("2"))
+    assert picked.action == "answer"
+    assert picked.sources[0].id == reply.sources[1].id
+
+
+async def test_commands(brain: Brain, store: ConversationStore) -> None:
+    start = await brain.handle(message("/start"))
+    assert "deskmate" in start.text and "/human" in start.text
+    help_reply = await brain.handle(message("/help@northwind_bot"))
+    assert "/reset" in help_reply.text
+    human = await brain.handle(message("/human"))
+    assert human.action == "handoff"
+    assert await store.handoff("c1") is not None
+    reset = await brain.handle(message("/reset"))
+    assert "cleared" in reset.text
+    assert await store.handoff("c1") is None
+    assert await store.history("c1") == []
+
+
+async def test_asking_for_a_person_or_being_angry_hands_off(brain: Brain) -> None:
+    assert (await brain.handle(message("can I talk to a real person", "a"))).action == "handoff"
+    angry = await brain.handle(message("THIS IS RIDICULOUS, WHERE IS MY ORDER!!!", "b"))
+    assert angry.action == "handoff"
+
+
+async def test_empty_and_control_character_messages_get_a_clear_prompt(brain: Brain) -> None:
+    for text in ["", "   \n\t ", "\x00\x01\x02", "\u200b"]:
+        reply = await brain.handle(message(text))
+        assert reply.action == "clarify"
+        assert "question" in reply.text
+
+
+async def test_invalid_utf8_is_answered_not_crashed(brain: Brain) -> None:
+    reply = await brain.handle(message(b"how do I reset my password \xff\xfe"))
+    assert reply.action == "answer"
+    assert reply.sources[0].id == "account-reset-password"
+
+
+async def test_huge_message_is_read_in_part_and_kept_whole(
+    brain: Brain, store: ConversationStore
+) -> None:
+    text = "How do I track my parcel? " + "x" * 100_000
+    reply = await brain.handle(message(text))
+    assert "first 4,000" in reply.notice
+    history = await store.history("c1")
+    assert history[0].text == text.strip()  # nothing lost: the whole message is stored
+
+
+async def test_history_is_trimmed_and_expires(brain: Brain, redis: aioredis.Redis) -> None:
+    for _ in range(5):
+        await brain.handle(message("how do I track my parcel?"))
+    assert await redis.llen("dm:conv:c1") == 6  # history_turns in the fixture
+    ttl = await redis.ttl("dm:conv:c1")
+    assert 0 < ttl <= 3600
+
+
+async def test_every_turn_and_feedback_goes_to_the_transcripts_stream(
+    brain: Brain, redis: aioredis.Redis
+) -> None:
+    await brain.handle(message("how do I track my parcel?"))
+    await brain.feedback(Feedback("console", "c1", "u1", "42", "up"))
+    events = await redis.xrange("dm:transcripts")
+    kinds = [(e["type"], json.loads(e["data"]).get("turn", {}).get("role")) for _, e in events]
+    assert kinds == [("turn", "user"), ("turn", "assistant"), ("feedback", None)]
+    bot_turn = json.loads(events[1][1]["data"])["turn"]
+    assert bot_turn["model_version"] == "quote"
+    assert bot_turn["sources"] == ["shipping-tracking"]
+    assert json.loads(events[2][1]["data"]) == {"message_id": "42", "rating": "up"}
+
+
+async def test_greetings_and_thanks_are_not_handed_off(brain: Brain) -> None:
+    assert (await brain.handle(message("hi there!"))).action == "none"
+    assert (await brain.handle(message("ok thanks"))).action == "none"
