@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 # Shapes of platform credentials, masked even when deskmate was not told the value.
 _TOKEN_SHAPES = re.compile(
-    r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"  # Telegram bot token
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack bot/user tokens
-    r"|\bxapp-[A-Za-z0-9-]{10,}"  # Slack app-level token
+    r"\d{6,12}:[A-Za-z0-9_-]{30,}"  # Telegram bot token (in URLs it follows "bot")
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack bot/user tokens
+    r"|xapp-[A-Za-z0-9-]{10,}"  # Slack app-level token
     r"|\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI-style API keys
 )
 MASK = "***"

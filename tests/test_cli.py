@@ -1,0 +1,149 @@
+"""The `deskmate` command line as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bots.cli import main
+from brain.settings import SAMPLE_FAQ
+
+FAQ = (
+    '{"id": "ship", "question": "How long does shipping take?", "answer": "3-5 days.",'
+    ' "alternates": ["delivery time"]}\n'
+    '{"id": "pay", "question": "Which payment methods do you accept?", "answer": "Cards."}\n'
+    '{"id": "care", "question": "What does the NW-CARE plan cover?", "answer": "Repairs."}\n'
+)
+QUERIES = (
+    '{"query": "how many days until my order arrives", "relevant": ["ship"]}\n'
+    '{"query": "can I pay with a credit card", "relevant": ["pay"]}\n'
+    '{"query": "NW-CARE coverage", "relevant": ["care"]}\n'
+    '{"query": "what is the capital of peru", "relevant": []}\n'
+    '{"query": "tell me a joke about cats", "relevant": []}\n'
+)
+
+
+@pytest.fixture
+def env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DESKMATE_DATA_DIR", str(data_dir))
+    for name in list(os.environ):
+        if name.startswith("DESKMATE_") and name != "DESKMATE_DATA_DIR":
+            monkeypatch.delenv(name)
+    return data_dir
+
+
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    faq, queries = tmp_path / "faq.jsonl", tmp_path / "queries.jsonl"
+    faq.write_text(FAQ)
+    queries.write_text(QUERIES)
+    return faq, queries
+
+
+def test_import_search_and_calibrate(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq, queries = files(tmp_path)
+    assert main(["faq", "import", str(faq)]) == 0
+    assert "Built index of 3 entries (4 phrasings)" in capsys.readouterr().out
+    assert main(["faq", "import", str(faq), "--calibrate", str(queries)]) == 0
+    out = capsys.readouterr().out
+    assert "Unchanged:" in out and f"calibrated on {queries}" in out
+    assert main(["faq", "search", "when will my delivery arrive", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert "ship" in lines[0]
+    assert "Policy on the best hit: answer" in out
+
+
+def test_eval_retrieval_json_follows_the_contract(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq, queries = files(tmp_path)
+    code = main(["eval", "retrieval", "--faq", str(faq), "--queries", str(queries), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {
+        "n", "recall@1", "recall@5", "mrr", "oos_precision", "oos_recall", "oos_f1",
+        "p50_ms", "p95_ms",
+    }  # fmt: skip
+    assert result["n"] == 5
+    assert result["recall@1"] == 1.0
+
+
+def test_eval_retrieval_table_and_calibration(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq, queries = files(tmp_path)
+    assert main(["faq", "import", str(faq)]) == 0
+    assert main(["eval", "retrieval", "--queries", str(queries), "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "recall@1" in out and "out-of-scope F1" in out
+    assert "1.000" in out  # two clearly separated kinds of query: perfect F1
+    meta = json.loads((env / "index" / "meta.json").read_text())
+    assert meta["thresholds"]["calibrated_from"] == str(queries)
+
+
+def test_bad_input_is_a_clear_error_and_imports_nothing(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq, _ = files(tmp_path)
+    assert main(["faq", "import", str(faq)]) == 0
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(FAQ + '{"question": "half a line"\n')
+    assert main(["faq", "import", str(broken)]) == 2
+    assert f"{broken}:4: invalid JSON" in capsys.readouterr().err
+    meta = json.loads((env / "index" / "meta.json").read_text())
+    assert len(meta["entries"]) == 3  # the previous index is untouched
+
+
+def test_broken_setting_is_named(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DESKMATE_TOP_K", "lots")
+    assert main(["config"]) == 2
+    assert "DESKMATE_TOP_K must be a positive integer" in capsys.readouterr().err
+
+
+def test_config_lists_every_variable(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    for name in ("DESKMATE_DATA_DIR", "DESKMATE_REDIS_URL", "DESKMATE_MODEL_BACKEND",
+                 "DESKMATE_TELEGRAM_TOKEN", "DESKMATE_SLACK_SIGNING_SECRET", "DESKMATE_HTTP_ADDR"):  # fmt: skip
+        assert name in out
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "deskmate faq import" in out
+
+
+def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
+    """What `make chat` does: the sample FAQ, an embedded Redis, a conversation, a clean exit."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "chat"],
+        input="how long do I have to return something?\n/human\n/reset\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "DESKMATE_DATA_DIR": str(env)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loading the sample FAQ" in result.stderr
+    assert (
+        "30 days" in result.stdout and "[1] How long do I have to return an item?" in result.stdout
+    )
+    assert "passing you to a member of our support team" in result.stdout
+    assert result.stdout.rstrip().endswith("Bye!")
+    meta = json.loads((env / "index" / "meta.json").read_text())
+    assert meta["sources"] == [str(SAMPLE_FAQ)]
+    assert meta["thresholds"]["calibrated_from"].endswith("queries.jsonl")
+    redis_files = {p.name for p in (env / "redis").iterdir()}
+    assert redis_files & {"appendonly.aof", "appendonlydir"}, redis_files  # AOF on
+    assert not (env / "redis" / "redis.sock").exists()  # the server was stopped on exit

@@ -1,0 +1,126 @@
+"""The hybrid index: search quality signals, persistence, incremental rebuilds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.embedder import Embedder
+from retrieval.faq import FaqEntry, load_faq
+from retrieval.index import FaqIndex, IndexLoadError, Thresholds, rebuild
+from retrieval.retriever import Retriever
+
+ENTRIES = [
+    FaqEntry("ship", "How long does shipping take?", "3-5 working days.", ("delivery time",)),
+    FaqEntry("care", "What is the NW-CARE plan?", "Two extra years of cover.", ("warranty plan",)),
+    FaqEntry("pay", "Which payment methods do you accept?", "Cards and PayPal.", ()),
+]
+
+
+class CountingEmbedder(Embedder):
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.embedded: list[str] = []
+
+    def encode(self, texts, batch_size=64, progress=None):  # type: ignore[no-untyped-def]
+        self.embedded.extend(texts)
+        return super().encode(texts, batch_size, progress)
+
+
+def test_alternate_phrasings_count_as_their_entry(embedder: Embedder) -> None:
+    retriever = Retriever(embedder, FaqIndex.build(ENTRIES, embedder))
+    assert retriever.search("what is the delivery time")[0].id == "ship"
+
+
+def test_keyword_signal_finds_product_codes(embedder: Embedder) -> None:
+    retriever = Retriever(embedder, FaqIndex.build(ENTRIES, embedder))
+    hit = retriever.search("NW-CARE")[0]
+    assert hit.id == "care"
+    assert hit.keyword > 0
+    dense_only = retriever.search("NW-CARE", mode="dense")[0]
+    assert dense_only.keyword == 0.0 and dense_only.score == dense_only.dense
+
+
+def test_empty_query_returns_nothing(embedder: Embedder) -> None:
+    assert Retriever(embedder, FaqIndex.build(ENTRIES, embedder)).search("   ") == []
+
+
+def test_save_and_load_round_trip_keeps_results_and_thresholds(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    index = FaqIndex.build(ENTRIES, embedder).with_thresholds(Thresholds(0.7, 0.5, "q.jsonl"))
+    index.save(tmp_path / "index")
+    loaded = FaqIndex.load(tmp_path / "index")
+    assert loaded.content_hash == index.content_hash
+    assert loaded.thresholds == Thresholds(0.7, 0.5, "q.jsonl")
+    query = "how fast is delivery"
+    vector = embedder.encode_query(query)
+    assert [h.id for h in loaded.search(query, vector)] == [
+        h.id for h in index.search(query, vector)
+    ]
+
+
+def test_rebuild_embeds_only_changed_entries(tmp_path: Path, embedder: Embedder) -> None:
+    counting = CountingEmbedder(embedder)
+    directory = tmp_path / "index"
+    _, built = rebuild(directory, ENTRIES, counting)
+    assert built and len(counting.embedded) == 5
+    counting.embedded.clear()
+    _, built = rebuild(directory, ENTRIES, counting)
+    assert not built and counting.embedded == []  # unchanged: nothing embedded or written
+    changed = [
+        *ENTRIES[:2],
+        FaqEntry("pay", "Which payment methods do you accept?", "Cards.", ("pay by card",)),
+    ]
+    index, built = rebuild(directory, changed, counting)
+    assert built and counting.embedded == ["pay by card"]
+    # Reused vectors are the same vectors.
+    fresh = FaqIndex.build(changed, embedder)
+    assert np.allclose(index.vectors, fresh.vectors, atol=1e-5)
+
+
+def test_rebuild_keeps_calibrated_thresholds(tmp_path: Path, embedder: Embedder) -> None:
+    directory = tmp_path / "index"
+    index, _ = rebuild(directory, ENTRIES, embedder)
+    index.with_thresholds(Thresholds(0.6, 0.4, "q")).save(directory)
+    index, _ = rebuild(directory, ENTRIES[:2], embedder)
+    assert index.thresholds == Thresholds(0.6, 0.4, "q")
+
+
+def test_missing_or_corrupt_index_says_how_to_fix(tmp_path: Path, embedder: Embedder) -> None:
+    with pytest.raises(IndexLoadError, match="deskmate faq import"):
+        FaqIndex.load(tmp_path / "nothing")
+    FaqIndex.build(ENTRIES, embedder).save(tmp_path / "index")
+    (tmp_path / "index" / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(IndexLoadError, match="unreadable"):
+        FaqIndex.load(tmp_path / "index")
+
+
+def test_large_index_switches_to_hnsw_and_still_finds_entries(embedder: Embedder) -> None:
+    rng = np.random.default_rng(0)
+    entries = [FaqEntry(f"e{i}", f"question {i}", "answer") for i in range(30)]
+    vectors = rng.normal(size=(30, embedder.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    import retrieval.index as module
+
+    original = module.HNSW_ABOVE
+    module.HNSW_ABOVE = 10
+    try:
+        index = FaqIndex(entries, np.arange(30), [str(i) for i in range(30)], vectors, "m")
+    finally:
+        module.HNSW_ABOVE = original
+    assert "HNSW" in type(index._faiss).__name__
+    assert index.search("question", vectors[7], k=1, mode="dense")[0].id == "e7"
+
+
+def test_sample_faq_answers_its_own_questions(embedder: Embedder) -> None:
+    from brain.settings import SAMPLE_FAQ
+
+    entries = load_faq([SAMPLE_FAQ])
+    retriever = Retriever(embedder, FaqIndex.build(entries, embedder))
+    correct = sum(retriever.search(e.question, k=1)[0].id == e.id for e in entries)
+    assert correct == len(entries)

@@ -1,0 +1,91 @@
+"""Settings: typed, from an injectable environ and TOML, errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brain.settings import Settings, SettingsError
+
+
+def test_defaults_need_no_configuration() -> None:
+    settings = Settings.load({})
+    assert settings.redis_url is None  # embedded Redis
+    assert settings.model_backend in {"hf", "openai", "quote"}
+    assert settings.http_addr == "127.0.0.1:8080"
+    assert settings.redis_prefix == "dm:"
+
+
+def test_environment_values_are_parsed(tmp_path: Path) -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_DATA_DIR": str(tmp_path),
+            "DESKMATE_REDIS_URL": "redis://localhost:6379/0",
+            "DESKMATE_TOP_K": "7",
+            "DESKMATE_FAQ": "a.jsonl,b.md",
+            "DESKMATE_ANSWER_THRESHOLD": "0.6",
+        }
+    )
+    assert settings.data_dir == tmp_path
+    assert settings.top_k == 7
+    assert settings.faq == (Path("a.jsonl"), Path("b.md"))
+    assert settings.answer_threshold == 0.6
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DESKMATE_TOP_K", "many", "DESKMATE_TOP_K must be a positive integer (got 'many')"),
+        ("DESKMATE_TOP_K", "0", "DESKMATE_TOP_K must be a positive integer"),
+        ("DESKMATE_MODEL_BACKEND", "gpt", "DESKMATE_MODEL_BACKEND must be one of hf, openai"),
+        ("DESKMATE_REDIS_URL", "localhost:6379", "DESKMATE_REDIS_URL must be a redis://"),
+        ("DESKMATE_HTTP_ADDR", "8080", "DESKMATE_HTTP_ADDR must be host:port"),
+        ("DESKMATE_ANSWER_THRESHOLD", "1.5", "DESKMATE_ANSWER_THRESHOLD must be a number"),
+        ("DESKMATE_TELEGRAM_API_URL", "api.telegram.org", "DESKMATE_TELEGRAM_API_URL must be"),
+    ],
+)
+def test_malformed_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.load({variable: value})
+    assert message in str(error.value)
+
+
+def test_secrets_never_show(tmp_path: Path) -> None:
+    token = "123456789:AAAbbbCCCdddEEEfffGGGhhhIIIjjjKKKlll"
+    settings = Settings.load({"DESKMATE_TELEGRAM_TOKEN": token})
+    assert settings.telegram_token == token
+    assert token not in repr(settings)
+    assert token not in str(settings.describe())
+    assert token in settings.secrets()
+
+
+def test_toml_file_with_environment_override(tmp_path: Path) -> None:
+    config = tmp_path / "deskmate.toml"
+    config.write_text('top_k = 3\nbot_name = "Northy"\nfaq = ["a.jsonl", "b.csv"]\n')
+    settings = Settings.load({"DESKMATE_CONFIG": str(config), "DESKMATE_TOP_K": "9"})
+    assert settings.top_k == 9  # the environment wins
+    assert settings.bot_name == "Northy"
+    assert settings.faq == (Path("a.jsonl"), Path("b.csv"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("top_k = 'x'\n", "key 'top_k' must be a positive integer"),
+        ("colour = 'blue'\n", "unknown key 'colour'"),
+        ("top_k = \n", "not valid TOML"),
+    ],
+)
+def test_broken_toml_names_file_and_key(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "deskmate.toml"
+    config.write_text(content)
+    with pytest.raises(SettingsError) as error:
+        Settings.load({"DESKMATE_CONFIG": str(config)})
+    assert str(config) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_missing_toml_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DESKMATE_CONFIG file .* cannot read"):
+        Settings.load({"DESKMATE_CONFIG": str(tmp_path / "missing.toml")})
