@@ -69,7 +69,7 @@ def test_calibration_needs_both_kinds_of_query() -> None:
 def test_query_file_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "q.jsonl"
     path.write_text('{"query": "ok", "relevant": ["a"]}\n{"query": 3}\n')
-    with pytest.raises(FaqFormatError, match="q.jsonl:2"):
+    with pytest.raises(FaqFormatError, match=r"q\.jsonl:2"):
         load_queries(path)
     path.write_text('{"query": "ok", "relevant": "a"}\n')
     with pytest.raises(FaqFormatError, match="'relevant' must be a list"):

@@ -87,5 +87,5 @@ def test_broken_toml_names_file_and_key(tmp_path: Path, content: str, message: s
 
 
 def test_missing_toml_file_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="DESKMATE_CONFIG file .* cannot read"):
+    with pytest.raises(SettingsError, match=r"DESKMATE_CONFIG file .* cannot read"):
         Settings.load({"DESKMATE_CONFIG": str(tmp_path / "missing.toml")})
