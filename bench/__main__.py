@@ -1,0 +1,20 @@
+"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+QUICK = ["retrieval"]
+
+
+def main() -> None:
+    names = sys.argv[1:] or QUICK
+    for name in names:
+        print(f"\n## {name}\n")
+        module = importlib.import_module(f"bench.{name}")
+        module.main([])
+
+
+if __name__ == "__main__":
+    main()
