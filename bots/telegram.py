@@ -63,6 +63,19 @@ class TelegramStartError(SettingsError):
     The message names the setting to fix and never contains the token."""
 
 
+def check_settings(settings: Settings) -> None:
+    """Fail before anything starts if the Telegram settings cannot work."""
+    if not settings.telegram_token:
+        raise TelegramStartError(
+            "DESKMATE_TELEGRAM_TOKEN is not set: create a bot with @BotFather and set its token"
+        )
+    if settings.telegram_webhook_url and not settings.telegram_webhook_secret:
+        raise TelegramStartError(
+            "DESKMATE_TELEGRAM_WEBHOOK_SECRET must be set in webhook mode "
+            "(DESKMATE_TELEGRAM_WEBHOOK_URL is set)"
+        )
+
+
 def conversation_key(chat_id: int, thread_id: int | None = None) -> str:
     """The conversation id: the chat id, plus the topic for forum topics."""
     return f"{chat_id}:{thread_id}" if thread_id else str(chat_id)
@@ -126,7 +139,9 @@ def to_inbound(
     is_group = chat.type != ChatType.PRIVATE
     mentioned = not is_group or _addressed_in_group(message, bot_id, bot_username)
     if is_group and bot_username:
-        text = re.sub(rf"(?i)(?<!\w)@{re.escape(bot_username)}\b", " ", text)
+        name = re.escape(bot_username)
+        text = re.sub(rf"(?i)^(/\w+)@{name}\b", r"\1", text)  # /help@bot -> /help
+        text = re.sub(rf"(?i)(?<!\w)@{name}\b", " ", text)
         text = re.sub(r"[ \t]{2,}", " ", text).strip()
     thread = message.message_thread_id if message.is_topic_message else None
     return Inbound(
@@ -189,17 +204,9 @@ class TelegramAdapter:
         typing_limit: float = 120.0,
         max_retries: int = 3,
     ) -> None:
-        if not settings.telegram_token:
-            raise TelegramStartError(
-                "DESKMATE_TELEGRAM_TOKEN is not set: create a bot with @BotFather and set its token"
-            )
+        check_settings(settings)
         self.webhook_url = settings.telegram_webhook_url
         self._secret = str(settings.telegram_webhook_secret)
-        if self.webhook_url and not self._secret:
-            raise TelegramStartError(
-                "DESKMATE_TELEGRAM_WEBHOOK_SECRET must be set in webhook mode "
-                "(DESKMATE_TELEGRAM_WEBHOOK_URL is set)"
-            )
         self.api_url = settings.telegram_api_url
         self._on_message = on_message
         self._on_feedback = on_feedback

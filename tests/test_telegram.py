@@ -14,12 +14,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from bots.direct import DirectFlow
-from bots.telegram import TelegramAdapter, TelegramStartError
+from bots.telegram import TelegramAdapter, TelegramStartError, check_settings
 from bots.web import make_web_app, serve_web
 from brain.backends import Answer, QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import COMMANDS, Brain
-from brain.settings import Secret, Settings
+from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
@@ -323,3 +323,16 @@ async def test_bad_token_fails_at_start_naming_the_setting(
 
 async def ignore(inbound: Inbound) -> None:
     raise AssertionError(f"no message should arrive: {inbound}")
+
+
+def test_telegram_settings_are_checked_with_clear_messages() -> None:
+    with pytest.raises(SettingsError, match="DESKMATE_TELEGRAM_WEBHOOK_SECRET must be 1-256"):
+        Settings.load({"DESKMATE_TELEGRAM_WEBHOOK_SECRET": "has spaces!"})
+    with pytest.raises(SettingsError, match="DESKMATE_TELEGRAM_WEBHOOK_URL must be an http"):
+        Settings.load({"DESKMATE_TELEGRAM_WEBHOOK_URL": "bot.example.com/hook"})
+    webhook_without_secret = Settings.load(
+        {"DESKMATE_TELEGRAM_TOKEN": "1:x", "DESKMATE_TELEGRAM_WEBHOOK_URL": WEBHOOK_URL}
+    )
+    with pytest.raises(TelegramStartError, match="DESKMATE_TELEGRAM_WEBHOOK_SECRET must be set"):
+        check_settings(webhook_without_secret)
+    check_settings(Settings.load({"DESKMATE_TELEGRAM_TOKEN": "1:x"}))  # polling: fine
