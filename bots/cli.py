@@ -32,6 +32,7 @@ examples:
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
+  deskmate telegram                              answer customers in Telegram
   deskmate config                                show the effective settings
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
@@ -132,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the thresholds on these queries, store them with the index, report with them",
     )
 
+    commands.add_parser(
+        "telegram",
+        help="answer customers in Telegram (DESKMATE_TELEGRAM_TOKEN)",
+        description="Run the Telegram bot until Ctrl-C: long polling, or webhook mode when "
+        "DESKMATE_TELEGRAM_WEBHOOK_URL is set (updates are then served by the web server on "
+        "DESKMATE_HTTP_ADDR at that URL's path, checked against "
+        "DESKMATE_TELEGRAM_WEBHOOK_SECRET).",
+        formatter_class=formatter,
+    )
+
     commands.add_parser("config", help="show the effective settings (secrets masked)")
     return parser
 
@@ -170,6 +181,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.eval_retrieval(
             settings, args.faq, args.queries, args.mode, args.calibrate, args.json
         )
+    if args.command == "telegram":
+        return asyncio.run(commands.telegram(settings))
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

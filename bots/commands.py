@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import sys
@@ -10,8 +12,11 @@ from pathlib import Path
 
 from bots.app import build_app
 from bots.console import run_console
+from bots.direct import DirectFlow
 from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import progress_bar
+from bots.telegram import TelegramAdapter, check_settings
+from bots.web import make_web_app, serve_web, split_addr
 from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
@@ -29,6 +34,32 @@ async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
             conversation_id=conversation_id,
             prompt=sys.stdin.isatty(),
         )
+    return 0
+
+
+async def telegram(settings: Settings) -> int:
+    """Run the Telegram channel, each message answered directly by the brain."""
+    check_settings(settings)
+    async with build_app(settings) as app:
+        flow = DirectFlow(app.brain)
+        adapter = TelegramAdapter(settings, flow.on_message, app.brain.feedback, redis=app.redis)
+        flow.attach(adapter.channel, adapter.send)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(adapter)
+            if adapter.webhook_url:
+                web_app = make_web_app(adapter.web_routes())
+                port = await stack.enter_async_context(serve_web(web_app, settings.http_addr))
+                host = split_addr(settings.http_addr)[0]
+                how = f"webhook {adapter.webhook_url}, served on {host}:{port}"
+            else:
+                how = "long polling"
+            print(f"Telegram: @{adapter.bot_username} is answering ({how}). Ctrl-C stops.")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                # Let answers being written go out before the channel closes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flow.drain(), 10)
     return 0
 
 

@@ -60,6 +60,16 @@ class Brain:
 
     async def handle(self, inbound: Inbound) -> Reply:
         text = normalize_text(inbound.text)
+        if not text and inbound.attachment:
+            # Stickers, photos, voice notes, files: say so politely and keep a record.
+            await self.store.record_event(
+                "unsupported", inbound, {"attachment": inbound.attachment}
+            )
+            return Reply(
+                f"Sorry, I can only read text, so I can't open that {inbound.attachment}. "
+                "Please type your question, or /human to reach a person.",
+                "clarify",
+            )
         if not text:
             return Reply(
                 "I didn't catch any text there. Type your question, or /help to see what I can do.",

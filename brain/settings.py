@@ -8,6 +8,7 @@ or malformed value raises `SettingsError` naming the variable.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -80,6 +81,12 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _webhook_secret(value: str) -> Secret:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+        raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+    return Secret(value)
+
+
 def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
@@ -139,6 +146,18 @@ class Settings:
     http_addr: str = _setting("host:port of the web server", _host_port, "127.0.0.1:8080")
     telegram_token: Secret = _setting("Telegram bot token", Secret, Secret(""), secret=True)
     telegram_api_url: str = _setting("Telegram Bot API base URL", _url, "https://api.telegram.org")
+    telegram_webhook_url: str | None = _setting(
+        "public HTTPS URL Telegram posts updates to (webhook mode, served on the web "
+        "server at this URL's path); unset = long polling",
+        _url,
+    )
+    telegram_webhook_secret: Secret = _setting(
+        "secret Telegram sends with every webhook update (1-256 of A-Z a-z 0-9 _ -); "
+        "required in webhook mode",
+        _webhook_secret,
+        Secret(""),
+        secret=True,
+    )
     slack_bot_token: Secret = _setting("Slack bot token (xoxb-)", Secret, Secret(""), secret=True)
     slack_app_token: Secret = _setting(
         "Slack app-level token (xapp-) for Socket Mode", Secret, Secret(""), secret=True

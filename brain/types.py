@@ -39,6 +39,7 @@ class Inbound:
     is_staff: bool = False
     is_group: bool = False
     mentioned: bool = False
+    attachment: str = ""  # what came instead of / beside text: "sticker", "photo", "voice", ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,416 @@
+"""The Telegram channel: customers chat with deskmate in Telegram.
+
+Built on python-telegram-bot's `Application` (composed, not subclassed): long polling by
+default, or webhook mode behind deskmate's web server when DESKMATE_TELEGRAM_WEBHOOK_URL
+is set. Updates are translated by the pure `to_inbound` / `to_feedback`, deduplicated by
+update id in Redis, and handed to `on_message` / `on_feedback`; `send` renders a `Reply`
+with `bots.telegram_render`. Requests go through python-telegram-bot's `AIORateLimiter`,
+which also waits out 429 `retry_after` and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from telegram import BotCommand, LinkPreviewOptions, Message, MessageEntity, Update
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, TypeHandler
+
+from bots.adapter import FeedbackHandler, Handler
+from bots.telegram_render import OutgoingMessage, parse_feedback, plain_message, render_reply
+from brain.pipeline import COMMANDS
+from brain.settings import Settings, SettingsError
+from brain.types import Feedback, Inbound, Reply
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES: Final = ["message", "callback_query"]
+SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
+SEEN_TTL_SECONDS: Final = 24 * 3600
+APOLOGY: Final = "Sorry, something went wrong answering that. Please try again."
+# Message fields that carry something other than text, checked in this order (an
+# animation also sets `document`), with the noun the customer is told about.
+ATTACHMENTS: Final = (
+    ("sticker", "sticker"),
+    ("photo", "photo"),
+    ("voice", "voice message"),
+    ("video_note", "video message"),
+    ("animation", "GIF"),
+    ("video", "video"),
+    ("audio", "audio file"),
+    ("document", "file"),
+    ("location", "location"),
+    ("venue", "venue"),
+    ("contact", "contact"),
+    ("poll", "poll"),
+    ("dice", "dice"),
+)
+
+
+class TelegramStartError(SettingsError):
+    """The Telegram channel cannot start: no token, a rejected token or an unreachable API.
+    The message names the setting to fix and never contains the token."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail before anything starts if the Telegram settings cannot work."""
+    if not settings.telegram_token:
+        raise TelegramStartError(
+            "DESKMATE_TELEGRAM_TOKEN is not set: create a bot with @BotFather and set its token"
+        )
+    if settings.telegram_webhook_url and not settings.telegram_webhook_secret:
+        raise TelegramStartError(
+            "DESKMATE_TELEGRAM_WEBHOOK_SECRET must be set in webhook mode "
+            "(DESKMATE_TELEGRAM_WEBHOOK_URL is set)"
+        )
+
+
+def conversation_key(chat_id: int, thread_id: int | None = None) -> str:
+    """The conversation id: the chat id, plus the topic for forum topics."""
+    return f"{chat_id}:{thread_id}" if thread_id else str(chat_id)
+
+
+def parse_conversation_key(conversation_id: str) -> tuple[int, int | None]:
+    chat, _, thread = conversation_id.partition(":")
+    return int(chat), int(thread) if thread else None
+
+
+def _as_update(update: Update | Mapping[str, Any]) -> Update:
+    return update if isinstance(update, Update) else Update.de_json(dict(update), None)
+
+
+def _addressed_in_group(message: Message, bot_id: int, bot_username: str) -> bool:
+    """A group message is for the bot if it mentions it, replies to it, or is a command
+    not addressed to another bot."""
+    username = bot_username.lower()
+    if message.text:
+        entities = message.parse_entities()
+    elif message.caption:
+        entities = message.parse_caption_entities()
+    else:
+        entities = {}
+    for entity, value in entities.items():
+        if entity.type == MessageEntity.MENTION and value[1:].lower() == username:
+            return True
+        if entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id:
+            return True
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            target = value.partition("@")[2].lower()
+            if target in ("", username):
+                return True
+    replied = message.reply_to_message
+    # In forum topics every message "replies" to the topic's creation message; that's no reply.
+    return bool(
+        replied
+        and replied.from_user
+        and replied.from_user.id == bot_id
+        and replied.forum_topic_created is None
+    )
+
+
+def to_inbound(
+    update: Update | Mapping[str, Any], *, bot_id: int, bot_username: str
+) -> Inbound | None:
+    """Translate a Telegram update (object or its JSON) into an `Inbound`, or None for
+    anything that is not a customer's message: edits, bot messages, channel posts, joins,
+    pins. Group messages come back with `mentioned` False unless addressed to the bot;
+    in private chats every message is addressed to it."""
+    message = _as_update(update).message
+    if message is None or message.from_user is None or message.from_user.is_bot:
+        return None
+    chat = message.chat
+    if chat.type not in (ChatType.PRIVATE, ChatType.GROUP, ChatType.SUPERGROUP):
+        return None
+    text = message.text or message.caption or ""
+    attachment = next((noun for name, noun in ATTACHMENTS if getattr(message, name)), "")
+    if not text and not attachment:
+        return None
+    is_group = chat.type != ChatType.PRIVATE
+    mentioned = not is_group or _addressed_in_group(message, bot_id, bot_username)
+    if is_group and bot_username:
+        name = re.escape(bot_username)
+        text = re.sub(rf"(?i)^(/\w+)@{name}\b", r"\1", text)  # /help@bot -> /help
+        text = re.sub(rf"(?i)(?<!\w)@{name}\b", " ", text)
+        text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    thread = message.message_thread_id if message.is_topic_message else None
+    return Inbound(
+        channel="telegram",
+        conversation_id=conversation_key(chat.id, thread),
+        user_id=str(message.from_user.id),
+        message_id=str(message.message_id),
+        text=text,
+        time=message.date.timestamp(),
+        is_group=is_group,
+        mentioned=mentioned,
+        attachment=attachment,
+    )
+
+
+def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
+    """A 👍/👎 button press as `Feedback` on the message it was pressed on, or None."""
+    query = _as_update(update).callback_query
+    if query is None or query.message is None:
+        return None
+    rating = parse_feedback(query.data)
+    if rating is None:
+        return None
+    rated = query.message
+    thread = (
+        rated.message_thread_id if isinstance(rated, Message) and rated.is_topic_message else None
+    )
+    return Feedback(
+        channel="telegram",
+        conversation_id=conversation_key(rated.chat.id, thread),
+        user_id=str(query.from_user.id),
+        message_id=str(rated.message_id),
+        rating=rating,
+    )
+
+
+@dataclass
+class _Typing:
+    """The typing indicator of one conversation, shown while any message of it is pending."""
+
+    pending: int = 1
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class TelegramAdapter:
+    """The Telegram channel. `async with` checks the token (getMe), registers the commands
+    and starts receiving: long polling, or in webhook mode through `web_routes()`."""
+
+    channel: ClassVar[str] = "telegram"
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_message: Handler,
+        on_feedback: FeedbackHandler,
+        *,
+        redis: aioredis.Redis,
+        typing_interval: float = 4.0,
+        typing_limit: float = 120.0,
+        max_retries: int = 3,
+    ) -> None:
+        check_settings(settings)
+        self.webhook_url = settings.telegram_webhook_url
+        self._secret = str(settings.telegram_webhook_secret)
+        self.api_url = settings.telegram_api_url
+        self._on_message = on_message
+        self._on_feedback = on_feedback
+        self._redis = redis
+        self._prefix = settings.redis_prefix
+        self.typing_interval = typing_interval
+        self.typing_limit = typing_limit
+        self._typing: dict[str, _Typing] = {}
+        builder = (
+            ApplicationBuilder()
+            .token(str(settings.telegram_token))
+            .base_url(f"{self.api_url}/bot")
+            .base_file_url(f"{self.api_url}/file/bot")
+            .rate_limiter(AIORateLimiter(max_retries=max_retries))
+        )
+        if self.webhook_url:
+            builder = builder.updater(None)
+        self._application: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self._application.add_handler(TypeHandler(Update, self._on_update))
+        self._application.add_error_handler(self._on_error)
+
+    @property
+    def bot_username(self) -> str:
+        return str(self._application.bot.username)
+
+    async def __aenter__(self) -> Self:
+        bot = self._application.bot
+        try:
+            await self._application.initialize()
+        except InvalidToken:
+            await bot.shutdown()
+            raise TelegramStartError(
+                "DESKMATE_TELEGRAM_TOKEN was rejected by Telegram (getMe: Unauthorized); "
+                "check the token @BotFather gave you"
+            ) from None
+        except NetworkError as exc:
+            await bot.shutdown()
+            raise TelegramStartError(
+                f"cannot reach the Telegram Bot API at {self.api_url} ({exc.message}); "
+                "check your network or DESKMATE_TELEGRAM_API_URL"
+            ) from None
+        try:
+            await bot.set_my_commands(
+                [BotCommand(name.lstrip("/"), about) for name, about in COMMANDS.items()]
+            )
+            await self._application.start()
+            if self.webhook_url:
+                await bot.set_webhook(
+                    self.webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES
+                )
+            else:
+                assert self._application.updater is not None
+                await self._application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        mode = "webhook" if self.webhook_url else "long polling"
+        log.info("Telegram: @%s connected (%s)", self.bot_username, mode)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        updater = self._application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self._application.running:
+            await self._application.stop()
+        for typing in list(self._typing.values()):
+            typing.stop.set()
+        await asyncio.gather(*(t.task for t in self._typing.values() if t.task))
+        self._typing.clear()
+        await self._application.shutdown()
+
+    # Receiving
+
+    def web_routes(self) -> list[web.RouteDef]:
+        """In webhook mode, the route Telegram posts updates to (the webhook URL's path)."""
+        if not self.webhook_url:
+            return []
+        return [web.post(urlsplit(self.webhook_url).path or "/telegram", self._webhook)]
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self._secret.encode()):
+            log.warning("Telegram webhook: request without the right secret token refused")
+            return web.Response(status=403, text="forbidden")
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self._application.bot)
+        except (ValueError, TypeError, KeyError):
+            return web.Response(status=400, text="not a Telegram update")
+        # Answered (200) once handled: with a durable `on_message` nothing acknowledged is lost.
+        await self._application.process_update(update)
+        return web.Response(text="ok")
+
+    async def _first_delivery(self, update_id: int) -> bool:
+        """True the first time an update id is seen (within 24 h, across restarts)."""
+        key = f"{self._prefix}seen:telegram:update:{self._application.bot.id}:{update_id}"
+        return bool(await self._redis.set(key, "1", nx=True, ex=SEEN_TTL_SECONDS))
+
+    async def _on_update(self, update: Update, _context: object) -> None:
+        if update.callback_query is not None:
+            await self._on_button(update)
+            return
+        bot = self._application.bot
+        inbound = to_inbound(update, bot_id=bot.id, bot_username=bot.username)
+        if inbound is None or not inbound.mentioned:
+            return
+        if not await self._first_delivery(update.update_id):
+            log.info("Telegram update %s seen before; not answering twice", update.update_id)
+            return
+        self._start_typing(inbound.conversation_id)
+        try:
+            await self._on_message(inbound)
+        except Exception:
+            # One error boundary per message: log, apologise, keep receiving.
+            log.exception("conversation %s: failed to accept the message", inbound.conversation_id)
+            await self._stop_typing(inbound.conversation_id)
+            with contextlib.suppress(TelegramError):
+                await self._deliver(inbound.conversation_id, [plain_message(APOLOGY)])
+
+    async def _on_button(self, update: Update) -> None:
+        query = update.callback_query
+        assert query is not None
+        bot = self._application.bot
+        feedback = to_feedback(update)
+        if feedback is None:
+            await bot.answer_callback_query(query.id)
+            return
+        if not await self._first_delivery(update.update_id):
+            return
+        await self._on_feedback(feedback)
+        await bot.answer_callback_query(query.id, text="Thanks for the feedback!")
+        chat_id, _ = parse_conversation_key(feedback.conversation_id)
+        # The message may be too old to edit; the rating is recorded either way.
+        with contextlib.suppress(BadRequest):
+            await bot.edit_message_reply_markup(
+                chat_id=chat_id, message_id=int(feedback.message_id), reply_markup=None
+            )
+
+    async def _on_error(self, update: object, context: Any) -> None:
+        update_id = update.update_id if isinstance(update, Update) else "?"
+        log.error("Telegram update %s failed", update_id, exc_info=context.error)
+
+    # Typing indicator
+
+    def _start_typing(self, conversation_id: str) -> None:
+        typing = self._typing.get(conversation_id)
+        if typing is not None:
+            typing.pending += 1
+            return
+        typing = self._typing[conversation_id] = _Typing()
+        typing.task = asyncio.create_task(self._keep_typing(conversation_id, typing))
+
+    async def _stop_typing(self, conversation_id: str) -> None:
+        """One pending message of the conversation is answered; stop typing if it was the
+        last, and wait until no chat action is in flight (so none lands after the answer)."""
+        typing = self._typing.get(conversation_id)
+        if typing is None:
+            return
+        typing.pending -= 1
+        if typing.pending > 0:
+            return
+        typing.stop.set()
+        if typing.task is not None:
+            await typing.task
+
+    async def _keep_typing(self, conversation_id: str, typing: _Typing) -> None:
+        chat_id, thread_id = parse_conversation_key(conversation_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.typing_limit
+        try:
+            while not typing.stop.is_set() and loop.time() < deadline:
+                try:
+                    await self._application.bot.send_chat_action(
+                        chat_id, ChatAction.TYPING, message_thread_id=thread_id
+                    )
+                except TelegramError as exc:
+                    log.debug("conversation %s: typing indicator failed: %s", conversation_id, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(typing.stop.wait(), self.typing_interval)
+        finally:
+            if self._typing.get(conversation_id) is typing:
+                del self._typing[conversation_id]
+
+    # Sending
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Render `reply` and deliver it (nothing for a silent reply). A chat that blocked
+        the bot is logged and skipped; other failures raise `telegram.error.TelegramError`."""
+        await self._stop_typing(conversation_id)
+        await self._deliver(conversation_id, render_reply(reply))
+
+    async def _deliver(self, conversation_id: str, messages: list[OutgoingMessage]) -> None:
+        chat_id, thread_id = parse_conversation_key(conversation_id)
+        for message in messages:
+            try:
+                await self._application.bot.send_message(
+                    chat_id,
+                    message.html,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=message.reply_markup,
+                    message_thread_id=thread_id,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            except Forbidden as exc:
+                log.warning("conversation %s: cannot write to this chat (%s)", conversation_id, exc)
+                return
