@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
@@ -10,8 +11,11 @@ from pathlib import Path
 
 from bots.app import build_app
 from bots.console import run_console
+from bots.direct import DirectWiring
 from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import progress_bar
+from bots.staff import StaffCommands
+from bots.web import make_web_app, serve_web
 from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
@@ -29,6 +33,40 @@ async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
             conversation_id=conversation_id,
             prompt=sys.stdin.isatty(),
         )
+    return 0
+
+
+async def slack(settings: Settings) -> int:
+    """Serve the Slack channel, each message answered directly by the brain, until Ctrl-C."""
+    from bots.slack import EVENTS_PATH, SlackAdapter, check_settings  # loads slack-bolt
+
+    check_settings(settings)  # before the model and index load
+    async with build_app(settings) as app:
+        wiring = DirectWiring(app.brain)
+        staff = StaffCommands(
+            app.retriever,
+            app.redis,
+            prefix=settings.redis_prefix,
+            index_dir=settings.index_dir,
+            backend_version=app.brain.backend.version,
+            faq_files=settings.faq or (),
+        )
+        adapter = SlackAdapter(
+            settings, wiring.on_message, wiring.on_feedback, redis=app.redis, staff=staff
+        )
+        wiring.sender = adapter
+        async with adapter:
+            if adapter.socket_mode:
+                print(f"Slack: connected in Socket Mode as {adapter.bot_user_id}. Ctrl-C stops.")
+                await asyncio.Event().wait()
+            web_app = make_web_app(adapter.web_routes())
+            async with serve_web(web_app, settings.http_addr) as port:
+                host = settings.http_addr.rpartition(":")[0]
+                print(
+                    f"Slack: Events API at http://{host}:{port}{EVENTS_PATH} as "
+                    f"{adapter.bot_user_id}. Ctrl-C stops."
+                )
+                await asyncio.Event().wait()
     return 0
 
 

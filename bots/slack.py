@@ -156,6 +156,17 @@ def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
     )
 
 
+def check_settings(settings: Settings) -> None:
+    """Fail before anything starts when Slack cannot be served with these settings."""
+    if not settings.slack_bot_token:
+        raise SlackStartError("DESKMATE_SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        raise SlackStartError(
+            "set DESKMATE_SLACK_APP_TOKEN for Socket Mode, or DESKMATE_SLACK_SIGNING_SECRET "
+            "to receive Slack events over HTTP"
+        )
+
+
 class SlackAdapter:
     """The Slack channel (see the module docstring). Enter it to check the bot token
     (auth.test) and, in Socket Mode, to connect."""
@@ -171,14 +182,8 @@ class SlackAdapter:
         redis: aioredis.Redis,
         staff: StaffCommands | None = None,
     ) -> None:
-        if not settings.slack_bot_token:
-            raise SlackStartError("DESKMATE_SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+        check_settings(settings)
         self.socket_mode = bool(settings.slack_app_token)
-        if not self.socket_mode and not settings.slack_signing_secret:
-            raise SlackStartError(
-                "set DESKMATE_SLACK_APP_TOKEN for Socket Mode, or DESKMATE_SLACK_SIGNING_SECRET "
-                "to receive Slack events over HTTP"
-            )
         self.settings = settings
         self.on_message = on_message
         self.on_feedback = on_feedback
