@@ -228,14 +228,18 @@ class SlackAdapter:
         self.bot_user_id = str(auth["user_id"])
         log.info("slack: signed in as %s (%s)", auth.get("user"), self.bot_user_id)
         if self.socket_mode:
-            self._socket = AsyncSocketModeHandler(self.app, str(self.settings.slack_app_token))
+            app_token = str(self.settings.slack_app_token)
+            # The socket client retries a rejected token forever; ask once here to fail fast.
             try:
-                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+                opened = await self.client.apps_connections_open(app_token=app_token)
             except SlackApiError as exc:
                 raise SlackStartError(
                     f"Slack rejected DESKMATE_SLACK_APP_TOKEN ({exc.response.get('error')}); "
                     "it is the app-level token (xapp-...) with the connections:write scope"
                 ) from None
+            self._socket = AsyncSocketModeHandler(self.app, app_token)
+            self._socket.client.wss_uri = str(opened["url"])
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
         return self
 
     async def __aexit__(self, *exc: object) -> None:

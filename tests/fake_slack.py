@@ -37,9 +37,16 @@ class FakeSlack:
     """The fake server's state. Serve `app()`; point the client at `{url}/api/`."""
 
     def __init__(
-        self, token: str = "xoxb-test-token", bot_user_id: str = "UBOT", bot_id: str = "BBOT"
+        self,
+        token: str = "xoxb-test-token",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        app_token: str = "xapp-test-token",
     ) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket: web.WebSocketResponse | None = None
+        self.socket_acks: list[JSON] = []
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.url = ""
@@ -52,7 +59,34 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response_url)
+        app.router.add_get("/socket", self._socket_mode)
         return app
+
+    async def push(self, envelope: JSON, envelope_id: str, kind: str = "events_api") -> None:
+        """Send a Socket Mode envelope down the open WebSocket."""
+        await self.wait_for(lambda: self.socket is not None)
+        assert self.socket is not None
+        message = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": envelope,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        await self.socket.send_json(message)
+
+    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        await socket.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}
+        )
+        self.socket = socket
+        async for message in socket:
+            self.socket_acks.append(json.loads(message.data))
+        self.socket = None
+        return socket
 
     def fail_next(
         self, method: str, status: int = 429, error: str = "ratelimited", retry_after: int = 1
@@ -92,7 +126,8 @@ class FakeSlack:
         if not authorization.startswith("Bearer "):
             self.calls.append(Call(method, payload, 401))
             return web.json_response({"ok": False, "error": "not_authed"})
-        if authorization.removeprefix("Bearer ") != self.token:
+        expected = self.app_token if method == "apps.connections.open" else self.token
+        if authorization.removeprefix("Bearer ") != expected:
             self.calls.append(Call(method, payload, 401))
             return web.json_response({"ok": False, "error": "invalid_auth"})
         if self._failures[method]:
@@ -115,6 +150,8 @@ class FakeSlack:
                 "user_id": self.bot_user_id,
                 "bot_id": self.bot_id,
             }
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.url.replace("http", "ws", 1) + "/socket"}
         if method == "chat.postMessage":
             ts = f"{1700001000 + next(self._ts)}.000100"
             message = {

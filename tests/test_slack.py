@@ -431,3 +431,30 @@ async def test_a_rejected_bot_token_fails_at_start_naming_the_variable(
     with pytest.raises(SlackStartError, match="DESKMATE_SLACK_BOT_TOKEN"):
         async with adapter:
             pass
+
+
+async def test_socket_mode_receives_acks_and_answers(
+    make_slack: SlackFactory, fake_slack: FakeSlack
+) -> None:
+    async with make_slack(
+        slack_app_token=Secret(fake_slack.app_token), slack_signing_secret=Secret("")
+    ) as slack:
+        assert slack.adapter.socket_mode and slack.adapter.web_routes() == []
+        envelope = {
+            "type": "event_callback",
+            "team_id": "T1",
+            "event_id": "EvSOCKET",
+            "event": dm(RETURNS),
+        }
+        await fake_slack.push(envelope, "env-1")
+        [answer] = await slack.answers("D1", 1)
+        assert "30 days" in section_text(answer)
+        assert {"envelope_id": "env-1"} in fake_slack.socket_acks
+
+
+async def test_a_rejected_app_token_fails_at_start_naming_the_variable(
+    make_slack: SlackFactory,
+) -> None:
+    with pytest.raises(SlackStartError, match="DESKMATE_SLACK_APP_TOKEN"):
+        async with make_slack(slack_app_token=Secret("xapp-wrong")):
+            pass
