@@ -20,7 +20,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bots.direct import DirectWiring
 from bots.indexing import import_faq
-from bots.slack import REFUSAL, SlackAdapter, SlackStartError
+from bots.slack import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
 from bots.slack_render import PLACEHOLDER
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
@@ -28,6 +28,7 @@ from brain.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings
+from brain.types import Inbound
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
 from tests.fake_slack import JSON, FakeSlack
@@ -458,3 +459,40 @@ async def test_a_rejected_app_token_fails_at_start_naming_the_variable(
     with pytest.raises(SlackStartError, match="DESKMATE_SLACK_APP_TOKEN"):
         async with make_slack(slack_app_token=Secret("xapp-wrong")):
             pass
+
+
+async def test_while_a_person_holds_the_conversation_the_placeholder_is_removed(
+    slack: Slack, store: ConversationStore
+) -> None:
+    await store.start_handoff("D1", "asked for a person")
+    await slack.event(dm("hello? anyone there?"))
+    await slack.fake.wait_for(lambda: bool(slack.fake.payloads("chat.delete")))
+    [placeholder] = slack.fake.responses("chat.postMessage")
+    assert slack.fake.payloads("chat.delete") == [{"channel": "D1", "ts": placeholder["ts"]}]
+    assert slack.updates("D1") == []
+    assert (await store.history("D1"))[-1].text == "hello? anyone there?"
+
+
+async def test_a_failure_answering_is_apologised_for_and_serving_goes_on(
+    settings: Settings, fake_slack: FakeSlack, brain: Brain, redis: aioredis.Redis
+) -> None:
+    wiring = DirectWiring(brain)
+
+    async def flaky(inbound: Inbound) -> None:
+        if "explode" in inbound.text:
+            raise RuntimeError("backend fell over")
+        await wiring.on_message(inbound)
+
+    adapter = SlackAdapter(settings, flaky, wiring.on_feedback, redis=redis)
+    wiring.sender = adapter
+    async with (
+        adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as session,
+    ):
+        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+        await slack.event(dm("please explode"))
+        [apology] = await slack.answers("D1", 1)
+        assert apology["text"] == APOLOGY
+        await slack.event(dm(RETURNS))
+        assert "30 days" in section_text((await slack.answers("D1", 2))[1])
