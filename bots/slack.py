@@ -16,6 +16,7 @@ kept in Redis, so whichever process ends up sending the reply can find it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -56,6 +57,7 @@ EVENTS_PATH = "/slack/events"
 SEEN_TTL = 24 * 3600
 PLACEHOLDER_TTL = 3600
 RATE_LIMIT_RETRIES = 3
+MAX_IN_FLIGHT = 32  # messages handled at once; Slack is acked at once, the rest wait here
 APOLOGY = "Sorry, something went wrong answering that. Please try again in a moment."
 REFUSAL = (
     "Sorry, `/deskmate` commands are for the support team. "
@@ -181,6 +183,7 @@ class SlackAdapter:
         *,
         redis: aioredis.Redis,
         staff: StaffCommands | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         check_settings(settings)
         self.socket_mode = bool(settings.slack_app_token)
@@ -210,6 +213,9 @@ class SlackAdapter:
         self.app.action(FEEDBACK_ACTION_PATTERN)(self._on_feedback_action)
         self.app.command(SLASH_COMMAND)(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
+        # Bolt runs every acked event as its own task; a burst must not open one Redis
+        # connection and one model call per message all at once.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -266,6 +272,10 @@ class SlackAdapter:
         inbound = to_inbound(event, self.bot_user_id, self.staff_users)
         if inbound is None:
             return
+        async with self._in_flight:
+            await self._handle(inbound, body, event)
+
+    async def _handle(self, inbound: Inbound, body: dict[str, Any], event: dict[str, Any]) -> None:
         event_id = str(body.get("event_id") or f"{event.get('channel')}:{inbound.message_id}")
         first = await self.redis.set(self._key("seen", "slack", event_id), 1, nx=True, ex=SEEN_TTL)
         if not first:

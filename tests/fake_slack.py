@@ -108,7 +108,7 @@ class FakeSlack:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; calls so far: {self.calls}")
+                raise AssertionError(f"timed out; last calls: {self.calls[-5:]}")
             await asyncio.sleep(0.01)
 
     async def _payload(self, request: web.Request) -> JSON:
