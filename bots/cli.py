@@ -34,6 +34,7 @@ examples:
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
   deskmate telegram                              answer customers in Telegram
   deskmate config                                show the effective settings
+  deskmate slack                                 answer in Slack (Socket Mode or Events API)
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
 a TOML file named by DESKMATE_CONFIG. With no DESKMATE_REDIS_URL, deskmate starts an
@@ -144,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("config", help="show the effective settings (secrets masked)")
+    commands.add_parser(
+        "slack",
+        help="answer in Slack: Socket Mode, or the Events API on DESKMATE_HTTP_ADDR",
+        description="Answer direct messages and mentions in Slack, and run /deskmate staff "
+        "commands. Needs DESKMATE_SLACK_BOT_TOKEN, and DESKMATE_SLACK_APP_TOKEN (Socket Mode) "
+        "or DESKMATE_SLACK_SIGNING_SECRET (Events API at /slack/events on DESKMATE_HTTP_ADDR).",
+        formatter_class=formatter,
+    )
     return parser
 
 
@@ -183,6 +192,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.command == "telegram":
         return asyncio.run(commands.telegram(settings))
+    if args.command == "slack":
+        return asyncio.run(commands.slack(settings))
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

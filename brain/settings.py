@@ -87,6 +87,10 @@ def _webhook_secret(value: str) -> Secret:
     return Secret(value)
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
@@ -166,6 +170,12 @@ class Settings:
         "Slack signing secret (HTTP mode)", Secret, Secret(""), secret=True
     )
     slack_api_url: str = _setting("Slack Web API base URL", _url, "https://slack.com/api")
+    slack_staff_users: tuple[str, ...] = _setting(
+        "Slack user ids allowed to run /deskmate staff commands, separated by commas", _names, ()
+    )
+    slack_staff_group: str = _setting(
+        "Slack user-group id whose members may run /deskmate staff commands", str, ""
+    )
     log_level: str = _setting(
         "DEBUG | INFO | WARNING | ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING"
     )

@@ -1,0 +1,392 @@
+"""The Slack channel: employees ask deskmate in Slack, and staff run it from there.
+
+Composes slack-bolt's `AsyncApp` (it is not subclassed). It receives in Socket Mode when
+DESKMATE_SLACK_APP_TOKEN is set, otherwise over HTTP (Events API) through `web_routes()`
+on deskmate's web server, where bolt verifies every request's signature with
+DESKMATE_SLACK_SIGNING_SECRET (a bad or stale one is answered 401 and not processed).
+
+Direct messages are all answered; in channels, messages that mention the bot, answered in
+the thread of the question. The conversation id is the channel, plus the thread's ts when
+there is a thread ("C123:1700000000.000100"), so follow-ups in a thread keep their context.
+
+Bolt acknowledges every event at once; the answer comes after: a placeholder is posted
+right away and `send` replaces it (chat.update) with the answer. The placeholder's ts is
+kept in Redis, so whichever process ends up sending the reply can find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.adapter import FeedbackHandler, Handler
+from bots.slack_render import (
+    FEEDBACK_ACTION_PATTERN,
+    FEEDBACK_ACTIONS,
+    PLACEHOLDER,
+    acknowledge_feedback,
+    escape,
+    render_reply,
+)
+from bots.staff import StaffCommands
+from brain.settings import Settings, SettingsError
+from brain.types import Feedback, Inbound, Reply
+
+log = logging.getLogger(__name__)
+
+SLASH_COMMAND = "/deskmate"
+EVENTS_PATH = "/slack/events"
+SEEN_TTL = 24 * 3600
+PLACEHOLDER_TTL = 3600
+RATE_LIMIT_RETRIES = 3
+MAX_IN_FLIGHT = 32  # messages handled at once; Slack is acked at once, the rest wait here
+APOLOGY = "Sorry, something went wrong answering that. Please try again in a moment."
+REFUSAL = (
+    "Sorry, `/deskmate` commands are for the support team. "
+    "Ask your question by mentioning me or in a direct message instead."
+)
+_ENTITY = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+class SlackStartError(SettingsError):
+    """Slack cannot be served with these settings; the message names the variable."""
+
+
+def conversation_id(channel: str, thread_ts: str | None) -> str:
+    """The conversation a Slack message belongs to: its channel, plus its thread if any."""
+    return f"{channel}:{thread_ts}" if thread_ts else channel
+
+
+def parse_conversation(conversation: str) -> tuple[str, str | None]:
+    """(channel, thread ts or None) back from a conversation id."""
+    channel, _, thread_ts = conversation.partition(":")
+    return channel, thread_ts or None
+
+
+def plain_text(text: str, bot_user_id: str) -> str:
+    """Slack message text as a person reads it: the bot's own mention removed, other
+    mentions and links by their label, and `&amp;` `&lt;` `&gt;` unescaped."""
+
+    def label(match: re.Match[str]) -> str:
+        target, name = match[1], match[2]
+        if target == f"@{bot_user_id}":
+            return ""
+        if target[0] in "@#":
+            return target[0] + (name or target[1:])
+        if target[0] == "!":  # <!here>, <!subteam^S123|@team>
+            return name or "@" + target[1:].split("^")[0]
+        return name or target
+
+    text = _ENTITY.sub(label, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(text.split())
+
+
+def to_inbound(
+    event: Mapping[str, Any], bot_user_id: str, staff_users: frozenset[str] = frozenset()
+) -> Inbound | None:
+    """An Events API `message` / `app_mention` event as an `Inbound`, or None for what
+    deskmate does not answer: its own and other bots' messages, edits, deletions, joins
+    and other subtypes, channel messages without a mention (those arrive as app_mention)."""
+    kind = event.get("type")
+    user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
+    if kind not in ("message", "app_mention") or event.get("subtype"):
+        return None
+    if event.get("bot_id") or event.get("bot_profile"):
+        return None
+    if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)):
+        return None
+    if not user or user == bot_user_id:
+        return None
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    direct = kind == "message"
+    if direct and event.get("channel_type") != "im":
+        return None  # channel messages count only when they mention the bot
+    if not direct and channel.startswith("D"):
+        return None  # a mention in a DM also arrives as a plain message; answer that one
+    text = event.get("text")
+    try:
+        sent = float(ts)
+    except ValueError:
+        return None
+    return Inbound(
+        channel="slack",
+        conversation_id=conversation_id(channel, thread_ts if direct else thread_ts or ts),
+        user_id=user,
+        message_id=ts,
+        text=plain_text(text if isinstance(text, str) else "", bot_user_id),
+        time=sent,
+        is_staff=user in staff_users,
+        is_group=not direct,
+        mentioned=not direct,
+    )
+
+
+def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
+    """A 👍/👎 press (block_actions) on one of deskmate's answers as a `Feedback`."""
+    actions = body.get("actions") or [{}]
+    rating = FEEDBACK_ACTIONS.get(str(actions[0].get("action_id", "")))
+    message = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id")
+    user = (body.get("user") or {}).get("id")
+    if rating is None or not channel or not user or not message.get("ts"):
+        return None
+    return Feedback(
+        channel="slack",
+        conversation_id=conversation_id(channel, message.get("thread_ts")),
+        user_id=user,
+        message_id=message["ts"],
+        rating="up" if rating == "up" else "down",
+    )
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail before anything starts when Slack cannot be served with these settings."""
+    if not settings.slack_bot_token:
+        raise SlackStartError("DESKMATE_SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        raise SlackStartError(
+            "set DESKMATE_SLACK_APP_TOKEN for Socket Mode, or DESKMATE_SLACK_SIGNING_SECRET "
+            "to receive Slack events over HTTP"
+        )
+
+
+class SlackAdapter:
+    """The Slack channel (see the module docstring). Enter it to check the bot token
+    (auth.test) and, in Socket Mode, to connect."""
+
+    channel: ClassVar[str] = "slack"
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_message: Handler,
+        on_feedback: FeedbackHandler,
+        *,
+        redis: aioredis.Redis,
+        staff: StaffCommands | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        check_settings(settings)
+        self.socket_mode = bool(settings.slack_app_token)
+        self.settings = settings
+        self.on_message = on_message
+        self.on_feedback = on_feedback
+        self.redis = redis
+        self.prefix = settings.redis_prefix
+        self.staff = staff
+        self.staff_users = frozenset(settings.slack_staff_users)
+        self.bot_user_id = ""
+        self.client = AsyncWebClient(
+            token=str(settings.slack_bot_token),
+            base_url=settings.slack_api_url + "/",
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            ],
+        )
+        self.app = AsyncApp(
+            name="deskmate",
+            client=self.client,
+            signing_secret=str(settings.slack_signing_secret),
+        )
+        self.app.event("message")(self._on_event)
+        self.app.event("app_mention")(self._on_event)
+        self.app.action(FEEDBACK_ACTION_PATTERN)(self._on_feedback_action)
+        self.app.command(SLASH_COMMAND)(self._on_command)
+        self._socket: AsyncSocketModeHandler | None = None
+        # Bolt runs every acked event as its own task; a burst must not open one Redis
+        # connection and one model call per message all at once.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise SlackStartError(
+                f"Slack rejected DESKMATE_SLACK_BOT_TOKEN ({exc.response.get('error')}); "
+                "copy the Bot User OAuth Token (xoxb-...) from the app's OAuth & Permissions page"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SlackStartError(
+                f"cannot reach Slack at DESKMATE_SLACK_API_URL={self.settings.slack_api_url}: {exc}"
+            ) from None
+        self.bot_user_id = str(auth["user_id"])
+        log.info("slack: signed in as %s (%s)", auth.get("user"), self.bot_user_id)
+        if self.socket_mode:
+            app_token = str(self.settings.slack_app_token)
+            # The socket client retries a rejected token forever; ask once here to fail fast.
+            try:
+                opened = await self.client.apps_connections_open(app_token=app_token)
+            except SlackApiError as exc:
+                raise SlackStartError(
+                    f"Slack rejected DESKMATE_SLACK_APP_TOKEN ({exc.response.get('error')}); "
+                    "it is the app-level token (xapp-...) with the connections:write scope"
+                ) from None
+            self._socket = AsyncSocketModeHandler(self.app, app_token)
+            self._socket.client.wss_uri = str(opened["url"])
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+
+    def web_routes(self) -> list[web.RouteDef]:
+        """The Events API endpoint (events, interactions and slash commands) in HTTP mode."""
+        if self.socket_mode:
+            return []
+        return [web.post(EVENTS_PATH, self._http)]
+
+    async def _http(self, request: web.Request) -> web.Response:
+        response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    # -- inbound --------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _on_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        inbound = to_inbound(event, self.bot_user_id, self.staff_users)
+        if inbound is None:
+            return
+        async with self._in_flight:
+            await self._handle(inbound, body, event)
+
+    async def _handle(self, inbound: Inbound, body: dict[str, Any], event: dict[str, Any]) -> None:
+        event_id = str(body.get("event_id") or f"{event.get('channel')}:{inbound.message_id}")
+        first = await self.redis.set(self._key("seen", "slack", event_id), 1, nx=True, ex=SEEN_TTL)
+        if not first:
+            log.info("slack: event %s delivered again; already handled", event_id)
+            return
+        await self._post_placeholder(inbound.conversation_id)
+        try:
+            await self.on_message(inbound)
+        except Exception:
+            # One error boundary per message: log, apologise, keep serving.
+            log.exception("conversation %s: failed to answer", inbound.conversation_id)
+            try:
+                await self.send(inbound.conversation_id, Reply(APOLOGY, "none"))
+            except Exception:
+                log.exception("conversation %s: could not apologise", inbound.conversation_id)
+
+    async def _post_placeholder(self, conversation: str) -> None:
+        channel, thread_ts = parse_conversation(conversation)
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=PLACEHOLDER
+            )
+        except SlackApiError as exc:
+            log.warning("conversation %s: no placeholder (%s)", conversation, exc)
+            return
+        key = self._key("slack", "placeholder", conversation)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, str(posted["ts"]))
+            pipe.expire(key, PLACEHOLDER_TTL)
+            await pipe.execute()
+
+    async def _on_feedback_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        feedback = to_feedback(body)
+        if feedback is None:
+            return
+        await self.on_feedback(feedback)
+        message = body.get("message") or {}
+        channel, _ = parse_conversation(feedback.conversation_id)
+        try:
+            await self.client.chat_update(
+                channel=channel,
+                ts=feedback.message_id,
+                text=str(message.get("text", "")),
+                blocks=acknowledge_feedback(
+                    list(message.get("blocks") or []), feedback.rating, feedback.user_id
+                ),
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "conversation %s: feedback recorded, message not updated (%s)",
+                feedback.conversation_id,
+                exc,
+            )
+
+    async def _on_command(
+        self, ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]
+    ) -> None:
+        user = str(command.get("user_id", ""))
+        if self.staff is None or not await self.is_staff(user):
+            await ack(text=REFUSAL)
+            return
+        await ack()
+        result = await self.staff.run(str(command.get("text", "")))
+        await respond(text=f"```{escape(result)}```", response_type="ephemeral")
+
+    async def is_staff(self, user_id: str) -> bool:
+        """Listed in DESKMATE_SLACK_STAFF_USERS, or a member of DESKMATE_SLACK_STAFF_GROUP."""
+        if user_id in self.staff_users:
+            return True
+        group = self.settings.slack_staff_group
+        if not group or not user_id:
+            return False
+        try:
+            members = await self.client.usergroups_users_list(usergroup=group)
+        except SlackApiError as exc:
+            log.warning("slack: cannot read staff group %s (%s)", group, exc)
+            return False
+        return user_id in (members.get("users") or [])
+
+    # -- outbound -------------------------------------------------------------------
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Deliver a reply: replace the conversation's oldest placeholder, else post anew.
+
+        A reply with nothing to say (a human holds the conversation) removes the
+        placeholder. Rate limits are retried by the client, honouring Retry-After.
+        """
+        channel, thread_ts = parse_conversation(conversation_id)
+        popped = await self.redis.lpop(self._key("slack", "placeholder", conversation_id))
+        placeholder = popped.decode() if isinstance(popped, bytes) else popped
+        assert placeholder is None or isinstance(placeholder, str)  # one item popped, not a list
+        if reply.action == "none" and not reply.text:
+            if placeholder:
+                await self.client.chat_delete(channel=channel, ts=placeholder)
+            return
+        text, blocks = render_reply(reply)
+        if placeholder:
+            try:
+                await self.client.chat_update(
+                    channel=channel, ts=placeholder, text=text, blocks=blocks
+                )
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") not in ("message_not_found", "cant_update_message"):
+                    raise
+        await self.client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )

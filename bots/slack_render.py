@@ -1,0 +1,116 @@
+"""Rendering replies for Slack: mrkdwn escaping, Block Kit, feedback buttons. Pure, no I/O.
+
+Model output is untrusted text: `&`, `<` and `>` are escaped so it can never ping
+`<!channel>`, mention users or forge links. Links to the cited FAQ entries are the only
+markup deskmate adds itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from brain.types import Rating, Reply
+
+Block = dict[str, Any]
+
+PLACEHOLDER = "Looking that up…"
+FEEDBACK_BLOCK = "deskmate_feedback"
+FEEDBACK_ACTIONS = {"deskmate_feedback_up": "up", "deskmate_feedback_down": "down"}
+FEEDBACK_ACTION_PATTERN = re.compile(r"^deskmate_feedback_(up|down)$")
+SECTION_LIMIT = 3000  # Block Kit: a section's text holds at most 3,000 characters
+MAX_SECTIONS = 40  # a message holds at most 50 blocks; leave room for sources and buttons
+FALLBACK_LIMIT = 3000  # the notification text; the blocks carry the whole answer
+HELD_BY_HUMAN = "A member of the support team has this conversation; they'll answer here."
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_mrkdwn(text: str) -> str:
+    """Model text as safe mrkdwn: escaped, and Markdown `**bold**` turned into `*bold*`."""
+    return _BOLD.sub(r"*\1*", escape(text))
+
+
+def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Split at paragraph, line or word boundaries so every piece fits in `limit`."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit))
+        if cut <= 0:
+            cut = rest.rfind(" ", 0, limit)
+        if cut <= 0:
+            cut = limit
+        # Never cut an escape such as "&amp;" in half.
+        entity = rest.rfind("&", max(0, cut - 5), cut)
+        if entity != -1 and ";" not in rest[entity:cut]:
+            cut = entity or cut
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def feedback_buttons() -> Block:
+    """The 👍 / 👎 buttons; their presses come back as block_actions."""
+    return {
+        "type": "actions",
+        "block_id": FEEDBACK_BLOCK,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "value": rating,
+                "text": {"type": "plain_text", "text": "👍" if rating == "up" else "👎"},
+            }
+            for action_id, rating in FEEDBACK_ACTIONS.items()
+        ],
+    }
+
+
+def render_reply(reply: Reply) -> tuple[str, list[Block]]:
+    """(notification text, blocks) for a reply: the answer, its sources, feedback buttons."""
+    body = reply.text if reply.text else HELD_BY_HUMAN
+    sections = split_text(to_mrkdwn(body))
+    if len(sections) > MAX_SECTIONS:
+        sections = [*sections[: MAX_SECTIONS - 1], sections[MAX_SECTIONS - 1][:2990] + " …"]
+    blocks: list[Block] = []
+    if reply.notice:
+        blocks.append(_context(f"_{escape(reply.notice)}_"))
+    blocks += [_section(text) for text in sections]
+    if reply.action == "answer" and reply.sources:
+        lines = []
+        for number, source in enumerate(reply.sources, start=1):
+            title = escape(source.title)
+            lines.append(
+                f"[{number}] <{escape(source.url)}|{title}>"
+                if source.url
+                else f"[{number}] {title}"
+            )
+        blocks.append(_context("\n".join(lines)))
+    if reply.action == "answer":
+        blocks.append(feedback_buttons())
+    fallback = escape(body)
+    if len(fallback) > FALLBACK_LIMIT:
+        fallback = split_text(fallback, FALLBACK_LIMIT - 2)[0] + " …"
+    return fallback, blocks
+
+
+def acknowledge_feedback(blocks: list[Block], rating: Rating, user_id: str) -> list[Block]:
+    """The rated message's blocks with the buttons replaced by a thank-you note."""
+    kept = [block for block in blocks if block.get("block_id") != FEEDBACK_BLOCK]
+    mark = "👍" if rating == "up" else "👎"
+    return [*kept, _context(f"{mark} Thanks for the feedback, <@{escape(user_id)}>.")]

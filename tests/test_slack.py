@@ -1,0 +1,496 @@
+"""The Slack channel end to end: signed Events API requests in, real slack_sdk calls out to a
+fake Slack, the real brain (sample FAQ, real embedder) and real Redis in between."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from slack_sdk.signature import SignatureVerifier
+
+from bots.direct import DirectFlow
+from bots.indexing import import_faq
+from bots.slack import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
+from bots.slack_render import PLACEHOLDER
+from bots.staff import StaffCommands
+from bots.web import make_web_app, serve_web
+from brain.backends import QuoteBackend
+from brain.conversations import ConversationStore
+from brain.pipeline import Brain
+from brain.settings import Secret, Settings
+from brain.types import Inbound
+from retrieval.embedder import Embedder
+from retrieval.retriever import Retriever
+from tests.fake_slack import JSON, FakeSlack
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+RETURNS = "how many days do I have to send an item back?"
+TRACKING = "how do I track my parcel?"
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str
+
+
+@dataclass
+class Slack:
+    """A running Slack channel and the means to talk to it as Slack would."""
+
+    fake: FakeSlack
+    adapter: SlackAdapter
+    endpoint: str
+    session: aiohttp.ClientSession
+
+    async def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+        sent = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature or "",
+            **(headers or {}),
+        }
+        async with self.session.post(self.endpoint, data=body.encode(), headers=sent) as response:
+            return Response(response.status, await response.text())
+
+    async def event(self, event: JSON, event_id: str | None = None, **kwargs: Any) -> Response:
+        envelope = {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{next(_ids):08d}",
+            "event_time": int(time.time()),
+            "event": event,
+        }
+        return await self.post(json.dumps(envelope), "application/json", **kwargs)
+
+    async def form(self, fields: dict[str, str], **kwargs: Any) -> Response:
+        return await self.post(urlencode(fields), "application/x-www-form-urlencoded", **kwargs)
+
+    def updates(self, channel: str) -> list[JSON]:
+        return [p for p in self.fake.payloads("chat.update") if p["channel"] == channel]
+
+    def posts(self, channel: str) -> list[JSON]:
+        return [p for p in self.fake.payloads("chat.postMessage") if p["channel"] == channel]
+
+    async def answers(self, channel: str, count: int) -> list[JSON]:
+        """Wait until `count` placeholders in `channel` were replaced; return the updates."""
+        await self.fake.wait_for(lambda: len(self.updates(channel)) >= count)
+        return self.updates(channel)
+
+
+def dm(text: str, user: str = "U1", channel: str = "D1", **extra: Any) -> JSON:
+    ts = f"{1700000000 + next(_ids)}.000200"
+    return {
+        "type": "message",
+        "channel_type": "im",
+        "channel": channel,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        **extra,
+    }
+
+
+def mention(text: str, channel: str = "C1", thread_ts: str | None = None) -> JSON:
+    ts = f"{1700000000 + next(_ids)}.000300"
+    event = {
+        "type": "app_mention",
+        "channel": channel,
+        "user": "U2",
+        "text": f"<@UBOT> {text}",
+        "ts": ts,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def section_text(payload: JSON) -> str:
+    return "\n".join(b["text"]["text"] for b in payload["blocks"] if b["type"] == "section")
+
+
+SlackFactory = Callable[..., AbstractAsyncContextManager[Slack]]
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    async with serve_web(fake.app(), "127.0.0.1:0") as port:
+        fake.url = f"http://127.0.0.1:{port}"
+        yield fake
+
+
+@pytest.fixture
+def settings(fake_slack: FakeSlack, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        slack_bot_token=Secret(fake_slack.token),
+        slack_signing_secret=Secret(SECRET),
+        slack_api_url=f"{fake_slack.url}/api",
+        slack_staff_users=("USTAFF",),
+    )
+
+
+@pytest.fixture
+def make_slack(
+    fake_slack: FakeSlack,
+    settings: Settings,
+    brain: Brain,
+    redis: aioredis.Redis,
+) -> SlackFactory:
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Slack]:
+        configured = replace(settings, **overrides)
+        flow = DirectFlow(brain)
+        staff = StaffCommands(
+            brain.retriever,
+            redis,
+            prefix=configured.redis_prefix,
+            index_dir=configured.index_dir,
+            backend_version=brain.backend.version,
+        )
+        adapter = SlackAdapter(
+            configured, flow.on_message, brain.feedback, redis=redis, staff=staff
+        )
+        flow.attach(adapter.channel, adapter.send)
+        web_app = make_web_app(adapter.web_routes())
+        async with (
+            adapter,
+            serve_web(web_app, "127.0.0.1:0") as port,
+            aiohttp.ClientSession() as session,
+        ):
+            yield Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+
+    return start
+
+
+@pytest.fixture
+async def slack(make_slack: SlackFactory) -> AsyncIterator[Slack]:
+    async with make_slack() as running:
+        yield running
+
+
+async def test_direct_messages_over_several_turns(slack: Slack, store: ConversationStore) -> None:
+    response = await slack.event(dm(RETURNS))
+    assert response.status == 200
+    [first] = await slack.answers("D1", 1)
+    [placeholder] = slack.posts("D1")
+    assert placeholder["text"] == PLACEHOLDER and "thread_ts" not in placeholder
+    assert first["ts"] == slack.fake.responses("chat.postMessage")[0]["ts"]
+    assert "30 days" in section_text(first)
+    links = [b for b in first["blocks"] if b["type"] == "context"]
+    assert "<https://help.northwind-outfitters.example/" in links[0]["elements"][0]["text"]
+    buttons = next(b for b in first["blocks"] if b["type"] == "actions")["elements"]
+    assert [b["value"] for b in buttons] == ["up", "down"]
+
+    await slack.event(dm(TRACKING))
+    second = (await slack.answers("D1", 2))[1]
+    assert "track" in section_text(second).lower()
+    history = await store.history("D1")
+    assert [turn.role for turn in history] == ["user", "assistant", "user", "assistant"]
+    assert history[2].text == TRACKING
+
+
+async def test_mention_is_answered_in_thread_and_follow_ups_keep_context(
+    slack: Slack, store: ConversationStore
+) -> None:
+    question = mention(TRACKING)
+    await slack.event(question)
+    [answer] = await slack.answers("C1", 1)
+    [placeholder] = slack.posts("C1")
+    assert placeholder["thread_ts"] == question["ts"]
+    assert answer["channel"] == "C1"
+    assert "track" in section_text(answer).lower()
+    assert "<@UBOT>" not in (await store.history(f"C1:{question['ts']}"))[0].text
+
+    await slack.event(mention(RETURNS, thread_ts=question["ts"]))
+    await slack.answers("C1", 2)
+    assert [p["thread_ts"] for p in slack.posts("C1")] == [question["ts"], question["ts"]]
+    history = await store.history(f"C1:{question['ts']}")
+    assert [turn.text for turn in history if turn.role == "user"] == [TRACKING, RETURNS]
+
+
+async def test_a_retried_event_is_answered_once(slack: Slack, redis: aioredis.Redis) -> None:
+    event = dm(RETURNS)
+    await slack.event(event, event_id="EvRETRY")
+    retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    assert (await slack.event(event, event_id="EvRETRY", headers=retry)).status == 200
+    await slack.event(dm(TRACKING, channel="D2"))  # a later message: once answered, all are
+    await slack.answers("D2", 1)
+    await slack.answers("D1", 1)
+    assert len(slack.posts("D1")) == 1 and len(slack.updates("D1")) == 1
+    assert await redis.ttl("dm:seen:slack:EvRETRY") > 23 * 3600
+
+
+async def test_bad_or_stale_signature_is_refused_and_nothing_is_processed(
+    slack: Slack, redis: aioredis.Redis
+) -> None:
+    forged = await slack.event(dm(RETURNS), event_id="EvFORGED", secret="not-the-secret")
+    stale = await slack.event(dm(RETURNS), event_id="EvSTALE", timestamp=int(time.time()) - 10 * 60)
+    assert (forged.status, stale.status) == (401, 401)
+    await slack.event(dm(TRACKING, channel="D2"))
+    await slack.answers("D2", 1)
+    assert slack.posts("D1") == []
+    assert await redis.exists("dm:seen:slack:EvFORGED", "dm:seen:slack:EvSTALE") == 0
+
+
+async def test_rate_limited_reply_waits_retry_after_and_still_arrives(slack: Slack) -> None:
+    slack.fake.fail_next("chat.update", retry_after=1)
+    await slack.event(dm(RETURNS))
+    [answer] = await slack.answers("D1", 1)
+    assert "30 days" in section_text(answer)
+    updates = [call for call in slack.fake.calls if call.method == "chat.update"]
+    assert [call.status for call in updates] == [429, 200]
+    assert updates[1].time - updates[0].time >= 1.0
+
+
+async def test_thumbs_up_is_recorded_in_transcripts(slack: Slack, redis: aioredis.Redis) -> None:
+    await slack.event(dm(RETURNS))
+    [answer] = await slack.answers("D1", 1)
+    press = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": "U1"},
+        "api_app_id": "A1",
+        "channel": {"id": "D1"},
+        "container": {"type": "message", "message_ts": answer["ts"], "channel_id": "D1"},
+        "message": {
+            "type": "message",
+            "ts": answer["ts"],
+            "text": answer["text"],
+            "blocks": answer["blocks"],
+            "bot_id": "BBOT",
+        },
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "deskmate_feedback_up",
+                "block_id": "deskmate_feedback",
+                "value": "up",
+                "action_ts": str(time.time()),
+            }
+        ],
+        "trigger_id": "1.2.3",
+        "response_url": f"{slack.fake.url}/response/9",
+    }
+    response = await slack.form({"payload": json.dumps(press)})
+    assert response.status == 200
+    await slack.fake.wait_for(lambda: len(slack.updates("D1")) == 2)
+    thanked = slack.updates("D1")[1]
+    assert thanked["ts"] == answer["ts"]
+    assert not [b for b in thanked["blocks"] if b["type"] == "actions"]
+    assert "Thanks for the feedback" in json.dumps(thanked["blocks"])
+    events = [e for _, e in await redis.xrange("dm:transcripts") if e["type"] == "feedback"]
+    assert [(e["channel"], e["conversation"], e["user"]) for e in events] == [("slack", "D1", "U1")]
+    assert json.loads(events[0]["data"]) == {"message_id": answer["ts"], "rating": "up"}
+
+
+def command(text: str, user: str, response_url: str) -> dict[str, str]:
+    return {
+        "token": "legacy",
+        "team_id": "T1",
+        "channel_id": "C9",
+        "user_id": user,
+        "command": "/deskmate",
+        "text": text,
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
+        "api_app_id": "A1",
+    }
+
+
+async def test_staff_commands_are_run_for_staff(slack: Slack, redis: aioredis.Redis) -> None:
+    await slack.event(dm(RETURNS))
+    await slack.answers("D1", 1)
+    response_url = f"{slack.fake.url}/response/1"
+    response = await slack.form(command("stats", "USTAFF", response_url))
+    assert response.status == 200
+    await slack.fake.wait_for(lambda: len(slack.fake.payloads("response")) == 1)
+    stats = slack.fake.payloads("response")[0]
+    assert stats["response_type"] == "ephemeral"
+    assert "messages        1 (slack 1)" in stats["text"]
+    assert "answers         1" in stats["text"]
+
+    await redis.set("dm:model:active", "support-lora-v3")
+    await slack.form(command("model", "USTAFF", response_url))
+    await slack.fake.wait_for(lambda: len(slack.fake.payloads("response")) == 2)
+    assert "support-lora-v3" in slack.fake.payloads("response")[1]["text"]
+
+
+async def test_staff_commands_are_refused_politely_to_others(
+    make_slack: SlackFactory, fake_slack: FakeSlack
+) -> None:
+    fake_slack.group_members["S1"] = ["UGROUP"]
+    async with make_slack(slack_staff_group="S1") as slack:
+        response_url = f"{fake_slack.url}/response/2"
+        async with slack.session.post(
+            slack.endpoint, data=b"", headers={"Content-Type": "application/json"}
+        ) as unsigned:
+            assert unsigned.status == 401
+        refused = await slack.form(command("stats", "UOTHER", response_url))
+        assert refused.status == 200
+        assert refused.body == REFUSAL  # shown to the user only (ephemeral)
+        await slack.form(command("model", "UGROUP", response_url))
+        await fake_slack.wait_for(lambda: len(fake_slack.payloads("response")) == 1)
+        assert "Active model: quote" in fake_slack.payloads("response")[0]["text"]
+        assert fake_slack.payloads("usergroups.users.list")[-1]["usergroup"] == "S1"
+
+
+async def test_faq_reload_serves_the_edited_file(
+    fake_slack: FakeSlack,
+    settings: Settings,
+    redis: aioredis.Redis,
+    store: ConversationStore,
+    embedder: Embedder,
+    tmp_path: Path,
+) -> None:
+    faq = tmp_path / "faq.jsonl"
+    entry = {
+        "id": "wifi",
+        "question": "What is the office wifi password?",
+        "answer": "It is on the kitchen whiteboard.",
+        "alternates": ["wifi password"],
+    }
+    faq.write_text(json.dumps(entry) + "\n")
+    index, _ = import_faq(settings.index_dir, [faq], embedder, show_progress=False)
+    retriever = Retriever(embedder, index)
+    brain = Brain(retriever, store, QuoteBackend())
+    staff = StaffCommands(
+        retriever, redis, prefix="dm:", index_dir=settings.index_dir, backend_version="quote"
+    )
+    flow = DirectFlow(brain)
+    adapter = SlackAdapter(settings, flow.on_message, brain.feedback, redis=redis, staff=staff)
+    flow.attach(adapter.channel, adapter.send)
+    parking = {
+        "id": "parking",
+        "question": "Where can I park my car at the office?",
+        "answer": "Level -2 of the garage, bays 10-40.",
+        "alternates": ["car park"],
+    }
+    faq.write_text(json.dumps(entry) + "\n" + json.dumps(parking) + "\n")
+    async with (
+        adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as session,
+    ):
+        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+        await slack.form(command("faq reload", "USTAFF", f"{fake_slack.url}/response/3"))
+        await fake_slack.wait_for(lambda: len(fake_slack.payloads("response")) == 1)
+        assert "Reloaded 2 FAQ entries from faq.jsonl" in fake_slack.payloads("response")[0]["text"]
+        assert retriever.index.entry("parking") is not None
+        await slack.event(dm("where do I park my car at the office?"))
+        [answer] = await slack.answers("D1", 1)
+        assert "Level -2" in section_text(answer)
+
+
+async def test_the_bots_own_and_other_bots_messages_are_ignored(
+    slack: Slack, redis: aioredis.Redis
+) -> None:
+    await slack.event(dm("Here is my earlier answer", user="UBOT", bot_id="BBOT"), "EvSELF")
+    await slack.event(dm("I am another bot", user="U7", bot_id="B7"), "EvOTHERBOT")
+    await slack.event(dm(RETURNS, channel="D2"))
+    await slack.answers("D2", 1)
+    assert slack.posts("D1") == []
+    assert await redis.exists("dm:seen:slack:EvSELF", "dm:seen:slack:EvOTHERBOT") == 0
+
+
+async def test_a_rejected_bot_token_fails_at_start_naming_the_variable(
+    settings: Settings, brain: Brain, redis: aioredis.Redis
+) -> None:
+    flow = DirectFlow(brain)
+    adapter = SlackAdapter(
+        replace(settings, slack_bot_token=Secret("xoxb-wrong")),
+        flow.on_message,
+        brain.feedback,
+        redis=redis,
+    )
+    with pytest.raises(SlackStartError, match="DESKMATE_SLACK_BOT_TOKEN"):
+        async with adapter:
+            pass
+
+
+async def test_socket_mode_receives_acks_and_answers(
+    make_slack: SlackFactory, fake_slack: FakeSlack
+) -> None:
+    async with make_slack(
+        slack_app_token=Secret(fake_slack.app_token), slack_signing_secret=Secret("")
+    ) as slack:
+        assert slack.adapter.socket_mode and slack.adapter.web_routes() == []
+        envelope = {
+            "type": "event_callback",
+            "team_id": "T1",
+            "event_id": "EvSOCKET",
+            "event": dm(RETURNS),
+        }
+        await fake_slack.push(envelope, "env-1")
+        [answer] = await slack.answers("D1", 1)
+        assert "30 days" in section_text(answer)
+        assert {"envelope_id": "env-1"} in fake_slack.socket_acks
+
+
+async def test_a_rejected_app_token_fails_at_start_naming_the_variable(
+    make_slack: SlackFactory,
+) -> None:
+    with pytest.raises(SlackStartError, match="DESKMATE_SLACK_APP_TOKEN"):
+        async with make_slack(slack_app_token=Secret("xapp-wrong")):
+            pass
+
+
+async def test_while_a_person_holds_the_conversation_the_placeholder_is_removed(
+    slack: Slack, store: ConversationStore
+) -> None:
+    await store.start_handoff("D1", "asked for a person")
+    await slack.event(dm("hello? anyone there?"))
+    await slack.fake.wait_for(lambda: bool(slack.fake.payloads("chat.delete")))
+    [placeholder] = slack.fake.responses("chat.postMessage")
+    assert slack.fake.payloads("chat.delete") == [{"channel": "D1", "ts": placeholder["ts"]}]
+    assert slack.updates("D1") == []
+    assert (await store.history("D1"))[-1].text == "hello? anyone there?"
+
+
+async def test_a_failure_answering_is_apologised_for_and_serving_goes_on(
+    settings: Settings, fake_slack: FakeSlack, brain: Brain, redis: aioredis.Redis
+) -> None:
+    flow = DirectFlow(brain)
+
+    async def flaky(inbound: Inbound) -> None:
+        if "explode" in inbound.text:
+            raise RuntimeError("backend fell over")
+        await flow.on_message(inbound)
+
+    adapter = SlackAdapter(settings, flaky, brain.feedback, redis=redis)
+    flow.attach(adapter.channel, adapter.send)
+    async with (
+        adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as session,
+    ):
+        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+        await slack.event(dm("please explode"))
+        [apology] = await slack.answers("D1", 1)
+        assert apology["text"] == APOLOGY
+        await slack.event(dm(RETURNS))
+        assert "30 days" in section_text((await slack.answers("D1", 2))[1])

@@ -1,0 +1,170 @@
+"""Slack payloads -> Inbound / Feedback: the pure translation, table-driven."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bots.slack import conversation_id, parse_conversation, plain_text, to_feedback, to_inbound
+from brain.types import Feedback
+
+BOT = "UBOT"
+TS = "1700000000.000100"
+THREAD = "1699999999.000050"
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "channel_type": "im",
+        "channel": "D1",
+        "user": "U1",
+        "text": "where is my order?",
+        "ts": TS,
+        **fields,
+    }
+
+
+def mention(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "app_mention",
+        "channel": "C1",
+        "user": "U1",
+        "text": "<@UBOT> where is my order?",
+        "ts": TS,
+        **fields,
+    }
+
+
+# (case, event, expected (conversation_id, text, is_group) or None)
+CASES: list[tuple[str, dict[str, Any], tuple[str, str, bool] | None]] = [
+    ("direct message", message(), ("D1", "where is my order?", False)),
+    (
+        "direct message in a thread",
+        message(thread_ts=THREAD),
+        (f"D1:{THREAD}", "where is my order?", False),
+    ),
+    (
+        "mention starts a thread at the question",
+        mention(),
+        (f"C1:{TS}", "where is my order?", True),
+    ),
+    (
+        "mention inside a thread joins it",
+        mention(thread_ts=THREAD),
+        (f"C1:{THREAD}", "where is my order?", True),
+    ),
+    (
+        "entities unescaped, links by label",
+        message(text="is 5 &lt; 7 &amp; <https://x.example|x>?"),
+        ("D1", "is 5 < 7 & x?", False),
+    ),
+    (
+        "other mentions kept readable",
+        mention(text="<@UBOT> ask <@U9|ann> in <#C7|help>"),
+        (f"C1:{TS}", "ask @ann in #help", True),
+    ),
+    ("own message", message(user=BOT), None),
+    ("own message posted as bot", message(user=BOT, bot_id="BBOT"), None),
+    ("another bot", message(user="U7", bot_id="B7"), None),
+    ("bot without user", message(user=None, bot_id="B7", subtype="bot_message"), None),
+    ("edit", message(subtype="message_changed"), None),
+    ("deletion", message(subtype="message_deleted"), None),
+    ("join", message(subtype="channel_join", channel_type="channel"), None),
+    ("channel message without a mention", message(channel_type="channel", channel="C1"), None),
+    ("mention in a DM arrives as a message too", mention(channel="D1"), None),
+    ("other event types", {"type": "reaction_added", "user": "U1"}, None),
+    ("missing ts", message(ts=None), None),
+]
+
+
+@pytest.mark.parametrize(("case", "event", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_to_inbound(
+    case: str, event: dict[str, Any], expected: tuple[str, str, bool] | None
+) -> None:
+    inbound = to_inbound(event, BOT)
+    if expected is None:
+        assert inbound is None
+        return
+    assert inbound is not None
+    assert (inbound.conversation_id, inbound.text, inbound.is_group) == expected
+    assert inbound.channel == "slack" and inbound.user_id == "U1" and inbound.message_id == TS
+    assert inbound.mentioned == inbound.is_group
+    assert inbound.time == float(TS)
+
+
+def test_staff_flag_comes_from_the_staff_list() -> None:
+    assert to_inbound(message(), BOT, frozenset({"U1"})).is_staff  # type: ignore[union-attr]
+    assert not to_inbound(message(), BOT, frozenset({"U2"})).is_staff  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("channel", "thread", "conversation"),
+    [("D1", None, "D1"), ("C1", THREAD, f"C1:{THREAD}")],
+)
+def test_conversation_ids_round_trip(channel: str, thread: str | None, conversation: str) -> None:
+    assert conversation_id(channel, thread) == conversation
+    assert parse_conversation(conversation) == (channel, thread)
+
+
+def press(action_id: str, **message: Any) -> dict[str, Any]:
+    return {
+        "type": "block_actions",
+        "user": {"id": "U1"},
+        "channel": {"id": "C1"},
+        "message": {"ts": TS, **message},
+        "actions": [{"action_id": action_id}],
+    }
+
+
+FEEDBACK: list[tuple[str, dict[str, Any], Feedback | None]] = [
+    (
+        "thumbs up in a thread",
+        press("deskmate_feedback_up", thread_ts=THREAD),
+        Feedback("slack", f"C1:{THREAD}", "U1", TS, "up"),
+    ),
+    (
+        "thumbs down in a DM",
+        press("deskmate_feedback_down"),
+        Feedback("slack", "C1", "U1", TS, "down"),
+    ),
+    ("another app's button", press("approve"), None),
+    ("no message", {**press("deskmate_feedback_up"), "message": {}}, None),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "expected"), FEEDBACK, ids=[c[0] for c in FEEDBACK])
+def test_to_feedback(case: str, body: dict[str, Any], expected: Feedback | None) -> None:
+    feedback = to_feedback(body)
+    if expected is None:
+        assert feedback is None
+    else:
+        assert feedback is not None
+        assert feedback == Feedback(
+            expected.channel,
+            expected.conversation_id,
+            expected.user_id,
+            expected.message_id,
+            expected.rating,
+            feedback.time,
+        )
+
+
+def test_plain_text_drops_only_our_own_mention() -> None:
+    assert plain_text("<@UBOT>   hi <@UOTHER> <!here>", BOT) == "hi @UOTHER @here"
+
+
+def test_deskmate_slack_names_the_missing_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bots.cli import main
+
+    for name in ("BOT_TOKEN", "APP_TOKEN", "SIGNING_SECRET"):
+        monkeypatch.delenv(f"DESKMATE_SLACK_{name}", raising=False)
+    monkeypatch.delenv("DESKMATE_CONFIG", raising=False)
+    assert main(["slack"]) == 2
+    assert "DESKMATE_SLACK_BOT_TOKEN is not set" in capsys.readouterr().err
+    monkeypatch.setenv("DESKMATE_SLACK_BOT_TOKEN", "xoxb-1")
+    assert main(["slack"]) == 2
+    assert "DESKMATE_SLACK_SIGNING_SECRET" in capsys.readouterr().err
