@@ -32,6 +32,8 @@ examples:
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
+  deskmate serve --workers 4                     run the channels, workers and senders
+  deskmate status                                queues, pending work, live processes
   deskmate config                                show the effective settings
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
@@ -132,8 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the thresholds on these queries, store them with the index, report with them",
     )
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the channels, brain workers and senders",
+        description="Run the web server, every channel whose credentials are set, brain "
+        "workers and senders in one process until SIGTERM/SIGINT. Start more processes "
+        "(on this host or others) with the same DESKMATE_REDIS_URL to share the work.",
+        formatter_class=formatter,
+    )
+    serve.add_argument(
+        "--workers", type=_count, default=4, metavar="N", help="brain workers (default 4)"
+    )
+    serve.add_argument(
+        "--senders",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="reply senders (default 4; 0: this process only receives and answers)",
+    )
+    commands.add_parser(
+        "status", help="queue depths, pending work, live processes and the active model"
+    )
     commands.add_parser("config", help="show the effective settings (secrets masked)")
     return parser
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("must be a whole number, 0 or more")
+    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +199,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.eval_retrieval(
             settings, args.faq, args.queries, args.mode, args.calibrate, args.json
         )
+    if args.command == "serve":
+        from bots.serve import serve
+
+        return asyncio.run(serve(settings, args.workers, args.senders))
+    if args.command == "status":
+        from bots.serve import show_status
+
+        return asyncio.run(show_status(settings))
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")
