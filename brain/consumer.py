@@ -11,7 +11,7 @@ Brain workers (inbox -> outbox) and senders (outbox -> platform) are both this l
 4. Finish each entry with the `FINISH` script: acknowledge, delete, pass the result on.
 
 Redis failures back off (exponential, with jitter) and resume; nothing is acknowledged
-before its result is written.
+before its result is written, and work done just before Redis went away is not redone.
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class OrderedConsumer(ABC, Generic[R]):
         self._own_pending_first = True
         self._next_reclaim = 0.0
         self._group_ready = False
+        # Results whose finish failed (Redis went away): finished without redoing the
+        # work when the entry comes back to us, so a platform is not sent a reply twice.
+        self._processed: dict[str, str | None] = {}
 
     @abstractmethod
     def decode(self, data: str) -> R:
@@ -202,26 +205,36 @@ class OrderedConsumer(ABC, Generic[R]):
             blocking_timeout=self.lock_timeout * 3,
             thread_local=False,
         )
-        if not await call_redis("taking a conversation lock", lock.acquire()):
-            log.warning("%s: conversation %s stayed locked; later", self.consumer, conversation)
-            return  # still pending with us: reclaimed after reclaim_idle
-        try:
-            await self._work_off(conversation, entry_id, record, lock)
-        except Postpone as exc:
-            log.warning("%s: conversation %s postponed: %s", self.consumer, conversation, exc)
-        finally:
-            with contextlib.suppress(LockError, RedisError, OSError):
-                await lock.release()  # expired or Redis gone: it times out by itself
+        while True:
+            if not await call_redis("taking a conversation lock", lock.acquire()):
+                log.warning("%s: conversation %s stayed locked", self.consumer, conversation)
+                return  # still pending with us: reclaimed after reclaim_idle
+            try:
+                done = await self._work_off(conversation, entry_id, record, lock)
+            except Postpone as exc:
+                log.warning("%s: conversation %s postponed: %s", self.consumer, conversation, exc)
+                done = True
+            finally:
+                with contextlib.suppress(LockError, RedisError, OSError):
+                    await lock.release()  # expired or Redis gone: it times out by itself
+            if done:
+                return
+            await asyncio.sleep(0.02)  # an earlier entry's owner is alive: let it finish
 
-    async def _work_off(self, conversation: str, entry_id: str, record: R, lock: Any) -> None:
+    async def _work_off(self, conversation: str, entry_id: str, record: R, lock: Any) -> bool:
+        """Finish the conversation's entries up to ours; False: wait for an earlier one's
+        live owner (it may have done the work already and only lost Redis for a while)."""
         queue = self.keys.queue(self.stream, conversation)
         while True:
             head: Any = await call_redis("reading a queue", self.redis.lindex(queue, 0))
             if head is None or _id_key(head) > _id_key(entry_id):
-                return  # ours is finished (by us, or by whoever held the lock before)
+                self._processed.pop(entry_id, None)
+                return True  # ours is finished (by us, or by whoever held the lock before)
             if head == entry_id:
                 current = record
             else:
+                if await self._owned_by_another_live_consumer(head):
+                    return False
                 found: Any = await call_redis(
                     f"reading {self.stream}", self.redis.xrange(self.stream, head, head)
                 )
@@ -229,8 +242,28 @@ class OrderedConsumer(ABC, Generic[R]):
                     await call_redis("repairing a queue", self.redis.lrem(queue, 1, head))
                     continue
                 current = self.decode(found[0][1]["data"])
-            result = await self._process_holding(current, lock)
+            if head in self._processed:  # done before Redis failed to take the result
+                result = self._processed[head]
+            else:
+                result = await self._process_holding(current, lock)
+                self._processed[head] = result
+                while len(self._processed) > 1000:  # entries another consumer finished
+                    del self._processed[next(iter(self._processed))]
             await self._finish_entry(head, conversation, result)
+            del self._processed[head]
+
+    async def _owned_by_another_live_consumer(self, entry_id: str) -> bool:
+        pending: Any = await call_redis(
+            "reading pending entries",
+            self.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1),
+        )
+        if not pending:
+            return False
+        owner = pending[0]
+        return bool(
+            owner["consumer"] != self.consumer
+            and owner["time_since_delivered"] < self.reclaim_idle * 1000
+        )
 
     async def _process_holding(self, record: R, lock: Any) -> str | None:
         """Run `process`, renewing the lock so a long generation keeps the conversation."""
