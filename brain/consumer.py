@@ -251,6 +251,8 @@ class OrderedConsumer(ABC, Generic[R]):
                     del self._processed[next(iter(self._processed))]
             await self._finish_entry(head, conversation, result)
             del self._processed[head]
+            if head == entry_id:
+                return True
 
     async def _owned_by_another_live_consumer(self, entry_id: str) -> bool:
         pending: Any = await call_redis(

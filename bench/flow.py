@@ -1,0 +1,186 @@
+"""Message-flow benchmark: messages/s and inbound-to-delivered latency through a real
+`deskmate serve` process (http channel, Redis streams, brain workers, senders) with the
+quote backend, for 1, 2 and 4 brain workers.
+
+Two workloads, labelled apart:
+- plumbing: greetings, which the real Brain answers without retrieval or a model, so the
+  figure is what the flow itself sustains (intake, streams, locks, delivery);
+- full: FAQ questions, answered with retrieval (MiniLM embedding + FAISS + BM25) and quoted.
+
+Latency is from the POST to /v1/messages to the callback's arrival; the plumbing's added
+latency compares one message at a time end to end against `Brain.handle` called directly.
+
+    .venv/bin/python -m bench.flow [--messages 1000] [--workers 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bots.indexing import import_faq
+from brain.backends import QuoteBackend
+from brain.conversations import ConversationStore
+from brain.pipeline import Brain
+from brain.redis_server import EmbeddedRedis, client
+from brain.settings import SAMPLE_FAQ
+from brain.types import Inbound
+from retrieval.embedder import Embedder
+from retrieval.index import Thresholds
+from retrieval.retriever import Retriever
+from tests.callback_server import CallbackServer
+
+DESKMATE = str(Path(sys.executable).with_name("deskmate"))
+GREETINGS = ["hi", "hello", "thanks", "hey there"]
+QUESTIONS = [
+    "how do I track my parcel?",
+    "how many days do I have to send an item back?",
+    "how do I reset my password?",
+    "do you ship internationally?",
+]
+THRESHOLDS = {"DESKMATE_ANSWER_THRESHOLD": "0.3", "DESKMATE_CLARIFY_THRESHOLD": "0.2"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def start_serve(env: dict[str, str], workers: int) -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        DESKMATE, "serve", "--workers", str(workers), "--senders", "4",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 180)).decode()
+    port = int(line.rsplit(":", 1)[1])
+    return process, f"http://127.0.0.1:{port}/v1/messages"
+
+
+async def run_load(
+    url: str, callback: CallbackServer, texts: list[str], count: int, tag: str, concurrency: int
+) -> tuple[float, list[float]]:
+    """Send `count` messages over count/10 conversations; (messages/s, latencies)."""
+    callback.received.clear()
+    sent_at: dict[str, float] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+
+    async def client_task(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            n = queue.get_nowait()
+            message_id = f"{tag}-{n}"
+            body = {"conversation_id": f"{tag}-c{n % max(1, count // 10)}", "user_id": "u",
+                    "message_id": message_id, "text": texts[n % len(texts)]}  # fmt: skip
+            sent_at[message_id] = time.time()
+            async with session.post(url, json=body) as response:
+                assert response.status == 202, response.status
+
+    started = time.time()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(client_task(session) for _ in range(concurrency)))
+    await callback.wait_for(count, timeout=600)
+    finished = max(r.time for r in callback.received)
+    latencies = [r.time - sent_at[r.body["in_reply_to"]] for r in callback.received]
+    return count / (finished - started), latencies
+
+
+async def sequential_latency(
+    url: str, callback: CallbackServer, texts: list[str], count: int, tag: str
+) -> list[float]:
+    """One message at a time: the latency the flow adds when nothing queues."""
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        for n in range(count):
+            callback.received.clear()
+            body = {"conversation_id": f"{tag}-c{n % 5}", "user_id": "u",
+                    "message_id": f"{tag}-{n}", "text": texts[n % len(texts)]}  # fmt: skip
+            started = time.time()
+            async with session.post(url, json=body) as response:
+                assert response.status == 202
+            await callback.wait_for(1, timeout=30)
+            latencies.append(callback.received[0].time - started)
+    return latencies
+
+
+async def direct_latency(
+    redis_url: str, retriever: Retriever, texts: list[str], count: int
+) -> list[float]:
+    """`Brain.handle` called directly on the same Redis: the baseline."""
+    redis = client(redis_url)
+    brain = Brain(retriever, ConversationStore(redis, "bench-direct:"), QuoteBackend(),
+                  thresholds=Thresholds(0.3, 0.2))  # fmt: skip
+    latencies = []
+    for n in range(count):
+        message = Inbound("http", f"direct-c{n % 5}", "u", f"d{n}", texts[n % len(texts)])
+        started = time.perf_counter()
+        await brain.handle(message)
+        latencies.append(time.perf_counter() - started)
+    await redis.aclose()
+    return latencies
+
+
+async def main(messages: int, worker_counts: list[int], concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
+        data_dir = Path(tmp) / "data"
+        embedder = Embedder()
+        index, _ = import_faq(data_dir / "index", [SAMPLE_FAQ], embedder, show_progress=False)
+        retriever = Retriever(embedder, index)
+        retriever.search("warm up")
+        async with CallbackServer() as callback:
+            env = {**os.environ, **THRESHOLDS, "DESKMATE_REDIS_URL": redis_server.url,
+                   "DESKMATE_DATA_DIR": str(data_dir), "DESKMATE_HTTP_ADDR": "127.0.0.1:0",
+                   "DESKMATE_HTTP_CALLBACK_URL": callback.url,
+                   "DESKMATE_LOG_LEVEL": "ERROR"}  # fmt: skip
+            rows = []
+            added: list[tuple[str, float, float, float]] = []
+            for workers in worker_counts:
+                process, url = await start_serve(env, workers)
+                try:
+                    await run_load(url, callback, GREETINGS, 50, f"warm{workers}", concurrency)
+                    for label, texts in (("plumbing", GREETINGS), ("full", QUESTIONS)):
+                        rate, lat = await run_load(
+                            url, callback, texts, messages, f"{label}{workers}", concurrency
+                        )
+                        rows.append((label, workers, rate, percentile(lat, 0.5),
+                                     percentile(lat, 0.95)))  # fmt: skip
+                    if workers == worker_counts[0]:
+                        for label, texts in (("plumbing", GREETINGS), ("full", QUESTIONS)):
+                            e2e = await sequential_latency(url, callback, texts, 100, f"seq{label}")
+                            direct = await direct_latency(redis_server.url, retriever, texts, 100)
+                            p50_e2e, p50_direct = statistics.median(e2e), statistics.median(direct)
+                            added.append((label, p50_e2e, p50_direct, p50_e2e - p50_direct))
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    await process.wait()
+    cpus = os.cpu_count()
+    print(f"\nMessage flow, one `deskmate serve` process, quote backend, {messages} messages "
+          f"per run, {concurrency} concurrent senders of traffic, {cpus} CPUs\n")  # fmt: skip
+    print(f"{'workload':10} {'workers':>7} {'msg/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    for label, workers, rate, p50, p95 in rows:
+        print(f"{label:10} {workers:>7} {rate:>8.0f} {p50 * 1000:>8.1f} {p95 * 1000:>8.1f}")
+    print("\nOne message at a time (p50): end to end vs Brain.handle called directly")
+    print(f"{'workload':10} {'e2e ms':>8} {'direct ms':>10} {'added ms':>9}")
+    for label, e2e, direct, extra in added:
+        print(f"{label:10} {e2e * 1000:>8.1f} {direct * 1000:>10.1f} {extra * 1000:>9.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    asyncio.run(main(args.messages, args.workers, args.concurrency))
