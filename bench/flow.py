@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -131,7 +132,7 @@ async def direct_latency(
     return latencies
 
 
-async def main(messages: int, worker_counts: list[int], concurrency: int) -> None:
+async def measure(messages: int, worker_counts: list[int], concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
         data_dir = Path(tmp) / "data"
         embedder = Embedder()
@@ -172,15 +173,19 @@ async def main(messages: int, worker_counts: list[int], concurrency: int) -> Non
         print(f"{label:10} {workers:>7} {rate:>8.0f} {p50 * 1000:>8.1f} {p95 * 1000:>8.1f}")
     print("\nOne message at a time (p50): end to end vs Brain.handle called directly")
     print(f"{'workload':10} {'e2e ms':>8} {'direct ms':>10} {'added ms':>9}")
-    for label, e2e, direct, extra in added:
-        print(f"{label:10} {e2e * 1000:>8.1f} {direct * 1000:>10.1f} {extra * 1000:>9.1f}")
+    for label, e2e_p50, direct_p50, extra in added:
+        print(f"{label:10} {e2e_p50 * 1000:>8.1f} {direct_p50 * 1000:>10.1f} {extra * 1000:>9.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.flow", description="Message flow.")
+    parser.add_argument("--messages", type=int, default=1000, help="messages per run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP senders")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    asyncio.run(measure(args.messages, args.workers, args.concurrency))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    asyncio.run(main(args.messages, args.workers, args.concurrency))
+    main()

@@ -38,6 +38,7 @@ from brain.redis_server import RedisUnavailable
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 Entry = tuple[str, dict[str, str] | None]
+OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
 
 
 class Postpone(Exception):
@@ -83,6 +84,7 @@ class OrderedConsumer(ABC, Generic[R]):
         # Results whose finish failed (Redis went away): finished without redoing the
         # work when the entry comes back to us, so a platform is not sent a reply twice.
         self._processed: dict[str, str | None] = {}
+        self._held_lock: Any = None
 
     @abstractmethod
     def decode(self, data: str) -> R:
@@ -105,12 +107,19 @@ class OrderedConsumer(ABC, Generic[R]):
             before_sleep=self._log_outage,
             reraise=True,
         )
-        while not stop.is_set():
-            try:
-                await retrying(self.step)
-            except RedisUnavailable:
-                if not stop.is_set():
-                    raise
+        renewing = asyncio.create_task(self._keep_locks(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.step()
+                except RedisUnavailable:
+                    try:
+                        await retrying(self.step)  # backs off until a step succeeds
+                    except RedisUnavailable:
+                        if not stop.is_set():
+                            raise
+        finally:
+            renewing.cancel()
 
     def _log_outage(self, state: RetryCallState) -> None:
         if state.outcome is None:
@@ -205,6 +214,7 @@ class OrderedConsumer(ABC, Generic[R]):
             blocking_timeout=self.lock_timeout * 3,
             thread_local=False,
         )
+        give_up = asyncio.get_running_loop().time() + OWNER_WAIT_SECONDS
         while True:
             if not await call_redis("taking a conversation lock", lock.acquire()):
                 log.warning("%s: conversation %s stayed locked", self.consumer, conversation)
@@ -219,6 +229,8 @@ class OrderedConsumer(ABC, Generic[R]):
                     await lock.release()  # expired or Redis gone: it times out by itself
             if done:
                 return
+            if asyncio.get_running_loop().time() > give_up:
+                return  # still pending with us: taken again after reclaim_idle
             await asyncio.sleep(0.02)  # an earlier entry's owner is alive: let it finish
 
     async def _work_off(self, conversation: str, entry_id: str, record: R, lock: Any) -> bool:
@@ -268,20 +280,26 @@ class OrderedConsumer(ABC, Generic[R]):
         )
 
     async def _process_holding(self, record: R, lock: Any) -> str | None:
-        """Run `process`, renewing the lock so a long generation keeps the conversation."""
-        task = asyncio.ensure_future(self.process(record))
+        """Run `process` while `_keep_locks` renews the lock (a long generation keeps
+        the conversation; a dead process's lock expires after `lock_timeout`)."""
+        self._held_lock = lock
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.lock_timeout / 3)
-                if done:
-                    return task.result()
-                try:
-                    await lock.reacquire()
-                except (LockError, RedisError, OSError) as exc:
-                    log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
+            return await self.process(record)
         finally:
-            if not task.done():
-                task.cancel()
+            self._held_lock = None
+
+    async def _keep_locks(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lock_timeout / 3)
+            lock = self._held_lock
+            if lock is None:
+                continue
+            try:
+                await lock.reacquire()
+            except (LockError, RedisError, OSError) as exc:
+                if self._held_lock is lock:
+                    log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
 
     async def _finish_entry(self, entry_id: str, conversation: str, result: str | None) -> None:
         queue = self.keys.queue(self.stream, conversation)

@@ -19,6 +19,7 @@ Scripts touch several keys at once; on Redis Cluster give the prefix a hash tag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable
@@ -110,35 +111,14 @@ async def call_redis(what: str, operation: Awaitable[T]) -> T:
 
 
 def inbound_to_json(inbound: Inbound) -> str:
-    return json.dumps(
-        {
-            "channel": inbound.channel,
-            "conversation_id": inbound.conversation_id,
-            "user_id": inbound.user_id,
-            "message_id": inbound.message_id,
-            "text": inbound.text,
-            "time": inbound.time,
-            "is_staff": inbound.is_staff,
-            "is_group": inbound.is_group,
-            "mentioned": inbound.mentioned,
-        },
-        ensure_ascii=False,
-    )
+    """Every field of the message, so fields added to `Inbound` travel through the inbox."""
+    return json.dumps(dataclasses.asdict(inbound), ensure_ascii=False)
 
 
 def inbound_from_json(text: str) -> Inbound:
     data = json.loads(text)
-    return Inbound(
-        channel=data["channel"],
-        conversation_id=data["conversation_id"],
-        user_id=data["user_id"],
-        message_id=data["message_id"],
-        text=data["text"],
-        time=float(data["time"]),
-        is_staff=bool(data.get("is_staff")),
-        is_group=bool(data.get("is_group")),
-        mentioned=bool(data.get("mentioned")),
-    )
+    known = {spec.name for spec in dataclasses.fields(Inbound)}
+    return Inbound(**{name: value for name, value in data.items() if name in known})
 
 
 def reply_to_dict(reply: Reply) -> dict[str, Any]:
