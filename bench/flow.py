@@ -2,7 +2,9 @@
 `deskmate serve` process (http channel, Redis streams, brain workers, senders) with the
 quote backend, for 1, 2 and 4 brain workers.
 
-Two workloads, labelled apart:
+Three workloads, labelled apart:
+- core: the Redis flow alone in this process (intake script, inbox, workers with a trivial
+  answer, outbox, senders to an in-memory channel): no HTTP, no Brain;
 - plumbing: greetings, which the real Brain answers without retrieval or a model, so the
   figure is what the flow itself sustains (intake, streams, locks, delivery);
 - full: FAQ questions, answered with retrieval (MiniLM embedding + FAISS + BM25) and quoted.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -25,16 +28,21 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar, Self
 
 import aiohttp
+from aiohttp import web
 
+from bots.delivery import Sender
 from bots.indexing import import_faq
 from brain.backends import QuoteBackend
 from brain.conversations import ConversationStore
+from brain.flow import FlowKeys, Intake
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
-from brain.types import Inbound
+from brain.types import Inbound, Reply
+from brain.worker import BrainWorker
 from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
@@ -115,6 +123,63 @@ async def sequential_latency(
     return latencies
 
 
+class _Counting:
+    """An in-memory channel for the core measurement: counts what it is sent."""
+
+    channel: ClassVar[str] = "http"
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.sent = 0
+        self.done = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def web_routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        self.sent += 1
+        if self.sent >= self.expected:
+            self.done.set()
+
+
+async def core_rate(redis_url: str, workers: int, count: int) -> float:
+    """Messages/s through intake, inbox, workers, outbox and senders in this process, with
+    a trivial answer and an in-memory channel: the Redis flow alone, no HTTP, no Brain."""
+    redis = client(redis_url)
+    keys = FlowKeys(f"bench-core{workers}:")
+    channel = _Counting(count)
+
+    async def answer(inbound: Inbound) -> Reply:
+        return Reply("hello", "none")
+
+    stop = asyncio.Event()
+    consumers: list[BrainWorker | Sender] = [
+        BrainWorker(redis, keys, answer, f"core-worker{n}") for n in range(workers)
+    ]
+    consumers += [Sender(redis, keys, {"http": channel}, f"core-sender{n}") for n in range(4)]
+    tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
+    intake = Intake(redis, keys)
+    started = time.time()
+
+    async def submit(offset: int) -> None:
+        for n in range(offset, count, 16):
+            await intake.submit(Inbound("http", f"core-c{n % 100}", "u", f"{n}", "hi"))
+
+    await asyncio.gather(*(submit(offset) for offset in range(16)))
+    await asyncio.wait_for(channel.done.wait(), 300)
+    rate = count / (time.time() - started)
+    stop.set()
+    await asyncio.gather(*tasks)
+    await redis.aclose()
+    return rate
+
+
 async def direct_latency(
     redis_url: str, retriever: Retriever, texts: list[str], count: int
 ) -> list[float]:
@@ -145,6 +210,9 @@ async def measure(messages: int, worker_counts: list[int], concurrency: int) -> 
                    "DESKMATE_HTTP_CALLBACK_URL": callback.url,
                    "DESKMATE_LOG_LEVEL": "ERROR"}  # fmt: skip
             rows = []
+            for workers in worker_counts:
+                rate = await core_rate(redis_server.url, workers, messages * 2)
+                rows.append(("core", workers, rate, float("nan"), float("nan")))
             added: list[tuple[str, float, float, float]] = []
             for workers in worker_counts:
                 process, url = await start_serve(env, workers)
@@ -168,9 +236,12 @@ async def measure(messages: int, worker_counts: list[int], concurrency: int) -> 
     cpus = os.cpu_count()
     print(f"\nMessage flow, one `deskmate serve` process, quote backend, {messages} messages "
           f"per run, {concurrency} concurrent senders of traffic, {cpus} CPUs\n")  # fmt: skip
+    print("core: in this process, no HTTP, no Brain; plumbing/full: through `deskmate serve`")
     print(f"{'workload':10} {'workers':>7} {'msg/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for label, workers, rate, p50, p95 in rows:
-        print(f"{label:10} {workers:>7} {rate:>8.0f} {p50 * 1000:>8.1f} {p95 * 1000:>8.1f}")
+        p50_ms = "-" if math.isnan(p50) else f"{p50 * 1000:.1f}"
+        p95_ms = "-" if math.isnan(p95) else f"{p95 * 1000:.1f}"
+        print(f"{label:10} {workers:>7} {rate:>8.0f} {p50_ms:>8} {p95_ms:>8}")
     print("\nOne message at a time (p50): end to end vs Brain.handle called directly")
     print(f"{'workload':10} {'e2e ms':>8} {'direct ms':>10} {'added ms':>9}")
     for label, e2e_p50, direct_p50, extra in added:

@@ -38,6 +38,7 @@ from brain.redis_server import RedisUnavailable
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 Entry = tuple[str, dict[str, str] | None]
+DEPARTED_AFTER_MS = 3600 * 1000
 OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
 
 
@@ -191,6 +192,7 @@ class OrderedConsumer(ABC, Generic[R]):
             ),
         )
         entries: list[Entry] = list(response[1]) if response else []
+        await self._forget_departed_consumers()
         if entries:
             log.warning(
                 "%s: reclaimed %d entries of %s left pending by a stopped consumer",
@@ -199,6 +201,19 @@ class OrderedConsumer(ABC, Generic[R]):
                 self.stream,
             )
         return entries
+
+    async def _forget_departed_consumers(self) -> None:
+        """Drop consumers of stopped processes (nothing pending, silent for an hour), so
+        the group does not grow with every restart."""
+        consumers: Any = await call_redis(
+            "listing consumers", self.redis.xinfo_consumers(self.stream, self.group)
+        )
+        for consumer in consumers:
+            if consumer["pending"] == 0 and consumer["idle"] > DEPARTED_AFTER_MS:
+                await call_redis(
+                    "removing a consumer",
+                    self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"]),
+                )
 
     async def _handle(self, entry_id: str, fields: dict[str, str] | None) -> None:
         data = fields.get("data") if fields else None
