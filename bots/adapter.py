@@ -34,3 +34,24 @@ class Adapter(Protocol):
     def web_routes(self) -> list[web.RouteDef]: ...
 
     async def send(self, conversation_id: str, reply: Reply) -> None: ...
+
+
+class DeliveryError(Exception):
+    """`send` could not deliver a reply. Adapters map platform failures to the subclasses
+    at one choke point; the sender decides from the class whether to try again."""
+
+
+class RetryAfter(DeliveryError):
+    """Rate limited (HTTP 429): try again after `seconds` (the platform's retry_after)."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"rate limited; retry after {seconds:g}s")
+        self.seconds = max(0.0, float(seconds))
+
+
+class NetworkError(DeliveryError):
+    """A transient failure (connection error, timeout, 5xx): try again with backoff."""
+
+
+class DeliveryFailed(DeliveryError):
+    """A permanent failure (blocked by the user, chat gone, bad request): do not retry."""

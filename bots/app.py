@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from bots.indexing import ensure_index
-from brain.backends import AnswerBackend, QuoteBackend
+from brain.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
@@ -30,6 +30,13 @@ class App:
 
 
 def make_backend(settings: Settings) -> AnswerBackend:
+    backend = _base_backend(settings)
+    if settings.answer_delay > 0:
+        return DelayedBackend(backend, settings.answer_delay)
+    return backend
+
+
+def _base_backend(settings: Settings) -> AnswerBackend:
     if settings.model_backend == "quote":
         return QuoteBackend()
     raise SettingsError(

@@ -32,9 +32,9 @@ examples:
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
-  deskmate telegram                              answer customers in Telegram
+  deskmate serve --workers 4                     run the channels, workers and senders
+  deskmate status                                queues, pending work, live processes
   deskmate config                                show the effective settings
-  deskmate slack                                 answer in Slack (Socket Mode or Events API)
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
 a TOML file named by DESKMATE_CONFIG. With no DESKMATE_REDIS_URL, deskmate starts an
@@ -134,26 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the thresholds on these queries, store them with the index, report with them",
     )
 
-    commands.add_parser(
-        "telegram",
-        help="answer customers in Telegram (DESKMATE_TELEGRAM_TOKEN)",
-        description="Run the Telegram bot until Ctrl-C: long polling, or webhook mode when "
-        "DESKMATE_TELEGRAM_WEBHOOK_URL is set (updates are then served by the web server on "
-        "DESKMATE_HTTP_ADDR at that URL's path, checked against "
-        "DESKMATE_TELEGRAM_WEBHOOK_SECRET).",
+    serve = commands.add_parser(
+        "serve",
+        help="run the channels, brain workers and senders",
+        description="Run the web server, every channel whose credentials are set, brain "
+        "workers and senders in one process until SIGTERM/SIGINT. Start more processes "
+        "(on this host or others) with the same DESKMATE_REDIS_URL to share the work.",
         formatter_class=formatter,
     )
-
+    serve.add_argument(
+        "--workers", type=_count, default=4, metavar="N", help="brain workers (default 4)"
+    )
+    serve.add_argument(
+        "--senders",
+        type=_count,
+        default=4,
+        metavar="N",
+        help="reply senders (default 4; 0: this process only receives and answers)",
+    )
+    commands.add_parser(
+        "status", help="queue depths, pending work, live processes and the active model"
+    )
     commands.add_parser("config", help="show the effective settings (secrets masked)")
-    commands.add_parser(
-        "slack",
-        help="answer in Slack: Socket Mode, or the Events API on DESKMATE_HTTP_ADDR",
-        description="Answer direct messages and mentions in Slack, and run /deskmate staff "
-        "commands. Needs DESKMATE_SLACK_BOT_TOKEN, and DESKMATE_SLACK_APP_TOKEN (Socket Mode) "
-        "or DESKMATE_SLACK_SIGNING_SECRET (Events API at /slack/events on DESKMATE_HTTP_ADDR).",
-        formatter_class=formatter,
-    )
     return parser
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("must be a whole number, 0 or more")
+    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,10 +199,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.eval_retrieval(
             settings, args.faq, args.queries, args.mode, args.calibrate, args.json
         )
-    if args.command == "telegram":
-        return asyncio.run(commands.telegram(settings))
-    if args.command == "slack":
-        return asyncio.run(commands.slack(settings))
+    if args.command == "serve":
+        from bots.serve import serve
+
+        return asyncio.run(serve(settings, args.workers, args.senders))
+    if args.command == "status":
+        from bots.serve import show_status
+
+        return asyncio.run(show_status(settings))
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import sys
@@ -12,12 +10,8 @@ from pathlib import Path
 
 from bots.app import build_app
 from bots.console import run_console
-from bots.direct import DirectFlow
 from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import progress_bar
-from bots.staff import StaffCommands
-from bots.telegram import TelegramAdapter, check_settings
-from bots.web import make_web_app, serve_web, split_addr
 from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
@@ -35,66 +29,6 @@ async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
             conversation_id=conversation_id,
             prompt=sys.stdin.isatty(),
         )
-    return 0
-
-
-async def telegram(settings: Settings) -> int:
-    """Run the Telegram channel, each message answered directly by the brain."""
-    check_settings(settings)
-    async with build_app(settings) as app:
-        flow = DirectFlow(app.brain)
-        adapter = TelegramAdapter(settings, flow.on_message, app.brain.feedback, redis=app.redis)
-        flow.attach(adapter.channel, adapter.send)
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(adapter)
-            if adapter.webhook_url:
-                web_app = make_web_app(adapter.web_routes())
-                port = await stack.enter_async_context(serve_web(web_app, settings.http_addr))
-                host = split_addr(settings.http_addr)[0]
-                how = f"webhook {adapter.webhook_url}, served on {host}:{port}"
-            else:
-                how = "long polling"
-            print(f"Telegram: @{adapter.bot_username} is answering ({how}). Ctrl-C stops.")
-            try:
-                await asyncio.Event().wait()
-            finally:
-                # Let answers being written go out before the channel closes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(flow.drain(), 10)
-    return 0
-
-
-async def slack(settings: Settings) -> int:
-    """Serve the Slack channel, each message answered directly by the brain, until Ctrl-C."""
-    from bots.slack import EVENTS_PATH, SlackAdapter, check_settings  # loads slack-bolt
-
-    check_settings(settings)  # before the model and index load
-    async with build_app(settings) as app:
-        flow = DirectFlow(app.brain)
-        staff = StaffCommands(
-            app.retriever,
-            app.redis,
-            prefix=settings.redis_prefix,
-            index_dir=settings.index_dir,
-            backend_version=app.brain.backend.version,
-            faq_files=settings.faq or (),
-        )
-        adapter = SlackAdapter(
-            settings, flow.on_message, app.brain.feedback, redis=app.redis, staff=staff
-        )
-        flow.attach(adapter.channel, adapter.send)
-        async with adapter:
-            if adapter.socket_mode:
-                print(f"Slack: connected in Socket Mode as {adapter.bot_user_id}. Ctrl-C stops.")
-                await asyncio.Event().wait()
-            web_app = make_web_app(adapter.web_routes())
-            async with serve_web(web_app, settings.http_addr) as port:
-                host = settings.http_addr.rpartition(":")[0]
-                print(
-                    f"Slack: Events API at http://{host}:{port}{EVENTS_PATH} as "
-                    f"{adapter.bot_user_id}. Ctrl-C stops."
-                )
-                await asyncio.Event().wait()
     return 0
 
 

@@ -37,7 +37,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.adapter import FeedbackHandler, Handler
+from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from bots.slack_render import (
     FEEDBACK_ACTION_PATTERN,
     FEEDBACK_ACTIONS,
@@ -362,12 +362,29 @@ class SlackAdapter:
         """Deliver a reply: replace the conversation's oldest placeholder, else post anew.
 
         A reply with nothing to say (a human holds the conversation) removes the
-        placeholder. Rate limits are retried by the client, honouring Retry-After.
+        placeholder. Rate limits are retried by the client, honouring Retry-After; what
+        still fails is raised as the adapter's delivery errors for the sender to retry.
         """
+        placeholders = self._key("slack", "placeholder", conversation_id)
+        # Peek, deliver, then drop: a delivery retried after a failure still finds it.
+        peeked = await self.redis.lindex(placeholders, 0)
+        placeholder = peeked.decode() if isinstance(peeked, bytes) else peeked
+        try:
+            await self._deliver(conversation_id, reply, placeholder)
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
+                raise RetryAfter(retry_after, str(exc)) from exc
+            if exc.response.status_code >= 500:
+                raise NetworkError(str(exc)) from exc
+            raise DeliveryFailed(str(exc)) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NetworkError(str(exc)) from exc
+        if placeholder:
+            await self.redis.lrem(placeholders, 1, placeholder)
+
+    async def _deliver(self, conversation_id: str, reply: Reply, placeholder: str | None) -> None:
         channel, thread_ts = parse_conversation(conversation_id)
-        popped = await self.redis.lpop(self._key("slack", "placeholder", conversation_id))
-        placeholder = popped.decode() if isinstance(popped, bytes) else popped
-        assert placeholder is None or isinstance(placeholder, str)  # one item popped, not a list
         if reply.action == "none" and not reply.text:
             if placeholder:
                 await self.client.chat_delete(channel=channel, ts=placeholder)

@@ -17,17 +17,19 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from telegram import BotCommand, LinkPreviewOptions, Message, MessageEntity, Update
+from telegram import error as telegram_error
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, TypeHandler
 
-from bots.adapter import FeedbackHandler, Handler
+from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from bots.telegram_render import OutgoingMessage, parse_feedback, plain_message, render_reply
 from brain.pipeline import COMMANDS
 from brain.settings import Settings, SettingsError
@@ -242,7 +244,7 @@ class TelegramAdapter:
                 "DESKMATE_TELEGRAM_TOKEN was rejected by Telegram (getMe: Unauthorized); "
                 "check the token @BotFather gave you"
             ) from None
-        except NetworkError as exc:
+        except telegram_error.NetworkError as exc:
             await bot.shutdown()
             raise TelegramStartError(
                 f"cannot reach the Telegram Bot API at {self.api_url} ({exc.message}); "
@@ -395,9 +397,21 @@ class TelegramAdapter:
 
     async def send(self, conversation_id: str, reply: Reply) -> None:
         """Render `reply` and deliver it (nothing for a silent reply). A chat that blocked
-        the bot is logged and skipped; other failures raise `telegram.error.TelegramError`."""
+        the bot is logged and skipped; other failures become the adapter's delivery errors
+        (RetryAfter, NetworkError: the sender retries; DeliveryFailed: it does not)."""
         await self._stop_typing(conversation_id)
-        await self._deliver(conversation_id, render_reply(reply))
+        try:
+            await self._deliver(conversation_id, render_reply(reply))
+        except telegram_error.RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise RetryAfter(seconds, str(exc)) from exc
+        except telegram_error.BadRequest as exc:  # a subclass of NetworkError in PTB
+            raise DeliveryFailed(str(exc)) from exc
+        except telegram_error.NetworkError as exc:
+            raise NetworkError(str(exc)) from exc
+        except TelegramError as exc:
+            raise DeliveryFailed(str(exc)) from exc
 
     async def _deliver(self, conversation_id: str, messages: list[OutgoingMessage]) -> None:
         chat_id, thread_id = parse_conversation_key(conversation_id)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,3 +41,19 @@ class QuoteBackend:
     ) -> Answer:
         best = hits[0]
         return Answer(text=f"{best.entry.answer} [1]", cited=(best,))
+
+
+class DelayedBackend:
+    """Another backend, answering `delay` seconds later: a stand-in for a slow model
+    (DESKMATE_ANSWER_DELAY), used to test crash recovery mid-generation."""
+
+    def __init__(self, inner: AnswerBackend, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.version = inner.version
+
+    async def answer(
+        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+    ) -> Answer:
+        await asyncio.sleep(self.delay)
+        return await self.inner.answer(question, hits, history)

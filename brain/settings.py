@@ -41,6 +41,26 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in options:
@@ -148,6 +168,30 @@ class Settings:
     )
     bot_name: str = _setting("name the bot introduces itself with", str, "deskmate")
     http_addr: str = _setting("host:port of the web server", _host_port, "127.0.0.1:8080")
+    http_callback_url: str | None = _setting(
+        "http channel: replies are POSTed as JSON to this URL; set = the channel runs", _url
+    )
+    http_token: Secret = _setting(
+        "http channel: bearer token required on POST /v1/messages and sent on callbacks",
+        Secret,
+        Secret(""),
+        secret=True,
+    )
+    reclaim_idle: float = _setting(
+        "seconds a message may sit with a silent worker or sender before another takes it",
+        _positive_float,
+        60.0,
+    )
+    lock_timeout: float = _setting(
+        "seconds a dead worker's conversation lock outlives it (renewed while alive)",
+        _positive_float,
+        10.0,
+    )
+    answer_delay: float = _setting(
+        "testing aid: seconds added to every generated answer (simulates a slow model)",
+        _non_negative_float,
+        0.0,
+    )
     telegram_token: Secret = _setting("Telegram bot token", Secret, Secret(""), secret=True)
     telegram_api_url: str = _setting("Telegram Bot API base URL", _url, "https://api.telegram.org")
     telegram_webhook_url: str | None = _setting(

@@ -66,6 +66,7 @@ class Reply:
     confidence: float = 0.0
     model_version: str = ""
     notice: str = ""  # a side note for the channel, e.g. "read the first 4,000 characters"
+    in_reply_to: str = ""  # the platform message id answered; set by the message flow
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ def test_plain_text_drops_only_our_own_mention() -> None:
     assert plain_text("<@UBOT>   hi <@UOTHER> <!here>", BOT) == "hi @UOTHER @here"
 
 
-def test_deskmate_slack_names_the_missing_setting(
+def test_deskmate_serve_names_the_missing_slack_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bots.cli import main
@@ -163,8 +163,10 @@ def test_deskmate_slack_names_the_missing_setting(
     for name in ("BOT_TOKEN", "APP_TOKEN", "SIGNING_SECRET"):
         monkeypatch.delenv(f"DESKMATE_SLACK_{name}", raising=False)
     monkeypatch.delenv("DESKMATE_CONFIG", raising=False)
-    assert main(["slack"]) == 2
+    monkeypatch.setenv("DESKMATE_SLACK_SIGNING_SECRET", "secret")
+    assert main(["serve"]) == 2
     assert "DESKMATE_SLACK_BOT_TOKEN is not set" in capsys.readouterr().err
+    monkeypatch.delenv("DESKMATE_SLACK_SIGNING_SECRET")
     monkeypatch.setenv("DESKMATE_SLACK_BOT_TOKEN", "xoxb-1")
-    assert main(["slack"]) == 2
+    assert main(["serve"]) == 2
     assert "DESKMATE_SLACK_SIGNING_SECRET" in capsys.readouterr().err

@@ -1,0 +1,269 @@
+"""`deskmate serve`: the web server, the configured channels, brain workers and senders,
+all in one asyncio loop. More processes on the same Redis share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any, TextIO
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bots.adapter import Adapter, FeedbackHandler, Handler
+from bots.app import build_app
+from bots.delivery import Sender
+from bots.http_channel import HttpChannel
+from bots.staff import StaffCommands
+from bots.web import make_web_app, serve_web
+from brain.consumer import OrderedConsumer
+from brain.conversations import ConversationStore
+from brain.flow import FlowKeys, FlowStatus, Intake, flow_status
+from brain.redis_server import describe_url, open_redis
+from brain.settings import Settings
+from brain.types import Feedback, Inbound
+from brain.worker import BrainWorker
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 5.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def build_channels(
+    settings: Settings,
+    on_message: Handler,
+    on_feedback: FeedbackHandler,
+    redis: aioredis.Redis,
+    staff: StaffCommands | None = None,
+) -> list[Adapter]:
+    """The channels whose credentials are set. A new channel adds its lines here.
+
+    `check_channels` has vetted the settings before anything was loaded.
+    """
+    channels: list[Adapter] = []
+    if settings.telegram_token:
+        from bots import telegram  # imported only when used: it loads python-telegram-bot
+
+        channels.append(telegram.TelegramAdapter(settings, on_message, on_feedback, redis=redis))
+    if settings.slack_bot_token:
+        from bots import slack
+
+        channels.append(
+            slack.SlackAdapter(settings, on_message, on_feedback, redis=redis, staff=staff)
+        )
+    if settings.http_callback_url:
+        channels.append(
+            HttpChannel(settings.http_callback_url, on_message, token=str(settings.http_token))
+        )
+    return channels
+
+
+def check_channels(settings: Settings) -> None:
+    """Fail at once, naming the setting to fix, when a channel is half-configured."""
+    if settings.telegram_token or settings.telegram_webhook_url:
+        from bots import telegram
+
+        telegram.check_settings(settings)
+    if settings.slack_bot_token or settings.slack_app_token or settings.slack_signing_secret:
+        from bots import slack
+
+        slack.check_settings(settings)
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _feedback_recorder(store: ConversationStore) -> FeedbackHandler:
+    """What `Brain.feedback` does, for processes that run no brain (`--workers 0`)."""
+
+    async def record(feedback: Feedback) -> None:
+        inbound = Inbound(
+            feedback.channel,
+            feedback.conversation_id,
+            feedback.user_id,
+            feedback.message_id,
+            "",
+            feedback.time,
+        )
+        await store.record_event(
+            "feedback", inbound, {"message_id": feedback.message_id, "rating": feedback.rating}
+        )
+
+    return record
+
+
+async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sys.stdout) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a worker or sender crashed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    check_channels(settings)  # before the models load
+    keys = FlowKeys(settings.redis_prefix)
+    name = process_name()
+    async with AsyncExitStack() as stack:
+        on_feedback: FeedbackHandler
+        staff: StaffCommands | None = None
+        if workers:
+            app = await stack.enter_async_context(build_app(settings, show_progress=False))
+            redis, answer, on_feedback = app.redis, app.brain.handle, app.brain.feedback
+            staff = StaffCommands(
+                app.retriever,
+                redis,
+                prefix=settings.redis_prefix,
+                index_dir=settings.index_dir,
+                backend_version=app.brain.backend.version,
+                faq_files=settings.faq or (),
+            )
+        else:
+            redis = await stack.enter_async_context(
+                open_redis(settings.redis_url, settings.data_dir)
+            )
+            on_feedback = _feedback_recorder(ConversationStore(redis, settings.redis_prefix))
+        intake = Intake(redis, keys)
+        channels = build_channels(settings, intake.handler, on_feedback, redis, staff)
+        for channel in channels:
+            await stack.enter_async_context(channel)
+        routes = [route for channel in channels for route in channel.web_routes()]
+        port = await stack.enter_async_context(serve_web(make_web_app(routes), settings.http_addr))
+        host = settings.http_addr.rpartition(":")[0]
+
+        consumers: list[OrderedConsumer[Any]] = []
+        for n in range(workers):
+            consumers.append(
+                BrainWorker(
+                    redis,
+                    keys,
+                    answer,
+                    f"{name}-worker{n}",
+                    lock_timeout=settings.lock_timeout,
+                    reclaim_idle=settings.reclaim_idle,
+                )
+            )
+        adapters = {channel.channel: channel for channel in channels}
+        sender_count = senders if adapters else 0
+        for n in range(sender_count):
+            consumers.append(
+                Sender(
+                    redis,
+                    keys,
+                    adapters,
+                    f"{name}-sender{n}",
+                    lock_timeout=settings.lock_timeout,
+                    reclaim_idle=settings.reclaim_idle,
+                )
+            )
+
+        names = ", ".join(adapters) or (
+            "none (set DESKMATE_TELEGRAM_TOKEN, DESKMATE_SLACK_BOT_TOKEN or "
+            "DESKMATE_HTTP_CALLBACK_URL)"
+        )
+        where = describe_url(settings.redis_url) if settings.redis_url else "embedded"
+        print(f"deskmate serve: listening on http://{host}:{port}", file=out)
+        print(f"channels: {names}", file=out)
+        print(
+            f"{workers} brain workers, {sender_count} senders; Redis {where}; process {name}",
+            file=out,
+            flush=True,
+        )
+        info = {
+            "name": name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "workers": workers,
+            "senders": sender_count,
+            "channels": list(adapters),
+            "started": time.time(),
+        }
+        tasks = [asyncio.create_task(c.run(stop), name=c.consumer) for c in consumers]
+        tasks.append(asyncio.create_task(_heartbeat(redis, keys, info, consumers, stop)))
+        return await _until_stopped(stop, tasks, out)
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]], out: TextIO) -> int:
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stopping and task.exception() is not None:
+            log.error("%s crashed", task.get_name(), exc_info=task.exception())
+            code = 1
+    stop.set()
+    print("deskmate serve: stopping (finishing messages in hand)", file=out, flush=True)
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    stopping.cancel()
+    return code
+
+
+async def _heartbeat(
+    redis: aioredis.Redis,
+    keys: FlowKeys,
+    info: dict[str, object],
+    consumers: list[OrderedConsumer[Any]],
+    stop: asyncio.Event,
+) -> None:
+    """Keep `process:{name}` alive while this process runs; it expires if we die."""
+    key = keys.process(str(info["name"]))
+    while not stop.is_set():
+        info["finished"] = sum(c.finished for c in consumers)
+        with contextlib.suppress(RedisError, OSError):
+            await redis.set(key, json.dumps(info), ex=int(HEARTBEAT_SECONDS * 3))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+    with contextlib.suppress(RedisError, OSError):
+        await redis.delete(key)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def format_status(status: FlowStatus, now: float | None = None) -> str:
+    """The `deskmate status` table."""
+    now = time.time() if now is None else now
+    lines = [f"{'queue':8} {'unfinished':>10} {'pending':>8} {'oldest':>8}"]
+    for stream in status.streams:
+        lines.append(
+            f"{stream.name:8} {stream.length:>10} {stream.pending:>8} {_age(stream.oldest_age):>8}"
+        )
+    lines.append("")
+    lines.append(
+        f"processes alive: {len(status.processes)} "
+        f"({status.workers} brain workers, {status.senders} senders)"
+    )
+    for process in status.processes:
+        channels = ",".join(process.get("channels", [])) or "-"
+        up = _age(now - float(process.get("started", now)))
+        lines.append(
+            f"  {process.get('name')}: {process.get('workers')} workers, "
+            f"{process.get('senders')} senders, channels {channels}, up {up}, "
+            f"{process.get('finished', 0)} entries finished"
+        )
+    lines.append(f"active model: {status.model_version or '(unset)'}")
+    return "\n".join(lines)
+
+
+async def show_status(settings: Settings, out: TextIO = sys.stdout) -> int:
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        status = await flow_status(redis, FlowKeys(settings.redis_prefix))
+    print(format_status(status), file=out)
+    return 0

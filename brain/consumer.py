@@ -1,0 +1,333 @@
+"""A stream consumer that finishes every entry once, one conversation at a time, in order.
+
+Brain workers (inbox -> outbox) and senders (outbox -> platform) are both this loop:
+
+1. Take an entry with `XREADGROUP` (own pending entries first after a failure; entries
+   idle for `reclaim_idle` seconds in any consumer's pending list, e.g. a dead process's,
+   with `XAUTOCLAIM`, on start and then periodically).
+2. Hold the conversation's lock (renewed while the work runs; it expires if we die).
+3. Work off the conversation's list from its head up to and including our entry: an
+   earlier entry held by a slower or dead consumer is done first, so order is kept.
+4. Finish each entry with the `FINISH` script: acknowledge, delete, pass the result on.
+
+Redis failures back off (exponential, with jitter) and resume; nothing is acknowledged
+before its result is written, and work done just before Redis went away is not redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import LockError, RedisError, ResponseError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from brain.flow import FINISH, FlowKeys, call_redis
+from brain.redis_server import RedisUnavailable
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+Entry = tuple[str, dict[str, str] | None]
+DEPARTED_AFTER_MS = 3600 * 1000
+OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
+
+
+class Postpone(Exception):
+    """Raised by `process` to leave an entry pending for a later attempt (after
+    `reclaim_idle`), e.g. a platform that stayed unreachable through all retries."""
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+class OrderedConsumer(ABC, Generic[R]):
+    """Consumes `stream` in consumer group `group` as `consumer`; see the module doc."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: FlowKeys,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        next_stream: str | None = None,
+        lock_timeout: float = 10.0,
+        reclaim_idle: float = 60.0,
+        block_seconds: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.next_stream = next_stream
+        self.lock_timeout = lock_timeout
+        self.reclaim_idle = reclaim_idle
+        self.block_ms = int(block_seconds * 1000)
+        self.finished = 0
+        self._finish = redis.register_script(FINISH)
+        self._own_pending_first = True
+        self._next_reclaim = 0.0
+        self._group_ready = False
+        # Results whose finish failed (Redis went away): finished without redoing the
+        # work when the entry comes back to us, so a platform is not sent a reply twice.
+        self._processed: dict[str, str | None] = {}
+        self._held_lock: Any = None
+
+    @abstractmethod
+    def decode(self, data: str) -> R:
+        """The record stored in an entry's `data` field."""
+
+    @abstractmethod
+    def conversation_of(self, record: R) -> str:
+        """The conversation a record belongs to (what orders and locks it)."""
+
+    @abstractmethod
+    async def process(self, record: R) -> str | None:
+        """Do the work; return the record to add to `next_stream`, or None for nothing."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; Redis outages are waited out, not fatal."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RedisUnavailable),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            stop=stop_when_event_set(stop),  # type: ignore[arg-type]  # any is_set() works
+            before_sleep=self._log_outage,
+            reraise=True,
+        )
+        renewing = asyncio.create_task(self._keep_locks(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.step()
+                except RedisUnavailable:
+                    try:
+                        await retrying(self.step)  # backs off until a step succeeds
+                    except RedisUnavailable:
+                        if not stop.is_set():
+                            raise
+        finally:
+            renewing.cancel()
+
+    def _log_outage(self, state: RetryCallState) -> None:
+        if state.outcome is None:
+            return
+        level = logging.WARNING if state.attempt_number in (1, 10) else logging.DEBUG
+        log.log(level, "%s: %s; retrying", self.consumer, state.outcome.exception())
+
+    async def step(self) -> int:
+        """Take and finish at most one batch of entries; the number taken."""
+        try:
+            entries = await self._take()
+            for entry_id, fields in entries:
+                await self._handle(entry_id, fields)
+            return len(entries)
+        except RedisUnavailable:
+            self._own_pending_first = True
+            raise
+
+    async def _take(self) -> list[Entry]:
+        await self._ensure_group()
+        loop = asyncio.get_running_loop()
+        if self._own_pending_first:
+            entries = await self._read("0", count=10)
+            if not entries:
+                self._own_pending_first = False
+            return entries
+        if loop.time() >= self._next_reclaim:
+            self._next_reclaim = loop.time() + max(self.reclaim_idle / 2, 0.2)
+            return await self._reclaim()
+        return await self._read(">", count=1, block=self.block_ms)
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # Id 0: entries queued before any consumer existed are consumed too.
+            await call_redis(
+                "creating a consumer group",
+                self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True),
+            )
+        except RedisUnavailable as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ResponseError) and "BUSYGROUP" in str(cause)):
+                raise
+        self._group_ready = True
+
+    async def _read(self, start: str, count: int, block: int | None = None) -> list[Entry]:
+        response: Any = await call_redis(
+            f"reading {self.stream}",
+            self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: start}, count=count, block=block
+            ),
+        )
+        if not response:
+            return []
+        return list(response[0][1])
+
+    async def _reclaim(self) -> list[Entry]:
+        """Entries idle in any consumer's pending list (a dead one's) become ours."""
+        response: Any = await call_redis(
+            f"reclaiming entries of {self.stream}",
+            self.redis.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=int(self.reclaim_idle * 1000),
+                start_id="0-0",
+                count=50,
+            ),
+        )
+        entries: list[Entry] = list(response[1]) if response else []
+        await self._forget_departed_consumers()
+        if entries:
+            log.warning(
+                "%s: reclaimed %d entries of %s left pending by a stopped consumer",
+                self.consumer,
+                len(entries),
+                self.stream,
+            )
+        return entries
+
+    async def _forget_departed_consumers(self) -> None:
+        """Drop consumers of stopped processes (nothing pending, silent for an hour), so
+        the group does not grow with every restart."""
+        consumers: Any = await call_redis(
+            "listing consumers", self.redis.xinfo_consumers(self.stream, self.group)
+        )
+        for consumer in consumers:
+            if consumer["pending"] == 0 and consumer["idle"] > DEPARTED_AFTER_MS:
+                await call_redis(
+                    "removing a consumer",
+                    self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"]),
+                )
+
+    async def _handle(self, entry_id: str, fields: dict[str, str] | None) -> None:
+        data = fields.get("data") if fields else None
+        if data is None:  # deleted meanwhile, or not ours: nothing to do but forget it
+            await call_redis("acknowledging", self.redis.xack(self.stream, self.group, entry_id))
+            return
+        record = self.decode(data)
+        conversation = self.conversation_of(record)
+        lock = self.redis.lock(
+            self.keys.lock(self.stream, conversation),
+            timeout=self.lock_timeout,
+            sleep=0.005,
+            blocking_timeout=self.lock_timeout * 3,
+            thread_local=False,
+        )
+        give_up = asyncio.get_running_loop().time() + OWNER_WAIT_SECONDS
+        while True:
+            if not await call_redis("taking a conversation lock", lock.acquire()):
+                log.warning("%s: conversation %s stayed locked", self.consumer, conversation)
+                return  # still pending with us: reclaimed after reclaim_idle
+            try:
+                done = await self._work_off(conversation, entry_id, record, lock)
+            except Postpone as exc:
+                log.warning("%s: conversation %s postponed: %s", self.consumer, conversation, exc)
+                done = True
+            finally:
+                with contextlib.suppress(LockError, RedisError, OSError):
+                    await lock.release()  # expired or Redis gone: it times out by itself
+            if done:
+                return
+            if asyncio.get_running_loop().time() > give_up:
+                return  # still pending with us: taken again after reclaim_idle
+            await asyncio.sleep(0.02)  # an earlier entry's owner is alive: let it finish
+
+    async def _work_off(self, conversation: str, entry_id: str, record: R, lock: Any) -> bool:
+        """Finish the conversation's entries up to ours; False: wait for an earlier one's
+        live owner (it may have done the work already and only lost Redis for a while)."""
+        queue = self.keys.queue(self.stream, conversation)
+        while True:
+            head: Any = await call_redis("reading a queue", self.redis.lindex(queue, 0))
+            if head is None or _id_key(head) > _id_key(entry_id):
+                self._processed.pop(entry_id, None)
+                return True  # ours is finished (by us, or by whoever held the lock before)
+            if head == entry_id:
+                current = record
+            else:
+                if await self._owned_by_another_live_consumer(head):
+                    return False
+                found: Any = await call_redis(
+                    f"reading {self.stream}", self.redis.xrange(self.stream, head, head)
+                )
+                if not found:  # cannot happen with FINISH; never let it block the queue
+                    await call_redis("repairing a queue", self.redis.lrem(queue, 1, head))
+                    continue
+                current = self.decode(found[0][1]["data"])
+            if head in self._processed:  # done before Redis failed to take the result
+                result = self._processed[head]
+            else:
+                result = await self._process_holding(current, lock)
+                self._processed[head] = result
+                while len(self._processed) > 1000:  # entries another consumer finished
+                    del self._processed[next(iter(self._processed))]
+            await self._finish_entry(head, conversation, result)
+            del self._processed[head]
+            if head == entry_id:
+                return True
+
+    async def _owned_by_another_live_consumer(self, entry_id: str) -> bool:
+        pending: Any = await call_redis(
+            "reading pending entries",
+            self.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1),
+        )
+        if not pending:
+            return False
+        owner = pending[0]
+        return bool(
+            owner["consumer"] != self.consumer
+            and owner["time_since_delivered"] < self.reclaim_idle * 1000
+        )
+
+    async def _process_holding(self, record: R, lock: Any) -> str | None:
+        """Run `process` while `_keep_locks` renews the lock (a long generation keeps
+        the conversation; a dead process's lock expires after `lock_timeout`)."""
+        self._held_lock = lock
+        try:
+            return await self.process(record)
+        finally:
+            self._held_lock = None
+
+    async def _keep_locks(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lock_timeout / 3)
+            lock = self._held_lock
+            if lock is None:
+                continue
+            try:
+                await lock.reacquire()
+            except (LockError, RedisError, OSError) as exc:
+                if self._held_lock is lock:
+                    log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
+
+    async def _finish_entry(self, entry_id: str, conversation: str, result: str | None) -> None:
+        queue = self.keys.queue(self.stream, conversation)
+        next_stream = self.next_stream or self.stream
+        next_queue = self.keys.queue(next_stream, conversation)
+        outcome = await call_redis(
+            "finishing an entry",
+            self._finish(
+                keys=[self.stream, queue, next_stream, next_queue],
+                args=[self.group, entry_id, result or ""],
+            ),
+        )
+        if outcome is None:
+            log.info("%s: %s was finished by another consumer", self.consumer, entry_id)
+        else:
+            self.finished += 1

@@ -1,0 +1,73 @@
+"""Brain workers: answer the inbox, write each reply to the outbox, exactly once.
+
+A worker is an `OrderedConsumer` of the `inbox` stream in group `brain`. The reply is
+written to `outbox` by the same atomic script that acknowledges the inbound entry, so
+a crash either leaves the message pending (it is answered after reclaim) or finished
+with its reply queued, never both; a reclaimed message that another worker answered
+meanwhile is dropped by that script. (What a crash can repeat: the conversation
+history may record the user's turn twice when a worker dies between saving the turns
+and finishing the entry; the customer still gets one answer.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import redis.asyncio as aioredis
+
+from brain.consumer import OrderedConsumer
+from brain.flow import INBOX_GROUP, FlowKeys, Outgoing, inbound_from_json
+from brain.redis_server import RedisUnavailable
+from brain.types import Inbound, Reply
+
+log = logging.getLogger(__name__)
+AnswerFunction = Callable[[Inbound], Awaitable[Reply]]
+APOLOGY = "Sorry, something went wrong while answering that. Please try again in a moment."
+
+
+class BrainWorker(OrderedConsumer[Inbound]):
+    """Answers inbox entries with `answer` (normally `Brain.handle`)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: FlowKeys,
+        answer: AnswerFunction,
+        consumer: str,
+        *,
+        lock_timeout: float = 10.0,
+        reclaim_idle: float = 60.0,
+    ) -> None:
+        super().__init__(
+            redis,
+            keys,
+            stream=keys.inbox,
+            group=INBOX_GROUP,
+            consumer=consumer,
+            next_stream=keys.outbox,
+            lock_timeout=lock_timeout,
+            reclaim_idle=reclaim_idle,
+        )
+        self.answer = answer
+
+    def decode(self, data: str) -> Inbound:
+        return inbound_from_json(data)
+
+    def conversation_of(self, record: Inbound) -> str:
+        return record.conversation_id
+
+    async def process(self, record: Inbound) -> str | None:
+        try:
+            reply = await self.answer(record)
+        except RedisUnavailable:
+            raise  # left pending; answered once Redis is back
+        except Exception:
+            # One error boundary per message: log, apologise, keep the worker running.
+            log.exception("conversation %s: failed to answer", record.conversation_id)
+            reply = Reply(APOLOGY, "none")
+        if reply.action == "none" and not reply.text:
+            return None  # a human holds the conversation: nothing to send
+        reply = replace(reply, in_reply_to=record.message_id)
+        return Outgoing(record.channel, record.conversation_id, reply, record.time).to_json()
