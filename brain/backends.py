@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from brain.types import Turn
 from retrieval.index import FaqHit
@@ -16,8 +16,18 @@ from retrieval.index import FaqHit
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An answer and the hits it cites, in citation order ([1] is cited[0]).
+
+    `action` "handoff" means the backend found no answer in the passages (the model
+    said it doesn't know): the pipeline hands off with `reason`. `model_version`, when
+    set, overrides the backend's version in the transcript (e.g. a quoting fallback).
+    """
+
     text: str
     cited: tuple[FaqHit, ...]
+    action: Literal["answer", "handoff"] = "answer"
+    reason: str = ""
+    model_version: str = ""
 
 
 class AnswerBackend(Protocol):
@@ -29,6 +39,8 @@ class AnswerBackend(Protocol):
         self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
     ) -> Answer: ...
 
+    async def aclose(self) -> None: ...
+
 
 class QuoteBackend:
     """Quotes the best FAQ entry verbatim and cites it as [1]."""
@@ -38,5 +50,13 @@ class QuoteBackend:
     async def answer(
         self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
     ) -> Answer:
-        best = hits[0]
-        return Answer(text=f"{best.entry.answer} [1]", cited=(best,))
+        return quote(hits)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def quote(hits: Sequence[FaqHit], model_version: str = "") -> Answer:
+    """The best entry's answer verbatim, cited as [1]."""
+    best = hits[0]
+    return Answer(text=f"{best.entry.answer} [1]", cited=(best,), model_version=model_version)
