@@ -61,7 +61,9 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> Any:
         tie_word_embeddings=True,
         initializer_range=0.2,
     )
-    return LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
 
 
 @pytest.fixture(scope="session")

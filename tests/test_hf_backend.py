@@ -105,7 +105,7 @@ def test_a_lora_adapter_is_merged_and_named_in_the_version(
             if "lora_B" in name:
                 parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter do something
     adapter_dir = tmp_path / "adapters" / "v3"
-    peft_model.save_pretrained(adapter_dir)
+    peft_model.save_pretrained(str(adapter_dir))
 
     base = tiny_llama(len(smollm_tokenizer))
     base_weight = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
