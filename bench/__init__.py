@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [NAME...]` prints a table for each (see README)."""

@@ -1,0 +1,1 @@
+"""Transcripts, datasets, LoRA fine-tuning, evaluation and the model registry."""
