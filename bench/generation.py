@@ -42,7 +42,16 @@ from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
 
-STACKFAQ = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stackfaq"
+_ROOT = Path(__file__).resolve().parent.parent
+# The shared data sits beside the main checkout (../shared), or two up from a worktree.
+STACKFAQ = (
+    next(
+        (p for p in (_ROOT.parent / "shared", _ROOT.parent.parent / "shared") if p.exists()),
+        _ROOT.parent / "shared",
+    )
+    / "data"
+    / "stackfaq"
+)
 
 
 @dataclass
@@ -198,8 +207,8 @@ async def run(args: argparse.Namespace) -> None:
         print(row.line(), flush=True)
 
     if args.quality:
-        faq = STACKFAQ / "faqs.jsonl"
-        queries = load_queries(STACKFAQ / "queries-dev.jsonl")
+        faq = args.stackfaq / "faqs.jsonl"
+        queries = load_queries(args.stackfaq / "queries-dev.jsonl")
         sample = random.Random(0).sample(queries, min(args.quality, len(queries)))
         retriever = Retriever(embedder, FaqIndex.build(load_faq([faq]), embedder))
         print(
@@ -226,9 +235,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-int8", action="store_true", help="run in fp32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=2, help="answers per conversation")
     parser.add_argument("--quality", type=int, default=0, metavar="N", help="stackfaq dev queries")
+    parser.add_argument("--stackfaq", type=Path, default=STACKFAQ, help="stackfaq data folder")
     return parser.parse_args(argv)
 
 
