@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,12 +13,17 @@ import redis.asyncio as aioredis
 from bots.indexing import ensure_index
 from brain.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.conversations import ConversationStore
+from brain.generation import BatchingOptions, GenerationError
+from brain.generative import GenerativeBackend, UnavailableModelBackend
+from brain.hf_model import ModelLoadError
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
 from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,20 +35,68 @@ class App:
     brain: Brain
 
 
-def make_backend(settings: Settings) -> AnswerBackend:
-    backend = _base_backend(settings)
+async def make_backend(settings: Settings) -> AnswerBackend:
+    """The answer backend DESKMATE_MODEL_BACKEND names (slowed by DESKMATE_ANSWER_DELAY).
+
+    A model that cannot be loaded does not stop the bot: it answers by quoting and says
+    so in the log and the fallback metric. A model server that is down at start is
+    reported, and each request falls back to quoting until it is back.
+    """
+    backend = await _base_backend(settings)
     if settings.answer_delay > 0:
         return DelayedBackend(backend, settings.answer_delay)
     return backend
 
 
-def _base_backend(settings: Settings) -> AnswerBackend:
+async def _base_backend(settings: Settings) -> AnswerBackend:
     if settings.model_backend == "quote":
         return QuoteBackend()
-    raise SettingsError(
-        f"DESKMATE_MODEL_BACKEND={settings.model_backend} is not available in this version; "
-        "use quote"
+    if settings.model_backend == "openai":
+        return await _openai_backend(settings)
+    return await _hf_backend(settings)
+
+
+async def _hf_backend(settings: Settings) -> AnswerBackend:
+    from brain.hf_backend import HFGenerator, HFOptions
+
+    options = HFOptions(
+        device=settings.model_device,
+        int8=settings.model_int8,
+        threads=settings.model_threads,
+        max_new_tokens=settings.max_new_tokens,
+        context_tokens=settings.context_tokens,
+        batching=BatchingOptions(settings.batch_max, settings.batch_window_ms / 1000),
     )
+    try:
+        generator = await asyncio.to_thread(
+            HFGenerator.load, settings.model, settings.data_dir, options, settings.model_adapter
+        )
+    except ModelLoadError as exc:
+        return UnavailableModelBackend(settings.model, str(exc))
+    return GenerativeBackend(generator, bot_name=settings.bot_name)
+
+
+async def _openai_backend(settings: Settings) -> AnswerBackend:
+    from brain.openai_backend import OpenAIGenerator, OpenAIOptions
+
+    if not settings.openai_url:
+        raise SettingsError("DESKMATE_MODEL_BACKEND=openai needs DESKMATE_OPENAI_URL")
+    generator = OpenAIGenerator(
+        OpenAIOptions(
+            url=settings.openai_url,
+            model=settings.model,
+            api_key=str(settings.openai_api_key),
+            timeout_s=settings.openai_timeout,
+            attempts=settings.openai_attempts,
+            max_new_tokens=settings.max_new_tokens,
+            context_tokens=settings.context_tokens,
+        )
+    )
+    try:
+        await generator.check()
+    except GenerationError as exc:
+        log.error("%s; answers quote the FAQ until it is back", exc)
+    return GenerativeBackend(generator, bot_name=settings.bot_name)
 
 
 def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | None:
@@ -62,7 +116,7 @@ def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | 
 
 @asynccontextmanager
 async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIterator[App]:
-    backend = make_backend(settings)
+    backend = await make_backend(settings)
     embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
@@ -81,4 +135,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
         )
-        yield App(settings, redis, store, retriever, brain)
+        try:
+            yield App(settings, redis, store, retriever, brain)
+        finally:
+            await backend.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from brain.types import Turn
 from retrieval.index import FaqHit
@@ -17,8 +17,18 @@ from retrieval.index import FaqHit
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An answer and the hits it cites, in citation order ([1] is cited[0]).
+
+    `action` "handoff" means the backend found no answer in the passages (the model
+    said it doesn't know): the pipeline hands off with `reason`. `model_version`, when
+    set, overrides the backend's version in the transcript (e.g. a quoting fallback).
+    """
+
     text: str
     cited: tuple[FaqHit, ...]
+    action: Literal["answer", "handoff"] = "answer"
+    reason: str = ""
+    model_version: str = ""
 
 
 class AnswerBackend(Protocol):
@@ -30,6 +40,8 @@ class AnswerBackend(Protocol):
         self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
     ) -> Answer: ...
 
+    async def aclose(self) -> None: ...
+
 
 class QuoteBackend:
     """Quotes the best FAQ entry verbatim and cites it as [1]."""
@@ -39,8 +51,16 @@ class QuoteBackend:
     async def answer(
         self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
     ) -> Answer:
-        best = hits[0]
-        return Answer(text=f"{best.entry.answer} [1]", cited=(best,))
+        return quote(hits)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def quote(hits: Sequence[FaqHit], model_version: str = "") -> Answer:
+    """The best entry's answer verbatim, cited as [1]."""
+    best = hits[0]
+    return Answer(text=f"{best.entry.answer} [1]", cited=(best,), model_version=model_version)
 
 
 class DelayedBackend:
@@ -57,3 +77,6 @@ class DelayedBackend:
     ) -> Answer:
         await asyncio.sleep(self.delay)
         return await self.inner.answer(question, hits, history)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -45,6 +45,11 @@ def embedded_gguf(model: str) -> Path | None:
     return path if path.exists() else None
 
 
+def model_cache_dir(cache_dir: Path, model: str) -> Path:
+    """Where the converted copy of an embedded model lives."""
+    return cache_dir / "models" / model.rsplit("/", 1)[-1]
+
+
 def resolve_model(model: str, cache_dir: Path) -> str:
     """A path or hub id that `from_pretrained` loads quickly.
 
@@ -54,7 +59,7 @@ def resolve_model(model: str, cache_dir: Path) -> str:
     gguf = embedded_gguf(model)
     if gguf is None:
         return model
-    target = cache_dir / "models" / model.rsplit("/", 1)[-1]
+    target = model_cache_dir(cache_dir, model)
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return str(target)
     log.warning("converting %s to safetensors in %s (once; about a minute)", gguf.name, target)

@@ -31,6 +31,23 @@ COMMANDS = {
 _COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
 CLARIFY_OPTIONS = 3
+FOLLOWUP_MAX_WORDS = 12
+
+
+def followup_query(question: str, history: Sequence[Turn]) -> str | None:
+    """The previous question joined with `question`, if `question` may be a follow-up.
+
+    It may be when it is short and the bot answered the customer's previous question
+    (a follow-up to a handoff or a clarifying question has nothing to build on).
+    """
+    if len(question.split()) > FOLLOWUP_MAX_WORDS:
+        return None
+    if len(history) < 2:
+        return None
+    previous, last = history[-2], history[-1]
+    if last.role != "assistant" or last.action != "answer" or previous.role != "user":
+        return None
+    return f"{previous.text} {question}"
 
 
 class Brain:
@@ -110,13 +127,13 @@ class Brain:
             hits = [chosen]
             action, reason = "answer", "customer picked an offered entry"
         else:
-            hits = await asyncio.to_thread(self.retriever.search, question)
+            hits = await self._retrieve(question, history)
             decision = decide(question, hits, self.thresholds)
             action, reason = decision.action, decision.reason
         log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
 
         if action == "answer":
-            reply = await self._answer(question, hits, history)
+            reply = await self._answer(inbound, question, hits, history)
         elif action == "clarify":
             reply = self._clarify(hits)
         else:
@@ -125,14 +142,39 @@ class Brain:
         await self.store.append(inbound, user_turn, self._bot_turn(reply))
         return reply
 
-    async def _answer(self, question: str, hits: Sequence[FaqHit], history: list[Turn]) -> Reply:
+    async def _retrieve(self, question: str, history: list[Turn]) -> list[FaqHit]:
+        """FAQ hits for the question, read in the context of the conversation.
+
+        A short follow-up ("and how long does that take?") names no topic of its own:
+        when it alone retrieves below the answer threshold and the previous question was
+        answered, the previous question and the follow-up are searched together, and
+        the stronger result wins.
+        """
+        hits = await asyncio.to_thread(self.retriever.search, question)
+        if hits and hits[0].score >= self.thresholds.answer:
+            return hits
+        context = followup_query(question, history)
+        if context is None:
+            return hits
+        combined = await asyncio.to_thread(self.retriever.search, context)
+        if combined and (not hits or combined[0].score > hits[0].score):
+            log.info("follow-up read with the previous question: %r", context[:200])
+            return combined
+        return hits
+
+    async def _answer(
+        self, inbound: Inbound, question: str, hits: Sequence[FaqHit], history: list[Turn]
+    ) -> Reply:
         answer = await self.backend.answer(question, hits, history)
+        if answer.action == "handoff":
+            reply = await self._handoff(inbound, answer.reason or "no answer in the FAQ", hits)
+            return replace(reply, model_version=answer.model_version or self.backend.version)
         return Reply(
             answer.text,
             "answer",
             sources=tuple(Source.from_hit(hit) for hit in answer.cited),
             confidence=round(hits[0].score, 4),
-            model_version=self.backend.version,
+            model_version=answer.model_version or self.backend.version,
         )
 
     def _clarify(self, hits: Sequence[FaqHit]) -> Reply:

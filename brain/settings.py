@@ -41,7 +41,22 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
-def _positive_float(value: str) -> float:
+def _non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError("must be a whole number, 0 or more")
+    return int(value)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def _seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
@@ -152,6 +167,40 @@ class Settings:
         str,
         "HuggingFaceTB/SmolLM2-135M-Instruct",
     )
+    model_device: str = _setting(
+        "where the hf model runs: auto (GPU if any) | cpu | cuda",
+        _choice("auto", "cpu", "cuda"),
+        "auto",
+    )
+    model_int8: bool = _setting(
+        "int8 dynamic quantisation of the hf model's linear layers on CPU", _bool, True
+    )
+    model_threads: int = _setting(
+        "CPU threads for the hf model (0 = torch's default)", _non_negative_int, 0
+    )
+    model_adapter: Path | None = _setting(
+        "LoRA adapter directory (peft format) merged into the hf model; unset = none", Path
+    )
+    max_new_tokens: int = _setting("longest generated answer, in tokens", _positive_int, 96)
+    context_tokens: int = _setting(
+        "prompt budget in tokens (history, then passages give way)", _positive_int, 2048
+    )
+    batch_max: int = _setting("most prompts in one batched generate call", _positive_int, 16)
+    batch_window_ms: int = _setting(
+        "milliseconds to gather concurrent prompts into one batch", _non_negative_int, 10
+    )
+    openai_url: str | None = _setting(
+        "OpenAI-compatible server base URL (vLLM, TGI, llama.cpp server)", _url
+    )
+    openai_api_key: Secret = _setting(
+        "API key for the OpenAI-compatible server", Secret, Secret(""), secret=True
+    )
+    openai_timeout: float = _setting(
+        "seconds before a model server request is given up (then retried)", _seconds, 30.0
+    )
+    openai_attempts: int = _setting(
+        "attempts per model server request (timeouts, 429, 5xx)", _positive_int, 3
+    )
     top_k: int = _setting("FAQ entries retrieved per question", _positive_int, 5)
     answer_threshold: float | None = _setting(
         "override the calibrated answer threshold (0..1)", _fraction
@@ -179,12 +228,12 @@ class Settings:
     )
     reclaim_idle: float = _setting(
         "seconds a message may sit with a silent worker or sender before another takes it",
-        _positive_float,
+        _seconds,
         60.0,
     )
     lock_timeout: float = _setting(
         "seconds a dead worker's conversation lock outlives it (renewed while alive)",
-        _positive_float,
+        _seconds,
         10.0,
     )
     answer_delay: float = _setting(

@@ -1,0 +1,252 @@
+"""Generation throughput, latency and answer quality of the dialogue model.
+
+    python -m bench.generation                    # speed at 1/4/16 concurrent conversations
+    python -m bench.generation --quality 100      # + answer quality on stackfaq dev
+    python -m bench.generation --no-int8          # the same in fp32
+
+Speed: each of N concurrent conversations asks sample-FAQ questions one after another
+through the hf generator (dynamic batching merges them); tokens/s counts generated tokens
+up to each answer's end. Quality: a sample of stackfaq dev queries goes through the whole
+brain (retrieval, policy, generation, citation policy) with the hf backend and with the
+quote backend, scored against the reference answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from brain.answer_metrics import rouge_l, token_f1
+from brain.backends import AnswerBackend, QuoteBackend
+from brain.conversations import ConversationStore
+from brain.generation import BatchingOptions
+from brain.generative import GenerativeBackend
+from brain.hf_backend import HFGenerator, HFOptions
+from brain.hf_model import DEFAULT_MODEL
+from brain.pipeline import Brain
+from brain.prompt import Passage, fit_prompt
+from brain.redis_server import EmbeddedRedis, client
+from brain.settings import SAMPLE_FAQ
+from brain.types import Inbound
+from retrieval.embedder import Embedder
+from retrieval.evaluation import load_queries
+from retrieval.faq import load_faq
+from retrieval.index import FaqIndex
+from retrieval.retriever import Retriever
+
+_ROOT = Path(__file__).resolve().parent.parent
+# The shared data sits beside the main checkout (../shared), or two up from a worktree.
+STACKFAQ = (
+    next(
+        (p for p in (_ROOT.parent / "shared", _ROOT.parent.parent / "shared") if p.exists()),
+        _ROOT.parent / "shared",
+    )
+    / "data"
+    / "stackfaq"
+)
+
+
+@dataclass
+class SpeedRow:
+    concurrency: int
+    answers: int
+    tokens: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def aggregate(self) -> float:
+        return self.tokens / self.seconds
+
+    def line(self) -> str:
+        p50 = statistics.median(self.latencies)
+        p95 = sorted(self.latencies)[max(0, round(0.95 * len(self.latencies)) - 1)]
+        return (
+            f"{self.concurrency:>11}  {self.answers:>7}  {self.tokens / self.answers:>10.1f}  "
+            f"{self.aggregate:>12.1f}  {self.aggregate / self.concurrency:>13.1f}  "
+            f"{p50:>7.2f}  {p95:>7.2f}"
+        )
+
+
+async def speed(
+    generator: HFGenerator, retriever: Retriever, concurrency: int, rounds: int
+) -> SpeedRow:
+    questions = [entry.question for entry in retriever.index.entries]
+    tokenizer = generator.tokenizer
+    latencies: list[float] = []
+    tokens = 0
+
+    async def conversation(number: int) -> None:
+        nonlocal tokens
+        for turn in range(rounds):
+            question = questions[(number * rounds + turn) % len(questions)]
+            hits = retriever.search(question)[:3]
+            prompt = fit_prompt(
+                question,
+                [Passage.from_hit(h) for h in hits],
+                [],
+                generator.count_tokens,
+                generator.context_tokens,
+            )
+            started = time.perf_counter()
+            [text] = await generator.generate([prompt.messages])
+            latencies.append(time.perf_counter() - started)
+            # +1: the end-of-turn token the model also had to generate (unless cut off).
+            count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            tokens += min(count + 1, generator.options.max_new_tokens)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(conversation(n) for n in range(concurrency)))
+    return SpeedRow(concurrency, len(latencies), tokens, time.perf_counter() - started, latencies)
+
+
+@dataclass
+class QualityRow:
+    name: str
+    n: int
+    f1: float
+    rouge: float
+    cites_right: float
+    answered: float
+    wrong_handoff: float
+    clarified: float
+    fallbacks: float
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.name:28}  {self.n:>4}  {self.f1:>6.3f}  {self.rouge:>7.3f}  "
+            f"{self.cites_right:>10.3f}  {self.answered:>8.3f}  {self.wrong_handoff:>8.3f}  "
+            f"{self.clarified:>7.3f}  {self.fallbacks:>9.3f}  {self.seconds:>6.0f}"
+        )
+
+
+async def quality(
+    name: str,
+    backend: AnswerBackend,
+    retriever: Retriever,
+    redis_url: str,
+    sample: Sequence[object],
+) -> QualityRow:
+    redis = client(redis_url)
+    await redis.flushall()
+    store = ConversationStore(redis, prefix="bench:", history_turns=6, ttl_seconds=3600)
+    brain = Brain(retriever, store, backend)
+    limit = asyncio.Semaphore(16)
+
+    async def ask(number: int, query: object) -> tuple[object, object]:
+        async with limit:
+            inbound = Inbound("console", f"q{number}", "bench", str(number), query.query)  # type: ignore[attr-defined]
+            return query, await brain.handle(inbound)
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(ask(n, q) for n, q in enumerate(sample)))
+    seconds = time.perf_counter() - started
+    await redis.aclose()
+    f1s, rouges, right, answered, handoff, clarified, fallback = [], [], 0, 0, 0, 0, 0
+    for query, reply in results:
+        reference = query.answer or ""  # type: ignore[attr-defined]
+        text = reply.text if reply.action == "answer" else ""  # type: ignore[attr-defined]
+        f1s.append(token_f1(text, reference))
+        rouges.append(rouge_l(text, reference) if text else 0.0)
+        if reply.action == "answer":  # type: ignore[attr-defined]
+            answered += 1
+            sources = reply.sources  # type: ignore[attr-defined]
+            right += bool(sources) and sources[0].id in query.relevant  # type: ignore[attr-defined]
+            fallback += reply.model_version.startswith("quote (fallback")  # type: ignore[attr-defined]
+        handoff += reply.action == "handoff"  # type: ignore[attr-defined]
+        clarified += reply.action == "clarify"  # type: ignore[attr-defined]
+    n = len(results)
+    return QualityRow(
+        name,
+        n,
+        statistics.mean(f1s),
+        statistics.mean(rouges),
+        right / max(answered, 1),
+        answered / n,
+        handoff / n,
+        clarified / n,
+        fallback / max(answered, 1),
+        seconds,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    data_dir = Path(
+        os.environ.get("DESKMATE_DATA_DIR") or tempfile.mkdtemp(prefix="deskmate-bench-")
+    )
+    options = HFOptions(
+        device="cpu",
+        int8=not args.no_int8,
+        threads=args.threads,
+        max_new_tokens=args.max_new_tokens,
+        batching=BatchingOptions(max_batch=16, window_s=0.01),
+    )
+    started = time.perf_counter()
+    generator = HFGenerator.load(args.model, data_dir, options)
+    import torch
+
+    print(
+        f"model {generator.version}  int8={options.int8}  threads={torch.get_num_threads()}  "
+        f"max_new_tokens={options.max_new_tokens}  loaded in {time.perf_counter() - started:.1f} s"
+    )
+    embedder = Embedder()
+    sample_retriever = Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
+    await generator.generate([[{"role": "user", "content": "warm up"}]])
+    print("\nconcurrency  answers  tok/answer  tok/s (aggr)  tok/s/stream  p50 (s)  p95 (s)")
+    for concurrency in args.concurrency:
+        row = await speed(generator, sample_retriever, concurrency, args.rounds)
+        print(row.line(), flush=True)
+
+    if args.quality:
+        faq = args.stackfaq / "faqs.jsonl"
+        queries = load_queries(args.stackfaq / "queries-dev.jsonl")
+        sample = random.Random(0).sample(queries, min(args.quality, len(queries)))
+        retriever = Retriever(embedder, FaqIndex.build(load_faq([faq]), embedder))
+        print(
+            f"\nanswer quality on stackfaq dev, {len(sample)} queries (seed 0), default thresholds"
+        )
+        print(
+            f"{'backend':28}  {'n':>4}  {'F1':>6}  {'ROUGE-L':>7}  {'cites right':>10}  "
+            f"{'answered':>8}  {'handoff':>8}  {'clarify':>7}  {'fallbacks':>9}  {'secs':>6}"
+        )
+        with EmbeddedRedis(Path(tempfile.mkdtemp(prefix="deskmate-bench-redis-"))) as server:
+            backends: list[tuple[str, AnswerBackend]] = [
+                ("quote", QuoteBackend()),
+                (generator.version, GenerativeBackend(generator)),
+            ]
+            for name, backend in backends:
+                quality_row = await quality(name, backend, retriever, server.url, sample)
+                print(quality_row.line(), flush=True)
+    await generator.aclose()
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--no-int8", action="store_true", help="run in fp32")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
+    parser.add_argument("--rounds", type=int, default=2, help="answers per conversation")
+    parser.add_argument("--quality", type=int, default=0, metavar="N", help="stackfaq dev queries")
+    parser.add_argument("--stackfaq", type=Path, default=STACKFAQ, help="stackfaq data folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    asyncio.run(run(parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Answer quality metrics shared by `deskmate eval answers`, the bench and training.
+
+Token-F1 is SQuAD's: the harmonic mean of token precision and recall after lower-casing
+and dropping punctuation and articles. ROUGE-L is the longest-common-subsequence F-measure
+from `rouge-score`. Citations ([1]) are removed first: they are not words of the answer.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from functools import lru_cache
+from typing import Any
+
+_CITATION = re.compile(r"\[\d{1,2}\]")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def answer_tokens(text: str) -> list[str]:
+    """Normalised words of an answer: lower case, no citations, punctuation or articles."""
+    text = _CITATION.sub(" ", text).lower().translate(_PUNCTUATION)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 between an answer and a reference answer (0..1)."""
+    predicted, expected = answer_tokens(prediction), answer_tokens(reference)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure between an answer and a reference answer (0..1)."""
+    prediction = _CITATION.sub(" ", prediction)
+    return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)

@@ -1,0 +1,171 @@
+"""Generative answers: the prompt contract, a `Generator`, and the citation policy.
+
+The citation policy decides what reaches the customer after the model has written:
+
+| the model's answer                         | what the customer gets                 |
+|--------------------------------------------|----------------------------------------|
+| cites only passages it was given           | the answer, citations renumbered       |
+| cites a passage number it was not given    | the best entry quoted (fallback)       |
+| cites nothing, but answers                 | the best entry quoted (fallback)       |
+| cites nothing and says it doesn't know     | handoff to a person                    |
+| fails (model error, server down, timeout)  | the best entry quoted (fallback)       |
+
+Quoting is always grounded, and retrieval was already confident (the pipeline only asks
+for an answer then), so an ungrounded generation costs wording, never correctness. Every
+fallback is logged and counted in `deskmate_generation_fallbacks_total{reason}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import Counter
+
+from brain.backends import Answer, quote
+from brain.generation import GenerationError, Generator
+from brain.prompt import Passage, cited_numbers, fit_prompt, renumber_citations
+from brain.types import Turn
+from retrieval.index import FaqHit
+
+log = logging.getLogger(__name__)
+
+FALLBACKS = Counter(
+    "deskmate_generation_fallbacks_total",
+    "Answers not taken from the dialogue model as written, by reason",
+    ["reason"],
+)
+
+Verdict = Literal["grounded", "bad_citation", "uncited", "abstained"]
+
+_DONT_KNOW = re.compile(
+    r"\b(?:(?:don'?t|do not|can'?t|cannot|couldn'?t|could not)\s+(?:know|find|answer|tell|say)"
+    r"|not (?:sure|covered|mentioned|in the (?:faq|passages))|no information"
+    r"|(?:connect|transfer|pass) you (?:with|to)|(?:a|to a) (?:person|human|member of)\b)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d{1,2}\])*(?=\s|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class CitationCheck:
+    """What an answer cites, judged against the passages it was given."""
+
+    verdict: Verdict
+    cited: tuple[int, ...]  # valid passage numbers, in order of first citation
+
+
+def check_citations(text: str, passage_count: int) -> CitationCheck:
+    """Judge `text` against `passage_count` numbered passages (see the module table)."""
+    numbers = cited_numbers(text)
+    if any(not 1 <= number <= passage_count for number in numbers):
+        return CitationCheck("bad_citation", ())
+    if numbers:
+        return CitationCheck("grounded", tuple(numbers))
+    if _DONT_KNOW.search(text):
+        return CitationCheck("abstained", ())
+    return CitationCheck("uncited", ())
+
+
+def tidy(text: str) -> str:
+    """Drop an unfinished last sentence (the token limit can cut one off)."""
+    text = text.strip()
+    if not text or text[-1] in ".!?]":
+        return text
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()] if ends else text
+
+
+class GenerativeBackend:
+    """An `AnswerBackend` that has a `Generator` write the answer from the FAQ passages."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        bot_name: str = "deskmate",
+        max_passages: int = 3,
+    ) -> None:
+        self.generator = generator
+        self.version = generator.version
+        self.bot_name = bot_name
+        self.max_passages = max_passages
+
+    async def answer(
+        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+    ) -> Answer:
+        hits = list(hits[: self.max_passages])
+        fitted = fit_prompt(
+            question,
+            [Passage.from_hit(hit) for hit in hits],
+            history,
+            self.generator.count_tokens,
+            self.generator.context_tokens,
+            self.bot_name,
+        )
+        if fitted.history_dropped or fitted.passages_dropped:
+            log.info(
+                "prompt fitted to %d tokens: dropped %d history turns, %d passages",
+                self.generator.context_tokens,
+                fitted.history_dropped,
+                fitted.passages_dropped,
+            )
+        try:
+            [text] = await self.generator.generate([fitted.messages])
+        except GenerationError as exc:
+            log.warning("generation failed, quoting the best FAQ entry instead: %s", exc)
+            return self._fallback(hits, "error")
+        text = tidy(text)
+        check = check_citations(text, len(fitted.passages))
+        if check.verdict == "grounded":
+            mapping = {number: rank for rank, number in enumerate(check.cited, start=1)}
+            return Answer(
+                renumber_citations(text, mapping),
+                tuple(hits[number - 1] for number in check.cited),
+                model_version=self.version,
+            )
+        if check.verdict == "abstained":
+            FALLBACKS.labels("abstained").inc()
+            log.info("the model found no answer in the passages; handing off: %r", text[:200])
+            return Answer(
+                text,
+                (),
+                action="handoff",
+                reason="not covered by the FAQ",
+                model_version=self.version,
+            )
+        log.info(
+            "model answer %s; quoting the best FAQ entry instead: %r", check.verdict, text[:200]
+        )
+        return self._fallback(hits, check.verdict)
+
+    def _fallback(self, hits: Sequence[FaqHit], reason: str) -> Answer:
+        FALLBACKS.labels(reason).inc()
+        return quote(hits, model_version=f"quote (fallback from {self.version}: {reason})")
+
+    async def aclose(self) -> None:
+        await self.generator.aclose()
+
+
+class UnavailableModelBackend:
+    """Quotes the best entry because the configured model could not be loaded or reached.
+
+    Built at start when loading fails, so the bot keeps answering; every answer is
+    counted as a fallback with reason "unavailable" and logged once at start.
+    """
+
+    def __init__(self, intended: str, error: str) -> None:
+        self.version = f"quote (fallback from {intended}: unavailable)"
+        self.error = error
+        log.error("dialogue model %s unavailable, answering by quoting: %s", intended, error)
+
+    async def answer(
+        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+    ) -> Answer:
+        FALLBACKS.labels("unavailable").inc()
+        return quote(hits, model_version=self.version)
+
+    async def aclose(self) -> None:
+        pass

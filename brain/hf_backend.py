@@ -1,0 +1,170 @@
+"""The `hf` generator: a transformers causal LM in-process, CPU or GPU.
+
+Prompts are rendered with the model's chat template, left-padded into one batch and
+decoded greedily (answers should be the same every time they are asked). On CPU the
+linear layers are quantised to int8 dynamically by default; on GPU the model runs in
+bf16. A LoRA adapter (from the model registry) is merged into the weights at load time.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brain.generation import BatchingOptions, DynamicBatcher, GenerationError
+from brain.hf_model import ModelLoadError, load_causal_lm
+from brain.prompt import Messages, render_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HFOptions:
+    """How the model is loaded and run."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    int8: bool = True  # dynamic int8 quantisation of linear layers on CPU
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    max_new_tokens: int = 96
+    context_tokens: int = 2048  # prompt budget (capped by the model's window)
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+
+
+def model_name(model: str) -> str:
+    """A short name for a hub id or path: "HuggingFaceTB/SmolLM2-135M-Instruct" -> "SmolLM2-..."."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every linear layer (weights per output channel).
+
+    Per-channel scales keep small models usable where one scale per tensor does not.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(  # type: ignore[no-untyped-call]
+        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+    )
+
+
+def apply_adapter(model: Any, adapter: Path) -> Any:
+    """Merge the LoRA adapter saved at `adapter` (peft format) into `model`."""
+    try:
+        from peft import PeftModel
+    except ImportError as exc:  # pragma: no cover - peft is a dependency
+        raise ModelLoadError("LoRA adapters need the peft package") from exc
+    try:
+        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot apply the LoRA adapter in {adapter}: {exc}") from exc
+
+
+class HFGenerator:
+    """A transformers model behind the `Generator` interface, with dynamic batching."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        version: str,
+        options: HFOptions = HFOptions(),
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # The batch runs in a worker thread; counting prompts happens on the event loop.
+        # A Rust tokenizer must not be used from two threads at once, so counting gets
+        # its own copy.
+        self._counting_tokenizer = copy.deepcopy(tokenizer)
+        self.version = version
+        self.options = options
+        window = getattr(model.config, "max_position_embeddings", None) or options.context_tokens
+        self.context_tokens = max(64, min(options.context_tokens, window - options.max_new_tokens))
+        self.device = next(model.parameters(), torch.empty(0)).device
+        self._batcher: DynamicBatcher[Messages] = DynamicBatcher(
+            self.generate_batch, options.batching
+        )
+        self.generate_calls = 0
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        cache_dir: Path,
+        options: HFOptions = HFOptions(),
+        adapter: Path | None = None,
+        adapter_version: str | None = None,
+    ) -> HFGenerator:
+        """Load `model` (hub id, path or the embedded default) ready to serve.
+
+        Raises `ModelLoadError` with a message naming the setting to fix.
+        """
+        device = options.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("DESKMATE_MODEL_DEVICE=cuda but no CUDA GPU is available")
+        if options.threads and device == "cpu":
+            torch.set_num_threads(options.threads)
+        started = time.perf_counter()
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        loaded, tokenizer = load_causal_lm(model, cache_dir, dtype=dtype)
+        if adapter is not None:
+            loaded = apply_adapter(loaded, adapter)
+        if device == "cuda":
+            loaded = loaded.to(device)
+        elif options.int8:
+            loaded = quantize_int8(loaded)
+        version = f"{model_name(model)}@{adapter_version or (adapter.name if adapter else 'base')}"
+        log.info(
+            "dialogue model %s on %s%s loaded in %.1f s",
+            version,
+            device,
+            " (int8)" if device == "cpu" and options.int8 else "",
+            time.perf_counter() - started,
+        )
+        return cls(loaded, tokenizer, version, options)
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Prompt length in tokens, with the chat template applied."""
+        text = render_prompt(self._counting_tokenizer, messages)
+        return len(self._counting_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, prompts: Sequence[Messages]) -> list[str]:
+        """Generate for each prompt; concurrent calls are merged into shared batches."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self._batcher.submit(p) for p in prompts)))
+
+    def generate_batch(self, prompts: list[Messages]) -> list[str]:
+        """One batched greedy `generate` over `prompts` (blocking; left padding)."""
+        self.generate_calls += 1
+        texts = [render_prompt(self.tokenizer, messages) for messages in prompts]
+        encoded = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        try:
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **encoded,
+                    max_new_tokens=self.options.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+        except (RuntimeError, ValueError) as exc:
+            raise GenerationError(f"{self.version} failed to generate: {exc}") from exc
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in decoded]
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()

@@ -1,0 +1,231 @@
+"""Generative answers end to end: the openai backend against a fake OpenAI-compatible
+server, the citation policy, fallbacks and their metric, follow-ups, model versions."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from bots.app import make_backend
+from brain.backends import QuoteBackend
+from brain.conversations import ConversationStore
+from brain.generation import GenerationError
+from brain.generative import (
+    GenerativeBackend,
+    UnavailableModelBackend,
+    check_citations,
+    tidy,
+)
+from brain.openai_backend import OpenAIGenerator, OpenAIOptions
+from brain.pipeline import Brain, followup_query
+from brain.settings import Settings, SettingsError
+from brain.types import Inbound, Turn
+from retrieval.retriever import Retriever
+from tests.fake_openai import FakeOpenAI, fake_openai_server
+
+_ids = iter(range(1, 1_000_000))
+
+
+def message(text: str, conversation: str = "c1") -> Inbound:
+    return Inbound("console", conversation, "u1", str(next(_ids)), text)
+
+
+def fallbacks(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("deskmate_generation_fallbacks_total", {"reason": reason}) or 0.0
+    )
+
+
+def generator(url: str, **options: object) -> OpenAIGenerator:
+    settings = {"timeout_s": 2.0, "attempts": 3, "backoff_s": 0.01, **options}
+    return OpenAIGenerator(
+        OpenAIOptions(url=url, model="org/tiny-model", api_key="sk-test", **settings)  # type: ignore[arg-type]
+    )
+
+
+def test_citation_checks() -> None:
+    assert check_citations("Within 30 days [1].", 3).verdict == "grounded"
+    assert check_citations("Within 30 days [2][1].", 3).cited == (2, 1)
+    assert check_citations("Within 30 days [4].", 3).verdict == "bad_citation"
+    assert check_citations("Within 30 days [1], or [9].", 3).verdict == "bad_citation"
+    assert check_citations("Within 30 days.", 3).verdict == "uncited"
+    assert check_citations("I don't know; I can connect you with a person.", 3).verdict == (
+        "abstained"
+    )
+    assert tidy("Returns are free [1]. You can also exch") == "Returns are free [1]."
+    assert tidy("no sentence end at all") == "no sentence end at all"
+
+
+async def test_a_grounded_answer_is_sent_with_its_sources_and_model_version(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    async with fake_openai_server(FakeOpenAI(lambda m: "Send it back within 30 days [2].")) as fake:
+        backend = GenerativeBackend(generator(fake.url))
+        brain = Brain(retriever, store, backend)
+        reply = await brain.handle(message("how many days do I have to send an item back?"))
+        await backend.aclose()
+    assert reply.action == "answer"
+    # [2] of the prompt is renumbered [1]: the reply's first source.
+    assert reply.text == "Send it back within 30 days [1]."
+    hits = retriever.search("how many days do I have to send an item back?")
+    assert reply.sources[0].id == hits[1].id
+    assert reply.model_version == "openai:tiny-model"
+    history = await store.history("c1")
+    assert history[-1].model_version == "openai:tiny-model"
+    path, headers, body = fake.requests[0]
+    assert path == "/v1/chat/completions"
+    assert headers["Authorization"] == "Bearer sk-test"
+    assert body["model"] == "org/tiny-model" and body["temperature"] == 0
+    assert body["messages"][0]["role"] == "system"
+    assert "[1] How long do I have to return an item?" in body["messages"][-1]["content"]
+    assert body["messages"][-1]["content"].endswith(
+        "Customer question: how many days do I have to send an item back?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_says", "reason"),
+    [("Within 30 days [7].", "bad_citation"), ("Within 30 days, no problem.", "uncited")],
+)
+async def test_an_answer_citing_nothing_given_falls_back_to_quoting(
+    retriever: Retriever, store: ConversationStore, model_says: str, reason: str
+) -> None:
+    before = fallbacks(reason)
+    async with fake_openai_server(FakeOpenAI(lambda m: model_says)) as fake:
+        brain = Brain(retriever, store, GenerativeBackend(generator(fake.url)))
+        reply = await brain.handle(message("how many days do I have to send an item back?"))
+    assert reply.action == "answer"
+    assert "30 days" in reply.text and reply.text.endswith("[1]")
+    assert reply.text != model_says
+    assert reply.sources[0].id == "returns-window"
+    assert reply.model_version == f"quote (fallback from openai:tiny-model: {reason})"
+    assert fallbacks(reason) == before + 1
+
+
+async def test_a_model_that_does_not_know_hands_off(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    says = "I don't know that from our FAQ, but I can connect you with a person."
+    async with fake_openai_server(FakeOpenAI(lambda m: says)) as fake:
+        brain = Brain(retriever, store, GenerativeBackend(generator(fake.url)))
+        reply = await brain.handle(message("how many days do I have to send an item back?"))
+    assert reply.action == "handoff"
+    assert "member of our support team" in reply.text
+    assert await store.handoff("c1") is not None
+
+
+async def test_server_errors_are_retried(retriever: Retriever, store: ConversationStore) -> None:
+    fake = FakeOpenAI(lambda m: "Within 30 days [1].", statuses=[503, 429])
+    async with fake_openai_server(fake):
+        brain = Brain(retriever, store, GenerativeBackend(generator(fake.url)))
+        reply = await brain.handle(message("how many days do I have to send an item back?"))
+    assert reply.text == "Within 30 days [1]."
+    assert len(fake.requests) == 3
+
+
+async def test_a_client_error_is_not_retried() -> None:
+    fake = FakeOpenAI(statuses=[400])
+    async with fake_openai_server(fake):
+        with pytest.raises(GenerationError, match="400"):
+            await generator(fake.url).generate([[{"role": "user", "content": "hi"}]])
+    assert len(fake.requests) == 1
+
+
+async def test_a_slow_server_times_out_and_the_bot_quotes(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    before = fallbacks("error")
+    fake = FakeOpenAI(delay_s=1.0)
+    async with fake_openai_server(fake):
+        backend = GenerativeBackend(generator(fake.url, timeout_s=0.2, attempts=2))
+        brain = Brain(retriever, store, backend)
+        reply = await brain.handle(message("how many days do I have to send an item back?"))
+        await backend.aclose()
+    assert reply.action == "answer" and "30 days" in reply.text
+    assert len(fake.requests) == 2
+    assert fallbacks("error") == before + 1
+
+
+async def test_a_server_that_is_down_is_reported_at_start_and_answers_quote(
+    retriever: Retriever, store: ConversationStore, data_dir: object
+) -> None:
+    async with fake_openai_server(FakeOpenAI()) as fake:
+        url = fake.url  # the server stops at the end of this block: nothing listens there
+    settings = Settings.load(
+        {
+            "DESKMATE_MODEL_BACKEND": "openai",
+            "DESKMATE_OPENAI_URL": url,
+            "DESKMATE_OPENAI_ATTEMPTS": "1",
+            "DESKMATE_DATA_DIR": str(data_dir),
+        }
+    )
+    with pytest.raises(GenerationError, match="DESKMATE_OPENAI_URL"):
+        await generator(url).check()
+    backend = await make_backend(settings)
+    assert isinstance(backend, GenerativeBackend)
+    brain = Brain(retriever, store, backend)
+    reply = await brain.handle(message("how many days do I have to send an item back?"))
+    await backend.aclose()
+    assert reply.action == "answer" and reply.sources[0].id == "returns-window"
+    assert reply.model_version.startswith("quote (fallback from openai:")
+
+
+async def test_openai_needs_a_url(data_dir: object) -> None:
+    settings = Settings.load(
+        {"DESKMATE_MODEL_BACKEND": "openai", "DESKMATE_DATA_DIR": str(data_dir)}
+    )
+    with pytest.raises(SettingsError, match="DESKMATE_OPENAI_URL"):
+        await make_backend(settings)
+
+
+async def test_a_model_that_fails_to_load_degrades_to_quoting(
+    retriever: Retriever, store: ConversationStore, data_dir: object
+) -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_MODEL_BACKEND": "hf",
+            "DESKMATE_MODEL": f"{data_dir}/no-such-model",
+            "DESKMATE_MODEL_DEVICE": "cpu",
+            "DESKMATE_DATA_DIR": str(data_dir),
+        }
+    )
+    backend = await make_backend(settings)
+    assert isinstance(backend, UnavailableModelBackend)
+    assert "no-such-model" in backend.error
+    before = fallbacks("unavailable")
+    reply = await Brain(retriever, store, backend).handle(
+        message("how many days do I have to send an item back?")
+    )
+    assert reply.action == "answer" and "30 days" in reply.text
+    assert (
+        reply.model_version == "quote (fallback from " + f"{data_dir}/no-such-model: unavailable)"
+    )
+    assert fallbacks("unavailable") == before + 1
+
+
+async def test_a_short_follow_up_is_read_with_the_previous_question(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    brain = Brain(retriever, store, QuoteBackend())
+    first = await brain.handle(message("how do I return an item?"))
+    assert first.action == "answer" and first.sources[0].id == "returns-how-to"
+    # Alone, this retrieves delivery times only weakly; after a returns answer it is
+    # about returns.
+    alone = retriever.search("and how long does that take?")
+    assert alone[0].score < brain.thresholds.answer
+    follow_up = await brain.handle(message("and how long does that take?"))
+    assert follow_up.action == "answer"
+    assert follow_up.sources[0].id.startswith("returns-")
+
+
+def test_only_short_follow_ups_to_an_answer_are_read_with_the_previous_question() -> None:
+    asked = Turn("user", "how do I return an item?")
+    answered = Turn("assistant", "Go to My orders [1].", action="answer")
+    assert followup_query("and is it free?", [asked, answered]) == (
+        "how do I return an item? and is it free?"
+    )
+    clarified = Turn("assistant", "Did you mean one of these?", action="clarify")
+    assert followup_query("and is it free?", [asked, clarified]) is None
+    assert followup_query("and is it free?", []) is None
+    long_question = "I would also like to know which payment methods you accept for gift cards"
+    assert followup_query(long_question, [asked, answered]) is None
