@@ -24,7 +24,6 @@ import aiohttp
 import numpy as np
 from slack_sdk.signature import SignatureVerifier
 
-from bots.direct import DirectFlow
 from bots.slack import SlackAdapter
 from bots.web import make_web_app, serve_web
 from brain.backends import QuoteBackend
@@ -36,6 +35,7 @@ from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
+from tests.direct import DirectFlow
 from tests.fake_slack import FakeSlack
 
 SECRET = "bench-signing-secret"

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from bots.direct import DirectFlow
 from bots.telegram import TelegramAdapter
 from bots.telegram_render import render_reply
 from brain.backends import QuoteBackend
@@ -30,6 +29,7 @@ from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
+from tests.direct import DirectFlow
 from tests.fake_telegram import FakeTelegram, text_message
 
 QUESTIONS = [

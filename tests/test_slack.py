@@ -18,7 +18,6 @@ import pytest
 import redis.asyncio as aioredis
 from slack_sdk.signature import SignatureVerifier
 
-from bots.direct import DirectFlow
 from bots.indexing import import_faq
 from bots.slack import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
 from bots.slack_render import PLACEHOLDER
@@ -31,6 +30,7 @@ from brain.settings import Secret, Settings
 from brain.types import Inbound
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
+from tests.direct import DirectFlow
 from tests.fake_slack import JSON, FakeSlack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

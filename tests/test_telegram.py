@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bots.direct import DirectFlow
 from bots.telegram import TelegramAdapter, TelegramStartError, check_settings
 from bots.web import make_web_app, serve_web
 from brain.backends import Answer, QuoteBackend
@@ -23,6 +22,7 @@ from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
+from tests.direct import DirectFlow
 from tests.fake_telegram import (
     CUSTOMER,
     GROUP,

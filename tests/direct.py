@@ -1,9 +1,10 @@
-"""Direct wiring: each inbound message is answered by the brain and sent straight back.
+"""Direct wiring for channel tests and benches: the brain answers, the adapter sends.
 
-The stand-in for the durable inbox/outbox flow (DESIGN.md, "Message flow"): nothing is
-queued in Redis, so a message being answered when the process stops is not answered
-after a restart. It keeps the turns of one conversation in order and answers different
-conversations concurrently, without holding up the adapter that received the message.
+`deskmate serve` wires adapters to the durable inbox/outbox flow instead; this keeps the
+channel tests about the channel. Nothing is queued in Redis, so a message being answered
+when the process stops is not answered after a restart. It keeps the turns of one
+conversation in order and answers different conversations concurrently, without
+holding up the adapter that received the message.
 """
 
 from __future__ import annotations
