@@ -17,6 +17,7 @@ from retrieval.embedder import EmbeddingModelError
 from retrieval.evaluation import CalibrationError
 from retrieval.faq import FaqFormatError
 from retrieval.index import IndexLoadError
+from training import cli as training_cli
 
 DESCRIPTION = """\
 deskmate - an open customer-support bot.
@@ -32,6 +33,9 @@ examples:
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
+  deskmate transcripts export --since 2026-11-01 --out t.jsonl   conversations for training
+  deskmate train t.jsonl --epochs 2              fine-tune, evaluate, register a version
+  deskmate model promote v3                      serve v3 everywhere (model rollback undoes)
   deskmate config                                show the effective settings
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the thresholds on these queries, store them with the index, report with them",
     )
 
+    training_cli.add_commands(commands)
     commands.add_parser("config", help="show the effective settings (secrets masked)")
     return parser
 
@@ -150,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         EmbeddingModelError,
         IndexLoadError,
         CalibrationError,
+        *training_cli.ERRORS,
     ) as exc:
         print(f"deskmate: error: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +176,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.eval_retrieval(
             settings, args.faq, args.queries, args.mode, args.calibrate, args.json
         )
+    if args.command in training_cli.COMMANDS:
+        return training_cli.dispatch(args, settings)
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

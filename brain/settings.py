@@ -40,6 +40,16 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in options:
@@ -147,6 +157,11 @@ class Settings:
         "Slack signing secret (HTTP mode)", Secret, Secret(""), secret=True
     )
     slack_api_url: str = _setting("Slack Web API base URL", _url, "https://slack.com/api")
+    model_watch_seconds: float = _setting(
+        "how often a running process checks which model version to serve",
+        _positive_float,
+        1.0,
+    )
     log_level: str = _setting(
         "DEBUG | INFO | WARNING | ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING"
     )
@@ -197,6 +212,11 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where fine-tuned model versions are registered (see brain.model_registry)."""
+        return self.data_dir / "registry"
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, str]]:
