@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-training-", dir=settings.data_dir))
     entries = load_faq([args.data / "faqs.jsonl"])
     answers = {entry.id: entry.answer for entry in entries}
-    index, _ = rebuild(work / "index", entries, Embedder(settings.embedding_model))
+    rebuild(work / "index", entries, Embedder(settings.embedding_model))
     conversations = make_conversations(args.data / "queries-dev.jsonl", args.conversations, 0)
     path = work / "conversations.jsonl"
     path.write_text("".join(json.dumps(c) + "\n" for c in conversations))

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from bots.indexing import ensure_index
 from brain.backends import AnswerBackend, QuoteBackend
 from brain.conversations import ConversationStore
+from brain.model_registry import ActiveModelWatcher, ModelRegistry, backend_hook
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
@@ -27,6 +28,7 @@ class App:
     store: ConversationStore
     retriever: Retriever
     brain: Brain
+    model_watcher: ActiveModelWatcher | None = None
 
 
 def make_backend(settings: Settings) -> AnswerBackend:
@@ -74,4 +76,12 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
         )
-        yield App(settings, redis, store, retriever, brain)
+        watcher = ActiveModelWatcher(
+            redis,
+            settings.redis_prefix,
+            ModelRegistry(settings.registry_dir),
+            hook=backend_hook(backend),
+            interval=settings.model_watch_seconds,
+        )
+        async with watcher:
+            yield App(settings, redis, store, retriever, brain, watcher)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brain.model_registry import RegistryError
 from brain.privacy import SecretFilter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
@@ -18,6 +19,7 @@ from retrieval.evaluation import CalibrationError
 from retrieval.faq import FaqFormatError
 from retrieval.index import IndexLoadError
 from training import cli as training_cli
+from training.transcripts import TranscriptFormatError
 
 DESCRIPTION = """\
 deskmate - an open customer-support bot.
@@ -155,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         EmbeddingModelError,
         IndexLoadError,
         CalibrationError,
-        *training_cli.ERRORS,
+        RegistryError,
+        TranscriptFormatError,
     ) as exc:
         print(f"deskmate: error: {exc}", file=sys.stderr)
         return 2

@@ -197,6 +197,22 @@ async def rollback(redis: aioredis.Redis, prefix: str, registry: ModelRegistry) 
 VersionHook = Callable[[ModelVersion | None], Awaitable[None]]
 
 
+def backend_hook(backend: object) -> VersionHook:
+    """The backend's `use_version(version)` if it has one (a generative backend swapping
+    adapters, e.g. through brain.lora.AdapterSwitch.use); otherwise the version is only
+    recorded by the watcher, as with the quote backend."""
+    use_version = getattr(backend, "use_version", None)
+    if use_version is not None:
+        hook: VersionHook = use_version
+        return hook
+
+    async def record(version: ModelVersion | None) -> None:
+        log.info("model version %s recorded (this backend has no model to swap)",
+                 version.name if version else BASE)  # fmt: skip
+
+    return record
+
+
 class ActiveModelWatcher:
     """Follows `{prefix}model:active` and calls `hook` when the served version changes.
 

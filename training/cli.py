@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 
-from brain.model_registry import BASE, ModelRegistry, RegistryError, promote, read_active, rollback
+from brain.model_registry import BASE, ModelRegistry, promote, read_active, rollback
 from brain.redis_server import open_redis
 from brain.settings import Settings
-from training.transcripts import TranscriptFormatError, parse_when, write_conversations
+from training.transcripts import parse_when, write_conversations
 
 COMMANDS = ("transcripts", "train", "model")
-ERRORS: tuple[type[Exception], ...] = (RegistryError, TranscriptFormatError)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,10 +87,16 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "transcripts":
         return _import(args)
     if args.command == "train":
+        from brain.hf_model import ModelLoadError
+        from training.dataset import PromptFormatError
         from training.report import summary
-        from training.train import config_from_args, main
+        from training.train import TrainingError, config_from_args, main
 
-        result = main(config_from_args(args), settings)
+        try:
+            result = main(config_from_args(args), settings)
+        except (TrainingError, PromptFormatError, ModelLoadError) as exc:
+            print(f"deskmate: error: {exc}", file=sys.stderr)
+            return 2
         print(summary(result.report))
         return 0
     return asyncio.run(_model(args, settings))

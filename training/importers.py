@@ -140,7 +140,7 @@ def import_telegram(
         chats = [data]
     else:
         raise TranscriptFormatError(f"{path}: not a Telegram Desktop export (no messages)")
-    conversations = []
+    conversations: list[Conversation] = []
     for chat in chats:
         conversations.extend(_telegram_chat(chat, set(staff), gap_hours))
     conversations.sort(key=lambda c: c.messages[0].time)

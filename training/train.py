@@ -29,6 +29,7 @@ from brain.settings import Settings
 from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
 from training.redact import Redactor
 from training.report import loss_curves, summary, write_plots, write_report
+from retrieval.retriever import Retriever
 from training.transcripts import read_conversations
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ class TrainConfig:
     quiet: bool = option("no progress bars", False)
 
 
+class TrainingError(ValueError):
+    """Training cannot start: no usable pairs, no FAQ index; the message says what to do."""
+
+
 @dataclass
 class TrainResult:
     """What a run produced."""
@@ -98,6 +103,7 @@ class TrainResult:
     output_dir: Path
     report: dict[str, Any]
     version: ModelVersion | None
+    model: Any = None  # the trained peft model, still in memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,12 +178,11 @@ def _checkpointing(enabled: bool) -> dict[str, Any]:
 
 
 def load_examples(
-    cfg: TrainConfig, settings: Settings
+    cfg: TrainConfig, settings: Settings, retriever: Retriever | None = None
 ) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """Redacted, grounded (train, held-out) examples and a summary of the data."""
     from retrieval.embedder import Embedder
     from retrieval.index import FaqIndex
-    from retrieval.retriever import Retriever
 
     conversations = read_conversations(cfg.conversations)
     redactor = Redactor(cfg.phone_region)
@@ -185,8 +190,9 @@ def load_examples(
     pairs, stats = pick_pairs(redacted, cfg.min_words, cfg.include_unrated)
     train_pairs, held_pairs = split_pairs(pairs, cfg.heldout_fraction, cfg.seed)
     held_pairs = held_pairs[: cfg.max_heldout]
-    index = FaqIndex.load(cfg.index_dir or settings.index_dir)
-    retriever = Retriever(Embedder(settings.embedding_model), index, top_k=cfg.top_k)
+    if retriever is None:
+        index = FaqIndex.load(cfg.index_dir or settings.index_dir)
+        retriever = Retriever(Embedder(settings.embedding_model), index, top_k=cfg.top_k)
     grounding = {
         "top_k": cfg.top_k,
         "history_turns": cfg.history_turns,
@@ -201,7 +207,7 @@ def load_examples(
         "heldout_examples": len(held),
         "redaction": redactor.report.to_json(),
         "redaction_summary": redactor.report.summary(),
-        "faq_entries": len(index),
+        "faq_entries": len(retriever.index),
     }
     return train, held, data
 
@@ -244,8 +250,14 @@ def evaluate(
     return scores.to_json(), answers
 
 
-def main(cfg: TrainConfig, settings: Settings | None = None) -> TrainResult:
-    """Run the whole retraining step; see the module docstring."""
+def main(
+    cfg: TrainConfig, settings: Settings | None = None, retriever: Retriever | None = None
+) -> TrainResult:
+    """Run the whole retraining step; see the module docstring.
+
+    `retriever` defaults to the served FAQ index (or `cfg.index_dir`) with the configured
+    embedder.
+    """
     import torch
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
@@ -260,10 +272,14 @@ def main(cfg: TrainConfig, settings: Settings | None = None) -> TrainResult:
     set_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    train_examples, held_examples, data = load_examples(cfg, settings)
+    train_examples, held_examples, data = load_examples(cfg, settings, retriever)
     eval_chars = cfg.eval_passage_chars or cfg.passage_chars
     if not train_examples:
-        raise ValueError(f"{cfg.conversations}: no training pairs left ({data['pairs']})")
+        raise TrainingError(
+            f"{cfg.conversations}: no training pairs left after picking "
+            f"(kept/dropped: {data['pairs']}); answers need agent replies, 👍 ratings or "
+            "corrections"
+        )
     # Only redacted text is ever written.
     _write_jsonl(output / "train.jsonl", train_examples, cfg.passage_chars)
     _write_jsonl(output / "heldout.jsonl", held_examples, eval_chars)
@@ -321,7 +337,7 @@ def main(cfg: TrainConfig, settings: Settings | None = None) -> TrainResult:
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
-        return TrainResult(output, {}, None)
+        return TrainResult(output, {}, None, peft_model)
 
     adapter_dir = output / "adapter"
     peft_model.save_pretrained(adapter_dir)
@@ -394,7 +410,7 @@ def main(cfg: TrainConfig, settings: Settings | None = None) -> TrainResult:
     files = [str(p) for p in write_plots(report, output)]
     report["files"] = [str(output / "report.json"), *files]
     write_report(report, output)
-    return TrainResult(output, report, version)
+    return TrainResult(output, report, version, peft_model)
 
 
 def build_parser() -> argparse.ArgumentParser:

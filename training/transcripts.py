@@ -171,9 +171,9 @@ async def read_events(
     end = f"{int(until * 1000) - 1}-18446744073709551615" if until is not None else "+"
     events = []
     while True:
-        chunk = await redis.xrange(key, min=start, max=end, count=batch)
+        chunk = await redis.xrange(key, min=start, max=end, count=batch) or []
         for entry_id, fields in chunk:
-            event = {_text(k): _text(v) for k, v in fields.items()}
+            event = {_text(k): _text(v) for k, v in (fields or {}).items()}
             event["id"] = _text(entry_id)
             events.append(event)
         if len(chunk) < batch:
