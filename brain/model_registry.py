@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 BASE = "base"
+RETRY_FAILED_SECONDS = 30.0  # a version that failed to load is tried again after this long
 _NAME = re.compile(r"^v(\d+)$")
 
 
@@ -207,8 +208,8 @@ def backend_hook(backend: object) -> VersionHook:
         return hook
 
     async def record(version: ModelVersion | None) -> None:
-        log.info("model version %s recorded (this backend has no model to swap)",
-                 version.name if version else BASE)  # fmt: skip
+        name = version.name if version else BASE
+        log.info("model version %s recorded (this backend has no model to swap)", name)
 
     return record
 
@@ -220,7 +221,8 @@ class ActiveModelWatcher:
     keyspace notifications). The hook receives the resolved version (None = base model)
     and must swap models without dropping in-flight work: a generative backend loads the
     new adapter and switches between batches (see brain.lora.AdapterSwitch); the quote
-    backend only records it. A failing hook is logged and retried on the next change.
+    backend only records it. A version that fails to load is logged and retried every
+    RETRY_FAILED_SECONDS, not on every poll.
     """
 
     def __init__(
@@ -239,6 +241,7 @@ class ActiveModelWatcher:
         self.current: str | None = None  # the version last applied
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set after each applied change (tests, health)
+        self._failed: tuple[str | None, float] = (None, 0.0)  # a version that failed to load
 
     async def check(self) -> bool:
         """Apply the active version if it changed; True if it did."""
@@ -249,14 +252,21 @@ class ActiveModelWatcher:
             return False
         if wanted == self.current:
             return False
+        failed_name, retry_at = self._failed
+        if wanted == failed_name and time.monotonic() < retry_at:
+            return False
         try:
             version = self.registry.resolve(wanted)
             if self.hook is not None:
                 await self.hook(version)
         except Exception:
             log.exception(
-                "switching to model version %s failed; still serving %s", wanted, self.current
+                "switching to model version %s failed; still serving %s (retrying in %.0f s)",
+                wanted,
+                self.current,
+                RETRY_FAILED_SECONDS,
             )
+            self._failed = (wanted, time.monotonic() + RETRY_FAILED_SECONDS)
             return False
         log.warning("now serving model version %s (was %s)", wanted, self.current or "none")
         self.current = wanted

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brain.prompt import Passage, build_messages, cited_numbers
-from brain.types import Turn
+from brain.types import Role, Turn
 from retrieval.retriever import Retriever
 from training.metrics import normalize_answer, token_f1
 from training.transcripts import Conversation, Message
@@ -122,8 +122,8 @@ def pick_pairs(
                 history.append(Turn("user", question))
                 question = ""
             for message in block:
-                history.append(Turn("agent" if message.role == "agent" else "assistant",
-                                    message.content))  # fmt: skip
+                role: Role = "agent" if message.role == "agent" else "assistant"
+                history.append(Turn(role, message.content))
     return pairs, stats
 
 
@@ -247,8 +247,8 @@ def encode_example(
         limit = max(int(limit * 0.7), 120)
         attempts.append((limit, False))
     for passage_chars, history in attempts:
-        prompt_ids, target_ids = _encode(tokenizer, example.messages(passage_chars, history),
-                                         example.answer)  # fmt: skip
+        messages = example.messages(passage_chars, history)
+        prompt_ids, target_ids = _encode(tokenizer, messages, example.answer)
         if len(prompt_ids) + len(target_ids) <= max_length:
             break
     room = max_length - len(prompt_ids)

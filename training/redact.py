@@ -96,8 +96,14 @@ class Redactor:
         self.phone_region = phone_region
         self.report = RedactionReport()
 
-    def _sub(self, kind: str, pattern: re.Pattern[str], text: str,
-             valid: Callable[[re.Match[str]], str | None]) -> str:  # fmt: skip
+    def _sub(
+        self,
+        kind: str,
+        pattern: re.Pattern[str],
+        text: str,
+        valid: Callable[[re.Match[str]], str | None],
+    ) -> str:
+        """Replace the matches `valid` accepts (it returns the text to replace, or None)."""
         out, last = [], 0
         for match in pattern.finditer(text):
             found = valid(match)

@@ -26,10 +26,10 @@ from typing import Any
 
 from brain.model_registry import BASE, ModelRegistry, ModelVersion
 from brain.settings import Settings
+from retrieval.retriever import Retriever
 from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
 from training.redact import Redactor
 from training.report import loss_curves, summary, write_plots, write_report
-from retrieval.retriever import Retriever
 from training.transcripts import read_conversations
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + spec.name.replace("_", "-")
         if spec.default is True or spec.default is False:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text,
-                                default=spec.default)  # fmt: skip
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, help=help_text, default=spec.default
+            )
             continue
         kind: Any = {int: int, float: float}.get(type(spec.default), str)
         if "Path" in str(spec.type):
@@ -231,8 +232,8 @@ def evaluate(
     from training.generation import generate_answers
     from training.metrics import score_answers
 
-    with tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet,
-              file=sys.stderr) as bar:  # fmt: skip
+    bar = tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet, file=sys.stderr)
+    with bar:
         answers = generate_answers(
             model,
             tokenizer,
