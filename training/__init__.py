@@ -1,0 +1,1 @@
+"""Retraining from transcripts: export/import, redaction, fine-tuning, evaluation."""

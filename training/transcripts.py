@@ -22,7 +22,7 @@ the same conversation recorded before the feedback. A `/reset` starts a new conv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,10 +261,3 @@ async def export_transcripts(
     """Conversations recorded between `since` and `until`, optionally one channel only."""
     events = await read_events(redis, prefix, since, until)
     return conversations_from_events(events, channel)
-
-
-def iter_pairs(conversation: Conversation) -> Iterator[tuple[int, Message]]:
-    """(index, message) for every answer-side message (bot or agent)."""
-    for index, message in enumerate(conversation.messages):
-        if message.role in ("assistant", "agent"):
-            yield index, message
