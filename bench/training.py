@@ -6,7 +6,7 @@ adapter on the rest, and scores base model vs fine-tuned model on the held-out p
 bench adds the quote backend (best FAQ entry verbatim, cited [1]) on the same questions
 and prints one table.
 
-    .venv/bin/python -m bench.training [--conversations 360 --heldout 60 --epochs 2]
+    .venv/bin/python -m bench.training [--conversations 340 --heldout 40 --epochs 1]
 
 Needs the stackfaq set (../shared/data/stackfaq or --data) and the embedded
 SmolLM2-135M-Instruct (converted once into DESKMATE_DATA_DIR/models).
@@ -132,17 +132,17 @@ def run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="stackfaq folder")
-    parser.add_argument("--conversations", type=int, default=360, help="train + held out")
-    parser.add_argument("--heldout", type=int, default=60, help="held-out conversations")
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--conversations", type=int, default=340, help="train + held out")
+    parser.add_argument("--heldout", type=int, default=40, help="held-out conversations")
+    parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--passage-chars", type=int, default=360)
     parser.add_argument("--eval-passage-chars", type=int, default=800)
-    parser.add_argument("--lora-layers", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--lora-layers", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=1, help="1: no padding on CPU")
     return parser
 

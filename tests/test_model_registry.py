@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from bots.app import build_app
 from brain.model_registry import (
     BASE,
     ActiveModelWatcher,
@@ -18,6 +19,9 @@ from brain.model_registry import (
     read_active,
     rollback,
 )
+from brain.redis_server import EmbeddedRedis
+from brain.settings import Settings
+from retrieval.index import FaqIndex
 
 
 def make_adapter(tmp_path: Path, name: str) -> Path:
@@ -87,3 +91,25 @@ async def test_watcher_applies_promotions_within_its_interval(
         assert await watcher.check() is False
         await asyncio.sleep(0.2)
         assert watcher.current == "v1" and seen == [BASE, "v1"]
+
+
+async def test_a_running_app_follows_promotions(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, sample_index: FaqIndex
+) -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+            "DESKMATE_REDIS_URL": redis_server.url,
+            "DESKMATE_MODEL_WATCH_SECONDS": "0.05",
+        }
+    )
+    sample_index.save(settings.index_dir)  # the app loads it instead of building one
+    registry = ModelRegistry(settings.registry_dir)
+    registry.register(make_adapter(tmp_path, "a"), "tiny")
+    async with build_app(settings, show_progress=False) as app:
+        watcher = app.model_watcher
+        assert watcher is not None and watcher.current == BASE
+        watcher.changed.clear()
+        await promote(redis, settings.redis_prefix, registry, "v1")
+        await asyncio.wait_for(watcher.changed.wait(), timeout=2)
+        assert watcher.current == "v1"  # the quote backend records it; nothing to load
