@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from bots.indexing import ensure_index
 from brain.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.conversations import ConversationStore
-from brain.generation import BatchingOptions, GenerationError
+from brain.generation import BatchingOptions, GenerationError, Generator
 from brain.generative import GenerativeBackend, UnavailableModelBackend
 from brain.hf_model import ModelLoadError
+from brain.model_registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
@@ -33,6 +34,7 @@ class App:
     store: ConversationStore
     retriever: Retriever
     brain: Brain
+    model_watcher: ActiveModelWatcher | None = None
 
 
 async def make_backend(settings: Settings) -> AnswerBackend:
@@ -67,13 +69,20 @@ async def _hf_backend(settings: Settings) -> AnswerBackend:
         context_tokens=settings.context_tokens,
         batching=BatchingOptions(settings.batch_max, settings.batch_window_ms / 1000),
     )
-    try:
-        generator = await asyncio.to_thread(
-            HFGenerator.load, settings.model, settings.data_dir, options, settings.model_adapter
+
+    async def load(version: ModelVersion | None) -> Generator:
+        """The base model with DESKMATE_MODEL_ADAPTER, or a registered version's adapter."""
+        adapter = version.adapter_dir if version is not None else settings.model_adapter
+        name = version.name if version is not None else None
+        return await asyncio.to_thread(
+            HFGenerator.load, settings.model, settings.data_dir, options, adapter, name
         )
+
+    try:
+        generator = await load(None)
     except ModelLoadError as exc:
         return UnavailableModelBackend(settings.model, str(exc))
-    return GenerativeBackend(generator, bot_name=settings.bot_name)
+    return GenerativeBackend(generator, bot_name=settings.bot_name, reload=load)
 
 
 async def _openai_backend(settings: Settings) -> AnswerBackend:
@@ -135,7 +144,15 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
         )
+        watcher = ActiveModelWatcher(
+            redis,
+            settings.redis_prefix,
+            ModelRegistry(settings.registry_dir),
+            hook=backend_hook(backend),
+            interval=settings.model_watch_seconds,
+        )
         try:
-            yield App(settings, redis, store, retriever, brain)
+            async with watcher:
+                yield App(settings, redis, store, retriever, brain, watcher)
         finally:
             await backend.aclose()

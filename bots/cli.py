@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brain.model_registry import RegistryError
 from brain.privacy import SecretFilter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
@@ -17,6 +18,8 @@ from retrieval.embedder import EmbeddingModelError
 from retrieval.evaluation import CalibrationError
 from retrieval.faq import FaqFormatError
 from retrieval.index import IndexLoadError
+from training import cli as training_cli
+from training.transcripts import TranscriptFormatError
 
 DESCRIPTION = """\
 deskmate - an open customer-support bot.
@@ -34,6 +37,9 @@ examples:
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
   deskmate serve --workers 4                     run the channels, workers and senders
   deskmate status                                queues, pending work, live processes
+  deskmate transcripts export --since 2026-11-01 --out t.jsonl   conversations for training
+  deskmate train t.jsonl --epochs 2              fine-tune, evaluate, register a version
+  deskmate model promote v3                      serve v3 everywhere (model rollback undoes)
   deskmate config                                show the effective settings
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status", help="queue depths, pending work, live processes and the active model"
     )
+    training_cli.add_commands(commands)
     commands.add_parser("config", help="show the effective settings (secrets masked)")
     return parser
 
@@ -179,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         EmbeddingModelError,
         IndexLoadError,
         CalibrationError,
+        RegistryError,
+        TranscriptFormatError,
     ) as exc:
         print(f"deskmate: error: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +216,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from bots.serve import show_status
 
         return asyncio.run(show_status(settings))
+    if args.command in training_cli.COMMANDS:
+        return training_cli.dispatch(args, settings)
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

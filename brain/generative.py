@@ -17,9 +17,10 @@ fallback is logged and counted in `deskmate_generation_fallbacks_total{reason}`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +28,7 @@ from prometheus_client import Counter
 
 from brain.backends import Answer, quote
 from brain.generation import GenerationError, Generator
+from brain.model_registry import ModelVersion
 from brain.prompt import Passage, cited_numbers, fit_prompt, renumber_citations
 from brain.types import Turn
 from retrieval.index import FaqHit
@@ -79,6 +81,10 @@ def tidy(text: str) -> str:
     return text[: ends[-1].end()] if ends else text
 
 
+GeneratorLoader = Callable[[ModelVersion | None], Awaitable[Generator]]
+SWAP_GRACE_SECONDS = 30.0  # longer than any one batch runs
+
+
 class GenerativeBackend:
     """An `AnswerBackend` that has a `Generator` write the answer from the FAQ passages."""
 
@@ -87,11 +93,31 @@ class GenerativeBackend:
         generator: Generator,
         bot_name: str = "deskmate",
         max_passages: int = 3,
+        reload: GeneratorLoader | None = None,
     ) -> None:
         self.generator = generator
         self.version = generator.version
         self.bot_name = bot_name
         self.max_passages = max_passages
+        self._reload = reload
+
+    async def use_version(self, version: ModelVersion | None) -> None:
+        """Serve a registered version (None: the base model) without a restart.
+
+        The new generator loads beside the old one; requests already handed to the old
+        one finish there, later ones go to the new one, then the old one is closed.
+        Called by the model watcher when `deskmate model promote/rollback` changes
+        `model:active`.
+        """
+        if self._reload is None:
+            log.info("this model backend cannot switch versions; keeping %s", self.version)
+            return
+        fresh = await self._reload(version)
+        old, self.generator = self.generator, fresh
+        self.version = fresh.version
+        log.warning("now serving %s (was %s)", fresh.version, old.version)
+        await asyncio.sleep(SWAP_GRACE_SECONDS)  # let batches in flight on `old` finish
+        await old.aclose()
 
     async def answer(
         self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]

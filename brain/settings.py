@@ -269,6 +269,11 @@ class Settings:
     slack_staff_group: str = _setting(
         "Slack user-group id whose members may run /deskmate staff commands", str, ""
     )
+    model_watch_seconds: float = _setting(
+        "how often a running process checks which model version to serve",
+        _seconds,
+        1.0,
+    )
     log_level: str = _setting(
         "DEBUG | INFO | WARNING | ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING"
     )
@@ -319,6 +324,11 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where fine-tuned model versions are registered (see brain.model_registry)."""
+        return self.data_dir / "registry"
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, str]]:

@@ -72,3 +72,27 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+TOKENIZER_FIXTURE = Path(__file__).parent / "fixtures" / "smollm2-tokenizer"
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2 tokenizer (vocabulary, chat template), unpacked from the fixture."""
+    import lzma
+    import shutil
+
+    target = tmp_path_factory.mktemp("smollm2-tokenizer")
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(TOKENIZER_FIXTURE / name, target / name)
+    packed = (TOKENIZER_FIXTURE / "tokenizer.json.xz").read_bytes()
+    (target / "tokenizer.json").write_bytes(lzma.decompress(packed))
+    return target
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(smollm_tokenizer_dir: Path) -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm_tokenizer_dir)

@@ -1,1 +1,1 @@
-"""Transcripts, datasets, LoRA fine-tuning, evaluation and the model registry."""
+"""Retraining from transcripts: export/import, redaction, fine-tuning, evaluation."""

@@ -1,0 +1,118 @@
+"""Picking training pairs, grounding them in the FAQ, and encoding with the answer-only loss."""
+
+from __future__ import annotations
+
+from retrieval.retriever import Retriever
+from training.dataset import IGNORE, Example, build_examples, pick_pairs, split_pairs
+from training.transcripts import Conversation, Message
+
+
+def conversation(ident: str, *messages: Message) -> Conversation:
+    return Conversation(list(messages), {"id": ident})
+
+
+def test_pairs_learn_agents_thumbs_up_and_corrections_never_thumbs_down() -> None:
+    conversations = [
+        conversation(
+            "a",
+            Message("user", "How long do refunds take?"),
+            Message("assistant", "About a week [1]", action="answer", rating="up"),
+            Message("user", "And for PayPal?"),
+            Message("assistant", "PayPal is instant [2]", action="answer", rating="down"),
+            Message("agent", "PayPal refunds take 2 working days."),  # a staff correction
+            Message("user", "Can I pay with cash?"),
+            Message("assistant", "We take cash on delivery", action="answer", rating="down"),
+            Message("user", "Where is my parcel?"),
+            Message("assistant", "Let me pass you to a person.", action="handoff"),
+            Message("user", "Do you ship abroad?"),
+            Message("assistant", "Only in the EU.", action="answer"),  # unrated
+            Message("user", "Do you sell gift cards?"),
+            Message(
+                "assistant",
+                "No.",
+                action="answer",
+                rating="down",
+                correction="Yes, from 10 to 200 euros, in the shop and online.",
+            ),
+            Message("user", "thanks"),
+            Message("agent", "ok"),  # near-empty
+        ),
+        conversation(
+            "b",
+            Message("user", "how long do refunds take?"),
+            Message("assistant", "About a week [1]", action="answer", rating="up"),  # duplicate
+        ),
+    ]
+    pairs, stats = pick_pairs(conversations)
+    assert [(p.question, p.answer, p.kind) for p in pairs] == [
+        ("How long do refunds take?", "About a week [1]", "rated_up"),
+        ("And for PayPal?", "PayPal refunds take 2 working days.", "correction"),
+        (
+            "Do you sell gift cards?",
+            "Yes, from 10 to 200 euros, in the shop and online.",
+            "correction",
+        ),
+    ]
+    assert stats.dropped == {
+        "rated_down": 1,
+        "not_an_answer": 1,
+        "unrated": 1,
+        "near_empty": 1,
+        "duplicate": 1,
+    }
+    # History holds what was said before, agent turns included.
+    assert [t.role for t in pairs[1].history] == ["user", "assistant"]
+    assert [t.text for t in pairs[2].history][-2:] == ["Do you ship abroad?", "Only in the EU."]
+
+    with_unrated, _ = pick_pairs(conversations, include_unrated=True)
+    assert ("Only in the EU.", "unrated") in [(p.answer, p.kind) for p in with_unrated]
+
+
+def test_split_keeps_conversations_whole() -> None:
+    conversations = [
+        conversation(
+            f"c{n}",
+            Message("user", f"question {n}"),
+            Message("agent", f"answer number {n}"),
+            Message("user", f"more {n}"),
+            Message("agent", f"second answer {n}"),
+        )
+        for n in range(10)
+    ]
+    pairs, _ = pick_pairs(conversations)
+    train, held = split_pairs(pairs, 0.3, seed=1)
+    assert len(held) == 6 and len(train) == 14
+    assert not {p.conversation_id for p in train} & {p.conversation_id for p in held}
+
+
+def test_examples_cite_the_matching_passage_and_mask_the_prompt(
+    retriever: Retriever, smollm_tokenizer: object
+) -> None:
+    from training.dataset import encode_example
+
+    entry = retriever.index.entry("returns-refund-timing")
+    assert entry is not None
+    answer = entry.answer
+    pairs, _ = pick_pairs(
+        [
+            conversation(
+                "r", Message("user", "when do I get my money back"), Message("agent", answer)
+            )
+        ]
+    )
+    (example,) = build_examples(pairs, retriever, top_k=3)
+    number = example.passage_ids.index("returns-refund-timing") + 1
+    assert example.source_id == "returns-refund-timing"
+    assert example.answer == f"{answer} [{number}]"
+    messages = example.messages()
+    assert messages[0]["role"] == "system" and "[1]" in messages[-1]["content"]
+
+    encoded = encode_example(smollm_tokenizer, example, max_length=384, passage_chars=200)
+    assert encoded is not None and len(encoded["input_ids"]) <= 384
+    labelled = [t for t in encoded["labels"] if t != IGNORE]
+    assert encoded["labels"][: len(encoded["labels"]) - len(labelled)] == [IGNORE] * (
+        len(encoded["labels"]) - len(labelled)
+    )
+    text = smollm_tokenizer.decode(labelled)  # type: ignore[attr-defined]
+    assert text.endswith("<|im_end|>") and text.startswith(answer[:40])
+    assert isinstance(example, Example)

@@ -1,0 +1,99 @@
+"""Slack and Telegram Desktop export importers on small fixture exports."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bots.cli import main
+from training.importers import import_slack, import_telegram
+from training.transcripts import TranscriptFormatError, read_conversations
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def slack_zip(tmp_path: Path) -> Path:
+    """The fixture folder zipped the way Slack's workspace export is laid out."""
+    path = tmp_path / "Northwind Slack export Nov 1 2026 - Nov 30 2026.zip"
+    source = FIXTURES / "slack_export"
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(source.rglob("*.json")):
+            archive.write(file, file.relative_to(source).as_posix())
+    return path
+
+
+def test_slack_threads_become_conversations_with_roles_and_ratings(slack_zip: Path) -> None:
+    conversations = import_slack(slack_zip)
+    by_id = {c.meta["id"]: c for c in conversations}
+    assert sorted(by_id) == [
+        "slack:help:1793606400.000100",
+        "slack:help:1793606700.000600",
+        "slack:help:1793692900.000200",
+        "slack:random:1793610000.000100",
+    ]
+    refunds = by_id["slack:help:1793606400.000100"]
+    assert [(m.role, m.rating) for m in refunds.messages] == [
+        ("user", ""),
+        ("assistant", "up"),
+        ("user", ""),
+        ("agent", ""),
+    ]
+    assert (
+        refunds.messages[3].content == "PayPal refunds usually show up within 2 working days, Jane."
+    )
+    assert refunds.meta["names"] == ["Jane Doe", "Omar Haddad"]
+    assert refunds.meta["ratings"] == {"up": 1, "down": 0}
+    # A reply in the next day's file joins its thread; a 👎 outweighs a 👍.
+    norway = by_id["slack:help:1793606700.000600"]
+    assert [(m.role, m.rating) for m in norway.messages] == [("user", ""), ("assistant", "down")]
+    # Joins are not messages.
+    assert all("has joined" not in m.content for c in conversations for m in c.messages)
+
+
+def test_telegram_export_splits_chats_at_long_silences_and_assigns_roles() -> None:
+    conversations = import_telegram(FIXTURES / "telegram_result.json")
+    assert [c.meta["id"] for c in conversations] == [
+        "telegram:5550001#1",
+        "telegram:8880001#1",
+        "telegram:5550001#2",
+    ]
+    first, bot_chat, second = conversations
+    assert [m.role for m in first.messages] == ["user", "agent"]
+    # Formatted text (entities) is flattened; service messages are skipped.
+    assert (
+        first.messages[1].content
+        == "Hi Maria, yes: within 60 minutes, under My orders > Edit order."
+    )
+    assert [m.role for m in bot_chat.messages] == ["user", "assistant"]
+    assert second.messages[0].content == "Another question: do gift cards expire?"
+    assert "Maria Rossi" in first.meta["names"]
+
+
+def test_import_command_writes_jsonl(
+    slack_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DESKMATE_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "t.jsonl"
+    assert (
+        main(["transcripts", "import", str(slack_zip), "--format", "slack", "--out", str(out)]) == 0
+    )
+    assert len(read_conversations(out)) == 4
+    telegram = tmp_path / "tg.jsonl"
+    args = ["transcripts", "import", str(FIXTURES / "telegram_result.json")]
+    assert main([*args, "--format", "telegram", "--out", str(telegram)]) == 0
+    assert [m["role"] for m in read_conversations(telegram)[0].to_json()["messages"]] == [
+        "user",
+        "agent",
+    ]
+
+
+def test_bad_exports_are_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "result.json"
+    bad.write_text('{"name": "x"}')
+    with pytest.raises(TranscriptFormatError, match="not a Telegram Desktop export"):
+        import_telegram(bad)
+    with pytest.raises(TranscriptFormatError, match="not a Slack export zip"):
+        import_slack(bad)

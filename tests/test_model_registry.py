@@ -1,0 +1,115 @@
+"""The model registry, promote/rollback through Redis, and the watcher running processes use."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bots.app import build_app
+from brain.model_registry import (
+    BASE,
+    ActiveModelWatcher,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+    promote,
+    read_active,
+    rollback,
+)
+from brain.redis_server import EmbeddedRedis
+from brain.settings import Settings
+from retrieval.index import FaqIndex
+
+
+def make_adapter(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"r": 4}')
+    return folder
+
+
+def test_register_numbers_versions_and_keeps_metrics(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    assert registry.versions() == []
+    first = registry.register(make_adapter(tmp_path, "a"), "tiny", metrics={"token_f1": 0.5})
+    second = registry.register(make_adapter(tmp_path, "b"), "tiny")
+    assert [v.name for v in registry.versions()] == ["v1", "v2"]
+    assert first.metrics == {"token_f1": 0.5}
+    assert second.adapter_dir is not None
+    assert (second.adapter_dir / "adapter_config.json").exists()
+    assert registry.active() == BASE  # registering never activates
+    with pytest.raises(RegistryError, match=r"no model version 'v9'.*known: v1, v2"):
+        registry.get("v9")
+
+
+async def test_promote_and_rollback_move_redis_and_the_registry(
+    tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in "ab":
+        registry.register(make_adapter(tmp_path, name), "tiny")
+    assert await read_active(redis, "dm:", registry) == BASE
+    await promote(redis, "dm:", registry, "v1")
+    await promote(redis, "dm:", registry, "v2")
+    assert await redis.get("dm:model:active") == "v2"
+    assert registry.active() == "v2"
+    assert await rollback(redis, "dm:", registry) == "v1"
+    assert await rollback(redis, "dm:", registry) == BASE
+    assert await redis.get("dm:model:active") == BASE
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        await rollback(redis, "dm:", registry)
+    with pytest.raises(RegistryError):
+        await promote(redis, "dm:", registry, "v7")
+    assert [e["action"] for e in registry.log()] == ["promote", "promote", "rollback", "rollback"]
+    # A fresh Redis (no key) falls back to the registry's record.
+    await promote(redis, "dm:", registry, "v2")
+    await redis.delete("dm:model:active")
+    assert await read_active(redis, "dm:", registry) == "v2"
+
+
+async def test_watcher_applies_promotions_within_its_interval(
+    tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(make_adapter(tmp_path, "a"), "tiny")
+    seen: list[str] = []
+
+    async def hook(version: ModelVersion | None) -> None:
+        seen.append(version.name if version else BASE)
+
+    async with ActiveModelWatcher(redis, "dm:", registry, hook, interval=0.05) as watcher:
+        assert watcher.current == BASE and seen == [BASE]
+        watcher.changed.clear()
+        await promote(redis, "dm:", registry, "v1")
+        await asyncio.wait_for(watcher.changed.wait(), timeout=2)
+        assert watcher.current == "v1" and seen == [BASE, "v1"]
+        # An unknown name (another registry's) is logged, not applied, and not retried each poll.
+        await redis.set("dm:model:active", "v5")
+        assert await watcher.check() is False
+        await asyncio.sleep(0.2)
+        assert watcher.current == "v1" and seen == [BASE, "v1"]
+
+
+async def test_a_running_app_follows_promotions(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, sample_index: FaqIndex
+) -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+            "DESKMATE_REDIS_URL": redis_server.url,
+            "DESKMATE_MODEL_WATCH_SECONDS": "0.05",
+        }
+    )
+    sample_index.save(settings.index_dir)  # the app loads it instead of building one
+    registry = ModelRegistry(settings.registry_dir)
+    registry.register(make_adapter(tmp_path, "a"), "tiny")
+    async with build_app(settings, show_progress=False) as app:
+        watcher = app.model_watcher
+        assert watcher is not None and watcher.current == BASE
+        watcher.changed.clear()
+        await promote(redis, settings.redis_prefix, registry, "v1")
+        await asyncio.wait_for(watcher.changed.wait(), timeout=2)
+        assert watcher.current == "v1"  # the quote backend records it; nothing to load

@@ -1,0 +1,165 @@
+"""The support-staff commands: `deskmate transcripts`, `deskmate train`, `deskmate model`.
+
+bots/cli.py adds these to its parser with `add_commands` and hands parsed arguments to
+`dispatch`. Heavy imports (torch, transformers) happen only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from brain.model_registry import BASE, ModelRegistry, promote, read_active, rollback
+from brain.redis_server import open_redis
+from brain.settings import Settings
+from training.transcripts import parse_when, write_conversations
+
+COMMANDS = ("transcripts", "train", "model")
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the transcripts / train / model sub-commands."""
+    from training.train import add_arguments
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    transcripts = commands.add_parser(
+        "transcripts", help="export or import conversations for training"
+    )
+    actions = transcripts.add_subparsers(
+        dest="transcripts_command", required=True, metavar="ACTION"
+    )
+    export = actions.add_parser(
+        "export",
+        help="write recorded conversations as JSONL",
+        description="Write conversations from the transcripts stream, one JSON object a line: "
+        '{"messages": [{"role", "content", "rating"?, ...}], "meta": {...}}. Dates are UTC '
+        "unless they name a zone; a bare --until date includes that day.",
+        formatter_class=formatter,
+    )
+    export.add_argument("--since", help="first day or time, e.g. 2026-11-01")
+    export.add_argument("--until", help="last day (inclusive) or time")
+    export.add_argument("--channel", choices=["telegram", "slack", "console", "http"])
+    export.add_argument("--out", type=Path, required=True, metavar="FILE")
+    imp = actions.add_parser(
+        "import",
+        help="convert a Slack or Telegram Desktop export into the same JSONL",
+        description="Slack: the workspace export zip. Telegram: result.json from Telegram "
+        "Desktop's export (one chat or all chats).",
+        formatter_class=formatter,
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument("--format", choices=["slack", "telegram"], required=True)
+    imp.add_argument("--out", type=Path, required=True, metavar="FILE")
+    imp.add_argument(
+        "--staff",
+        action="append",
+        default=[],
+        metavar="NAME_OR_ID",
+        help="Telegram: a support-team member in group chats (repeatable)",
+    )
+
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a LoRA adapter on conversations and register it",
+        description="Pick answers to learn (agent answers, 👍 bot answers, corrections), redact "
+        "personal data, ground them in the FAQ, fine-tune, compare with the serving model on "
+        "held-out conversations, write a report and register a new (inactive) version.",
+        formatter_class=formatter,
+    )
+    add_arguments(train)
+
+    model = commands.add_parser("model", help="list, promote and roll back model versions")
+    model_actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    model_actions.add_parser("list", help="registered versions, their scores, the active one")
+    prom = model_actions.add_parser(
+        "promote", help="serve VERSION in every running process (within seconds)"
+    )
+    prom.add_argument("version", metavar="VERSION", help=f"a registered version, or {BASE}")
+    model_actions.add_parser("rollback", help="serve the version promoted before the active one")
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "transcripts" and args.transcripts_command == "export":
+        return asyncio.run(_export(args, settings))
+    if args.command == "transcripts":
+        return _import(args)
+    if args.command == "train":
+        from brain.hf_model import ModelLoadError
+        from training.dataset import PromptFormatError
+        from training.report import summary
+        from training.train import TrainingError, config_from_args, main
+
+        try:
+            result = main(config_from_args(args), settings)
+        except (TrainingError, PromptFormatError, ModelLoadError) as exc:
+            print(f"deskmate: error: {exc}", file=sys.stderr)
+            return 2
+        print(summary(result.report))
+        return 0
+    return asyncio.run(_model(args, settings))
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from training.transcripts import export_transcripts
+
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until, end_of_day=True) if args.until else None
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        conversations = await export_transcripts(
+            redis, settings.redis_prefix, since, until, args.channel
+        )
+    count = write_conversations(args.out, conversations)
+    ratings = sum(sum(c.meta["ratings"].values()) for c in conversations)
+    agents = sum(any(m.role == "agent" for m in c.messages) for c in conversations)
+    print(
+        f"Wrote {count} conversations to {args.out} ({ratings} rated answers, "
+        f"{agents} with agent replies)."
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from training.importers import import_slack, import_telegram
+
+    if args.format == "slack":
+        conversations = import_slack(args.file)
+    else:
+        conversations = import_telegram(args.file, staff=args.staff)
+    count = write_conversations(args.out, conversations)
+    print(f"Wrote {count} conversations from {args.file} to {args.out}.")
+    return 0
+
+
+async def _model(args: argparse.Namespace, settings: Settings) -> int:
+    registry = ModelRegistry(settings.registry_dir)
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        prefix = settings.redis_prefix
+        if args.model_command == "promote":
+            await promote(redis, prefix, registry, args.version)
+            print(f"Promoted {args.version}: running processes switch within seconds.")
+            return 0
+        if args.model_command == "rollback":
+            name = await rollback(redis, prefix, registry)
+            print(f"Rolled back: now serving {name}.")
+            return 0
+        active = await read_active(redis, prefix, registry)
+    versions = registry.versions()
+    print(f"{'':2}{'version':9} {'created':17} {'token-F1':>9} {'ROUGE-L':>8} {'cites':>6}  base")
+    marker = "* " if active == BASE else "  "
+    print(f"{marker}{BASE:9} {'':17} {'':>9} {'':>8} {'':>6}  (no adapter)")
+    for version in versions:
+        marker = "* " if version.name == active else "  "
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
+        m = version.metrics
+        scores = (
+            f"{m.get('token_f1', 0):9.3f} {m.get('rouge_l', 0):8.3f} "
+            f"{m.get('citation_accuracy', 0):6.3f}"
+            if m
+            else f"{'-':>9} {'-':>8} {'-':>6}"
+        )
+        print(f"{marker}{version.name:9} {created:17} {scores}  {version.base_model}")
+    print(f"\nActive: {active}  (registry: {registry.root})")
+    return 0

@@ -1,0 +1,436 @@
+"""`deskmate train`: conversations in, a registered LoRA adapter version out.
+
+read conversations -> redact personal data -> pick pairs -> split by conversation ->
+ground in FAQ passages (prompt contract + retrieval) -> LoRA fine-tune (HF Trainer) ->
+evaluate new vs serving on the held-out split -> report -> register (not active).
+
+Runs on CPU or GPU (bf16 + gradient checkpointing there); on several GPUs start it with
+`torchrun --nproc_per_node N -m training.train t.jsonl` (or `accelerate launch`): every
+rank trains, rank 0 evaluates, reports and registers. `--resume` continues from the last
+checkpoint in `--output-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from brain.model_registry import BASE, ModelRegistry, ModelVersion
+from brain.settings import Settings
+from retrieval.retriever import Retriever
+from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
+from training.redact import Redactor
+from training.report import loss_curves, summary, write_plots, write_report
+from training.transcripts import read_conversations
+
+log = logging.getLogger(__name__)
+
+
+def option(help: str, default: Any = MISSING) -> Any:
+    """A config field with help text (shown by --help)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Options of `deskmate train`; each field is also a command-line flag."""
+
+    conversations: Path = option("conversations JSONL from `deskmate transcripts export/import`")
+    base: str = option("base model: hub id or local path (default: DESKMATE_MODEL)", "")
+    epochs: float = option("passes over the training examples", 2.0)
+    learning_rate: float = option("peak learning rate (cosine schedule, 5% warm-up)", 2e-4)
+    batch_size: int = option("examples per device per step", 4)
+    grad_accum: int = option("steps whose gradients add up to one update", 1)
+    max_length: int = option("tokens per example; longer ones lose history, then answer tail", 384)
+    lora_r: int = option("LoRA rank", 16)
+    lora_alpha: int = option("LoRA scaling alpha", 32)
+    lora_dropout: float = option("dropout on the LoRA input", 0.05)
+    lora_layers: int = option(
+        "adapt only the top N transformer layers (0 = all); fewer is faster on CPU", 0
+    )
+    target_modules: str = option(
+        "comma-separated module names to adapt",
+        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    )
+    heldout_fraction: float = option("share of conversations held out for evaluation", 0.2)
+    max_heldout: int = option("at most this many held-out examples are generated", 100)
+    top_k: int = option("FAQ passages in each prompt", 3)
+    passage_chars: int = option("each passage is cut to this many characters", 600)
+    history_turns: int = option("earlier turns kept in each prompt", 4)
+    include_unrated: bool = option("also learn bot answers nobody rated", False)
+    min_words: int = option("answers with fewer words are dropped as near-empty", 2)
+    phone_region: str = option("default country for phone numbers without a +prefix", "US")
+    max_new_tokens: int = option("longest generated answer in the evaluation", 160)
+    eval_passage_chars: int = option(
+        "passage length in evaluation prompts (0 = as in training); serving is not bound by "
+        "the training length",
+        0,
+    )
+    eval_batch_size: int = option("prompts generated together in the evaluation", 8)
+    eval_loss: bool = option("measure held-out loss after each epoch (loss curves)", True)
+    compare_with: str = option(
+        "version to compare against (default: the active one; `base` = no adapter)", ""
+    )
+    index_dir: Path | None = option("FAQ index to ground in (default: the served index)", None)
+    output_dir: Path | None = option(
+        "run directory: checkpoints, examples, report (default: DATA_DIR/training/<time>)", None
+    )
+    resume: bool = option("continue from the last checkpoint in --output-dir", False)
+    save_steps: int = option("save a checkpoint every N optimiser steps", 50)
+    logging_steps: int = option("log the training loss every N steps", 5)
+    register: bool = option("register the adapter as a new (inactive) version", True)
+    seed: int = option("random seed (split, shuffling, LoRA init)", 0)
+    quiet: bool = option("no progress bars", False)
+
+
+class TrainingError(ValueError):
+    """Training cannot start: no usable pairs, no FAQ index; the message says what to do."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    output_dir: Path
+    report: dict[str, Any]
+    version: ModelVersion | None
+    model: Any = None  # the trained peft model, still in memory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, with its help text; `conversations` is positional."""
+    for spec in fields(TrainConfig):
+        help_text = spec.metadata["help"].replace("%", "%%")
+        if spec.name == "conversations":
+            parser.add_argument("conversations", type=Path, metavar="CONVERSATIONS", help=help_text)
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.default is True or spec.default is False:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, help=help_text, default=spec.default
+            )
+            continue
+        kind: Any = {int: int, float: float}.get(type(spec.default), str)
+        if "Path" in str(spec.type):
+            kind = Path
+        default = f" (default {spec.default})" if spec.default not in (None, "") else ""
+        parser.add_argument(flag, type=kind, default=spec.default, help=help_text + default)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)})
+
+
+def _lora_config(cfg: TrainConfig, model: Any) -> Any:
+    from peft import LoraConfig
+
+    layers = None
+    if cfg.lora_layers > 0:
+        total = int(model.config.num_hidden_layers)
+        layers = list(range(max(total - cfg.lora_layers, 0), total))
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=[m.strip() for m in cfg.target_modules.split(",") if m.strip()],
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _plain_model(model: Any) -> Any:
+    """Drop the GGUF loader marks a converted checkpoint may carry: its weights are plain."""
+    if getattr(model, "is_quantized", False) and getattr(model, "hf_quantizer", None) is None:
+        model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        quant = model.config.quantization_config
+        method = getattr(quant, "quant_method", None) or (
+            quant.get("quant_method") if isinstance(quant, dict) else None
+        )
+        if str(getattr(method, "value", method)) == "gguf":
+            del model.config.quantization_config
+            model.is_quantized = False
+            model.hf_quantizer = None
+    return model
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing on GPU (memory for compute); its argument name moved in v5."""
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    names = {spec.name for spec in fields(TrainingArguments)}
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else ("gradient_checkpointing")
+    )
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def load_examples(
+    cfg: TrainConfig, settings: Settings, retriever: Retriever | None = None
+) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Redacted, grounded (train, held-out) examples and a summary of the data."""
+    from retrieval.embedder import Embedder
+    from retrieval.index import FaqIndex
+
+    conversations = read_conversations(cfg.conversations)
+    redactor = Redactor(cfg.phone_region)
+    redacted = [redactor.redact_conversation(c) for c in conversations]
+    pairs, stats = pick_pairs(redacted, cfg.min_words, cfg.include_unrated)
+    train_pairs, held_pairs = split_pairs(pairs, cfg.heldout_fraction, cfg.seed)
+    held_pairs = held_pairs[: cfg.max_heldout]
+    if retriever is None:
+        index = FaqIndex.load(cfg.index_dir or settings.index_dir)
+        retriever = Retriever(Embedder(settings.embedding_model), index, top_k=cfg.top_k)
+    grounding = {
+        "top_k": cfg.top_k,
+        "history_turns": cfg.history_turns,
+        "bot_name": settings.bot_name,
+    }
+    train = build_examples(train_pairs, retriever, **grounding)  # type: ignore[arg-type]
+    held = build_examples(held_pairs, retriever, **grounding)  # type: ignore[arg-type]
+    data = {
+        "conversations": len(conversations),
+        "pairs": stats.to_json(),
+        "train_examples": len(train),
+        "heldout_examples": len(held),
+        "redaction": redactor.report.to_json(),
+        "redaction_summary": redactor.report.summary(),
+        "faq_entries": len(retriever.index),
+    }
+    return train, held, data
+
+
+def _write_jsonl(path: Path, examples: Sequence[Example], passage_chars: int) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for example in examples:
+            out.write(json.dumps(example.to_json(passage_chars), ensure_ascii=False) + "\n")
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    cfg: TrainConfig,
+    label: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Scores of `model` on held-out examples, and its answers."""
+    from tqdm import tqdm
+
+    from training.generation import generate_answers
+    from training.metrics import score_answers
+
+    bar = tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet, file=sys.stderr)
+    with bar:
+        answers = generate_answers(
+            model,
+            tokenizer,
+            [e.messages(cfg.eval_passage_chars or cfg.passage_chars) for e in examples],
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.eval_batch_size,
+            progress=bar.update,
+        )
+    scores = score_answers(
+        answers,
+        [e.reference for e in examples],
+        [e.passage_ids for e in examples],
+        [e.source_id for e in examples],
+    )
+    return scores.to_json(), answers
+
+
+def main(
+    cfg: TrainConfig, settings: Settings | None = None, retriever: Retriever | None = None
+) -> TrainResult:
+    """Run the whole retraining step; see the module docstring.
+
+    `retriever` defaults to the served FAQ index (or `cfg.index_dir`) with the configured
+    embedder.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import TrainingArguments, set_seed
+
+    from brain.hf_model import load_causal_lm
+    from training.trainer import AnswerBatches, AnswerTrainer
+
+    settings = settings or Settings.load()
+    base = cfg.base or settings.model
+    output = cfg.output_dir or settings.data_dir / "training" / time.strftime("%Y%m%d-%H%M%S")
+    output.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    train_examples, held_examples, data = load_examples(cfg, settings, retriever)
+    eval_chars = cfg.eval_passage_chars or cfg.passage_chars
+    if not train_examples:
+        raise TrainingError(
+            f"{cfg.conversations}: no training pairs left after picking "
+            f"(kept/dropped: {data['pairs']}); answers need agent replies, 👍 ratings or "
+            "corrections"
+        )
+    # Only redacted text is ever written.
+    _write_jsonl(output / "train.jsonl", train_examples, cfg.passage_chars)
+    _write_jsonl(output / "heldout.jsonl", held_examples, eval_chars)
+
+    model, tokenizer = load_causal_lm(base, settings.data_dir)
+    model = _plain_model(model)
+    encoded = [
+        encode_example(tokenizer, e, cfg.max_length, cfg.passage_chars) for e in train_examples
+    ]
+    train_set = [e for e in encoded if e is not None]
+    held_encoded = [
+        encode_example(tokenizer, e, cfg.max_length, cfg.passage_chars) for e in held_examples
+    ]
+    held_set = [e for e in held_encoded if e is not None]
+    data["too_long_skipped"] = len(encoded) - len(train_set)
+
+    peft_model = get_peft_model(model, _lora_config(cfg, model))
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.grad_accum))
+    args = TrainingArguments(
+        output_dir=str(output / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        logging_steps=max(1, min(cfg.logging_steps, steps_per_epoch)),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if cfg.eval_loss and held_set else "no",
+        bf16=bf16,
+        report_to=[],
+        seed=cfg.seed,
+        remove_unused_columns=False,
+        disable_tqdm=cfg.quiet,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        **_checkpointing(cuda),
+    )
+    trainer = AnswerTrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=train_set,  # type: ignore[arg-type]
+        eval_dataset=held_set or None,  # type: ignore[arg-type]
+        data_collator=AnswerBatches(tokenizer.pad_token_id),
+    )
+    if cuda:
+        peft_model.enable_input_require_grads()  # checkpointing needs a grad path into layers
+    resume = cfg.resume and any((output / "checkpoints").glob("checkpoint-*"))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return TrainResult(output, {}, None, peft_model)
+
+    adapter_dir = output / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    tokens = sum(len(e["input_ids"]) for e in train_set) * cfg.epochs
+    report: dict[str, Any] = {
+        "base_model": base,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "data": data,
+        "training": {
+            "seconds": round(seconds, 1),
+            "tokens": int(tokens),
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+            "final_loss": float(result.training_loss),
+            "device": "cuda" if cuda else "cpu",
+            "bf16": bf16,
+            "resumed": bool(resume),
+        },
+        "loss": loss_curves(trainer.state.log_history),
+    }
+
+    registry = ModelRegistry(settings.registry_dir)
+    if held_examples:
+        serving_name = cfg.compare_with or registry.active()
+        serving = registry.resolve(serving_name)
+        evaluation: dict[str, Any] = {}
+        samples: dict[str, list[str]] = {}
+        if serving is None:
+            with peft_model.disable_adapter():
+                scores, samples["serving"] = evaluate(
+                    peft_model, tokenizer, held_examples, cfg, "serving"
+                )
+        else:
+            peft_model.load_adapter(str(serving.adapter_dir), adapter_name="serving")
+            peft_model.set_adapter("serving")
+            scores, samples["serving"] = evaluate(
+                peft_model, tokenizer, held_examples, cfg, "serving"
+            )
+            peft_model.set_adapter("default")
+            peft_model.delete_adapter("serving")
+        evaluation["serving"] = {"version": serving_name or BASE, "scores": scores}
+        scores, samples["new"] = evaluate(peft_model, tokenizer, held_examples, cfg, "new")
+        evaluation["new"] = {"version": "new", "scores": scores}
+        report["evaluation"] = evaluation
+        report["samples"] = [
+            {
+                "question": e.question,
+                "reference": e.reference,
+                "serving": samples["serving"][i],
+                "new": samples["new"][i],
+            }
+            for i, e in enumerate(held_examples[:20])
+        ]
+
+    version = None
+    if cfg.register:
+        version = registry.register(
+            adapter_dir,
+            base,
+            metrics=report.get("evaluation", {}).get("new", {}).get("scores", {}),
+            info={
+                "run": str(output),
+                "conversations": str(cfg.conversations),
+                "compared_with": report.get("evaluation", {}).get("serving", {}),
+                "training": report["training"],
+            },
+        )
+        report["version"] = version.name
+        if "evaluation" in report:
+            report["evaluation"]["new"]["version"] = version.name
+    files = [str(p) for p in write_plots(report, output)]
+    report["files"] = [str(output / "report.json"), *files]
+    write_report(report, output)
+    return TrainResult(output, report, version, peft_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deskmate train",
+        description="Fine-tune a LoRA adapter on support conversations and register it.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """`python -m training.train` (and torchrun/accelerate launch) entry point."""
+    args = build_parser().parse_args(argv)
+    result = main(config_from_args(args))
+    if result.report:
+        print(summary(result.report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
