@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.metrics import is_handoff, rouge_l, score_answers, token_f1
-
-
-def test_token_f1_ignores_case_punctuation_articles_and_citations() -> None:
-    assert token_f1("Refunds take 5 days. [1]", "refunds take 5 days") == 1.0
-    assert token_f1("the refund takes days", "refund takes 5 days") == pytest.approx(6 / 7)
-    assert token_f1("no overlap", "something else") == 0.0
-    assert token_f1("", "") == 1.0 and token_f1("", "x") == 0.0
-
-
-def test_rouge_l_rewards_order() -> None:
-    assert rouge_l("w x y z", "w x y z") == 1.0
-    assert rouge_l("z y x w", "w x y z") == pytest.approx(0.25)
-    assert token_f1("z y x w", "w x y z") == 1.0
+from training.metrics import is_handoff, score_answers
 
 
 def test_scores_over_a_set() -> None:

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from brain.answer_metrics import answer_tokens, token_f1
 from brain.prompt import Passage, build_messages, cited_numbers
 from brain.types import Role, Turn
 from retrieval.retriever import Retriever
-from training.metrics import normalize_answer, token_f1
 from training.transcripts import Conversation, Message
 
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
@@ -103,7 +103,7 @@ def pick_pairs(
             elif len(answer.split()) < min_words:
                 stats.dropped["near_empty"] += 1
             else:
-                key = (*normalize_answer(question), "\x00", *normalize_answer(answer))
+                key = (*answer_tokens(question), "\x00", *answer_tokens(answer))
                 if key in seen:
                     stats.dropped["duplicate"] += 1
                 else:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from brain.answer_metrics import rouge_l, token_f1
 from brain.prompt import cited_numbers
+
+__all__ = ["cites_correctly", "is_handoff", "rouge_l", "score_answers", "token_f1"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
@@ -25,40 +27,6 @@ _HANDOFF = re.compile(
     r"support team|human agent)\b",
     re.IGNORECASE,
 )
-
-
-def normalize_answer(text: str) -> list[str]:
-    text = _CITATION_MARK.sub(" ", text.lower()).translate(_PUNCTUATION)
-    return _ARTICLES.sub(" ", text).split()
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    predicted, expected = normalize_answer(prediction), normalize_answer(reference)
-    if not predicted or not expected:
-        return float(predicted == expected)
-    common = sum((Counter(predicted) & Counter(expected)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure: longest common subsequence of normalised tokens."""
-    predicted, expected = normalize_answer(prediction), normalize_answer(reference)
-    if not predicted or not expected:
-        return float(predicted == expected)
-    previous = [0] * (len(expected) + 1)
-    for token in predicted:
-        current = [0]
-        for j, other in enumerate(expected, start=1):
-            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[-1]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(predicted), lcs / len(expected)
-    return 2 * precision * recall / (precision + recall)
 
 
 def is_handoff(text: str) -> bool:
