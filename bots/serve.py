@@ -30,7 +30,6 @@ from brain.conversations import ConversationStore
 from brain.flow import FlowKeys, FlowStatus, Intake, flow_status
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
-from brain.types import Feedback, Inbound
 from brain.worker import BrainWorker
 
 log = logging.getLogger(__name__)
@@ -83,25 +82,6 @@ def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _feedback_recorder(store: ConversationStore) -> FeedbackHandler:
-    """What `Brain.feedback` does, for processes that run no brain (`--workers 0`)."""
-
-    async def record(feedback: Feedback) -> None:
-        inbound = Inbound(
-            feedback.channel,
-            feedback.conversation_id,
-            feedback.user_id,
-            feedback.message_id,
-            "",
-            feedback.time,
-        )
-        await store.record_event(
-            "feedback", inbound, {"message_id": feedback.message_id, "rating": feedback.rating}
-        )
-
-    return record
-
-
 async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sys.stdout) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a worker or sender crashed."""
     stop = asyncio.Event()
@@ -129,7 +109,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             redis = await stack.enter_async_context(
                 open_redis(settings.redis_url, settings.data_dir)
             )
-            on_feedback = _feedback_recorder(ConversationStore(redis, settings.redis_prefix))
+            on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
         intake = Intake(redis, keys)
         channels = build_channels(settings, intake.handler, on_feedback, redis, staff)
         for channel in channels:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from brain.redis_server import RedisUnavailable
-from brain.types import Inbound, Turn
+from brain.types import Feedback, Inbound, Turn
 
 T = TypeVar("T")
 TRANSCRIPTS_MAXLEN = 5_000_000  # approximate cap; export before it is reached
@@ -82,6 +82,20 @@ class ConversationStore:
                 maxlen=TRANSCRIPTS_MAXLEN,
                 approximate=True,
             ),
+        )
+
+    async def record_feedback(self, feedback: Feedback) -> None:
+        """A 👍/👎 on a bot message, as a `feedback` event in the transcripts stream."""
+        inbound = Inbound(
+            feedback.channel,
+            feedback.conversation_id,
+            feedback.user_id,
+            feedback.message_id,
+            "",
+            feedback.time,
+        )
+        await self.record_event(
+            "feedback", inbound, {"message_id": feedback.message_id, "rating": feedback.rating}
         )
 
     @staticmethod

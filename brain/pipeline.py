@@ -259,17 +259,7 @@ class Brain:
 
     async def feedback(self, feedback: Feedback) -> None:
         """Record a 👍/👎 on a bot message in the transcripts stream (training reads it)."""
-        inbound = Inbound(
-            feedback.channel,
-            feedback.conversation_id,
-            feedback.user_id,
-            feedback.message_id,
-            "",
-            feedback.time,
-        )
-        await self.store.record_event(
-            "feedback", inbound, {"message_id": feedback.message_id, "rating": feedback.rating}
-        )
+        await self.store.record_feedback(feedback)
 
     def help_text(self) -> str:
         lines = [
