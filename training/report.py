@@ -46,7 +46,8 @@ def write_plots(report: Mapping[str, Any], directory: Path) -> list[Path]:
         width = 0.8 / len(models)
         for offset, name in enumerate(models):
             values = [evaluation[name]["scores"][m] for m in METRICS]
-            label = f"{name} ({evaluation[name]['version']})"
+            version = evaluation[name]["version"]
+            label = name if version == name else f"{name} ({version})"
             axes.bar([i + offset * width for i in range(len(METRICS))], values, width, label=label)
         axes.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(METRICS))])
         axes.set_xticklabels(METRICS)
@@ -91,7 +92,8 @@ def summary(report: Mapping[str, Any]) -> str:
         for name in ("serving", "new"):
             if name in evaluation:
                 scores = evaluation[name]["scores"]
-                label = f"{name} ({evaluation[name]['version']})"
+                version = evaluation[name]["version"]
+                label = name if version == name else f"{name} ({version})"
                 lines.append(f"  {label:22}" + "".join(f"{scores[m]:>19.3f}" for m in METRICS))
     if report.get("version"):
         lines.append(
