@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Self
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -260,6 +261,13 @@ class SlackAdapter:
         return [web.post(EVENTS_PATH, self._http)]
 
     async def _http(self, request: web.Request) -> web.Response:
+        # Bolt acknowledges an event before its listener queues it, so check first that
+        # Redis can take it: if not, Slack gets a 503 and redelivers later.
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("slack: Redis unavailable, asking Slack to retry: %s", exc)
+            return web.Response(status=503, headers={"Retry-After": "5"})
         response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 

@@ -26,6 +26,7 @@ from bots.web import make_web_app, serve_web
 from brain.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
+from brain.redis_server import client
 from brain.settings import Secret, Settings
 from brain.types import Inbound
 from retrieval.embedder import Embedder
@@ -494,3 +495,23 @@ async def test_a_failure_answering_is_apologised_for_and_serving_goes_on(
         assert apology["text"] == APOLOGY
         await slack.event(dm(RETURNS))
         assert "30 days" in section_text((await slack.answers("D1", 2))[1])
+
+
+async def test_redis_down_makes_slack_redeliver(
+    fake_slack: FakeSlack, settings: Settings, brain: Brain, tmp_path: Path
+) -> None:
+    """An event that cannot be made durable is refused with 503, so Slack sends it again."""
+    dead = client(f"unix://{tmp_path / 'no-redis.sock'}", retries=0)
+    flow = DirectFlow(brain)
+    adapter = SlackAdapter(settings, flow.on_message, brain.feedback, redis=dead)
+    flow.attach(adapter.channel, adapter.send)
+    async with (
+        adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as session,
+    ):
+        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+        response = await slack.event(dm("how do I reset my password?"))
+    await dead.aclose()
+    assert response.status == 503
+    assert fake_slack.payloads("chat.postMessage") == []  # nothing acknowledged or posted
