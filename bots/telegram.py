@@ -1,5 +1,9 @@
 """The Telegram channel: customers chat with deskmate in Telegram.
 
+With Redis down, webhook updates are refused (503) so Telegram redelivers them; in long
+polling python-telegram-bot confirms updates as it fetches them, so a message that cannot
+be queued gets an apology asking the customer to send it again.
+
 Built on python-telegram-bot's `Application` (composed, not subclassed): long polling by
 default, or webhook mode behind deskmate's web server when DESKMATE_TELEGRAM_WEBHOOK_URL
 is set. Updates are translated by the pure `to_inbound` / `to_feedback`, deduplicated by
@@ -23,6 +27,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 from telegram import BotCommand, LinkPreviewOptions, Message, MessageEntity, Update
 from telegram import error as telegram_error
 from telegram.constants import ChatAction, ChatType, ParseMode
@@ -299,6 +304,13 @@ class TelegramAdapter:
             update = Update.de_json(data, self._application.bot)
         except (ValueError, TypeError, KeyError):
             return web.Response(status=400, text="not a Telegram update")
+        # Telegram redelivers an update answered with an error: refuse it while Redis
+        # cannot make it durable, rather than acknowledge it and lose it.
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("telegram: Redis unavailable, asking Telegram to retry: %s", exc)
+            return web.Response(status=503, text="try again")
         # Answered (200) once handled: with a durable `on_message` nothing acknowledged is lost.
         await self._application.process_update(update)
         return web.Response(text="ok")

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from bots.web import make_web_app, serve_web
 from brain.backends import Answer, QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import COMMANDS, Brain
+from brain.redis_server import client
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import FaqHit, Thresholds
@@ -307,6 +309,29 @@ async def test_webhook_checks_the_secret_and_answers_each_update_once(
     assert len(fake.sent("sendMessage")) == 1
     assert reply["chat_id"] == CUSTOMER["id"] and "reset" in visible_text(reply["text"]).lower()
     assert not [c for c in fake.calls if c.method in ("deleteWebhook", "getUpdates")]
+
+
+async def test_webhook_refuses_updates_while_redis_is_down(
+    fake: FakeTelegram, brain: Brain, tmp_path: Path
+) -> None:
+    """Telegram redelivers a refused update; nothing is acknowledged that could be lost."""
+    dead = client(f"unix://{tmp_path / 'no-redis.sock'}", retries=0)
+    settings = settings_for(
+        fake, telegram_webhook_url=WEBHOOK_URL, telegram_webhook_secret=Secret(WEBHOOK_SECRET)
+    )
+    async with (
+        telegram_bot(fake, brain, dead, settings) as adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as http,
+    ):
+        update = {"update_id": 4242, **text_message("how do I reset my password?")}
+        right = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+        async with http.post(
+            f"http://127.0.0.1:{port}/telegram/hook", json=update, headers=right
+        ) as response:
+            assert response.status == 503
+    await dead.aclose()
+    assert not fake.sent("sendMessage")
 
 
 async def test_bad_token_fails_at_start_naming_the_setting(
