@@ -35,6 +35,7 @@ examples:
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
+  deskmate eval answers --faq faq.jsonl --queries labelled.jsonl  answer quality end to end
   deskmate serve --workers 4                     run the channels, workers and senders
   deskmate status                                queues, pending work, live processes
   deskmate transcripts export --since 2026-11-01 --out t.jsonl   conversations for training
@@ -162,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="queue depths, pending work, live processes and the active model"
     )
     training_cli.add_commands(commands)
+    answers = ev_commands.add_parser(
+        "answers",
+        help="answer quality end to end: token-F1, ROUGE-L, citations, handoff rates",
+        description="Ask labelled questions through the whole brain (retrieval, policy and "
+        "the DESKMATE_MODEL_BACKEND answer backend), each in its own conversation, and "
+        'compare the replies with the reference "answer" of each query line.',
+        formatter_class=formatter,
+    )
+    answers.add_argument("--faq", type=Path, nargs="+", metavar="FILE", help="FAQ files")
+    answers.add_argument("--queries", type=Path, required=True, metavar="QUERIES")
+    answers.add_argument("--limit", type=int, metavar="N", help="only the first N queries")
+    answers.add_argument("--json", action="store_true", help="print the metrics as JSON")
     commands.add_parser("config", help="show the effective settings (secrets masked)")
     return parser
 
@@ -204,6 +217,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.faq_import(settings, args.files, args.calibrate)
     if args.command == "faq" and args.faq_command == "search":
         return commands.faq_search(settings, args.text, args.k, args.mode)
+    if args.command == "eval" and args.eval_command == "answers":
+        return asyncio.run(
+            commands.eval_answers(settings, args.faq, args.queries, args.limit, args.json)
+        )
     if args.command == "eval" and args.eval_command == "retrieval":
         return commands.eval_retrieval(
             settings, args.faq, args.queries, args.mode, args.calibrate, args.json

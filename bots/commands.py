@@ -8,10 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bots.app import build_app
+from bots.app import build_app, make_backend, threshold_overrides
 from bots.console import run_console
 from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import progress_bar
+from brain.answer_evaluation import evaluate_answers
+from brain.conversations import ConversationStore
+from brain.pipeline import Brain
+from brain.redis_server import open_redis
 from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
@@ -86,13 +90,7 @@ def eval_retrieval(
 ) -> int:
     queries = load_queries(queries_path)
     embedder = Embedder(settings.embedding_model)
-    if faq:
-        key = hashlib.sha1("\n".join(str(p.resolve()) for p in faq).encode()).hexdigest()[:12]
-        directory = settings.data_dir / "eval-indexes" / key
-        index, _ = import_faq(directory, faq, embedder, show_progress=not as_json)
-    else:
-        directory = settings.index_dir
-        index = ensure_index(settings, embedder, show_progress=not as_json)
+    index, directory = _evaluation_index(settings, faq, embedder, quiet=as_json)
     retriever = Retriever(embedder, index)
     retriever.search("warm up")  # the first query pays one-off set-up costs
     with progress_bar("Evaluating", not as_json) as update:
@@ -118,6 +116,77 @@ def eval_retrieval(
             "(Calibrated and measured on the same queries: hold out a split for an honest figure.)"
         )
         print(f"Stored with the index in {directory}.")
+    return 0
+
+
+def _evaluation_index(
+    settings: Settings, faq: Sequence[Path] | None, embedder: Embedder, quiet: bool
+) -> tuple[FaqIndex, Path]:
+    """The index of `faq` (kept per file list under the data dir), else the served one."""
+    if faq:
+        key = hashlib.sha1("\n".join(str(p.resolve()) for p in faq).encode()).hexdigest()[:12]
+        directory = settings.data_dir / "eval-indexes" / key
+        index, _ = import_faq(directory, faq, embedder, show_progress=not quiet)
+        return index, directory
+    return ensure_index(settings, embedder, show_progress=not quiet), settings.index_dir
+
+
+async def eval_answers(
+    settings: Settings,
+    faq: Sequence[Path] | None,
+    queries_path: Path,
+    limit: int | None,
+    as_json: bool,
+) -> int:
+    """Labelled questions end to end through the brain with the configured backend."""
+    queries = load_queries(queries_path)[:limit]
+    embedder = Embedder(settings.embedding_model)
+    index, _ = _evaluation_index(settings, faq, embedder, quiet=as_json)
+    backend = await make_backend(settings)
+    prefix = f"{settings.redis_prefix}eval:"
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        store = ConversationStore(redis, prefix=prefix, ttl_seconds=3600)
+        brain = Brain(
+            Retriever(embedder, index, top_k=settings.top_k),
+            store,
+            backend,
+            max_message_chars=settings.max_message_chars,
+            bot_name=settings.bot_name,
+            thresholds=threshold_overrides(settings, index.thresholds),
+        )
+        try:
+            with progress_bar("Answering", not as_json) as update:
+                done = 0
+
+                def step(n: int) -> None:
+                    nonlocal done
+                    done += n
+                    update(done, len(queries))
+
+                result = await evaluate_answers(brain, queries, progress=step)
+        finally:
+            await backend.aclose()
+            async for key in redis.scan_iter(match=f"{prefix}*"):
+                await redis.delete(key)  # evaluation conversations are not transcripts
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return 0
+    rows = [
+        ("questions", f"{result.n}"),
+        ("answered", f"{result.answered:.3f}"),
+        ("clarified", f"{result.clarified:.3f}"),
+        ("handed off", f"{result.handed_off:.3f}"),
+        ("answer token-F1", f"{result.token_f1:.3f}"),
+        ("answer ROUGE-L", f"{result.rouge_l:.3f}"),
+        ("citation accuracy", f"{result.citation_accuracy:.3f}"),
+        ("handoff when in scope", f"{result.handoff_in_scope:.3f}"),
+        ("answered out of scope", f"{result.oos_answered:.3f}"),
+        ("latency p50", f"{result.p50_ms:.1f} ms"),
+        ("latency p95", f"{result.p95_ms:.1f} ms"),
+    ]
+    print(f"Answers ({backend.version})")
+    for name, value in rows:
+        print(f"  {name:24} {value:>10}")
     return 0
 
 

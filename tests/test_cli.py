@@ -75,6 +75,35 @@ def test_eval_retrieval_json_follows_the_contract(
     assert result["recall@1"] == 1.0
 
 
+def test_eval_answers_end_to_end_through_the_brain(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    faq, _ = files(tmp_path)
+    queries = tmp_path / "answers.jsonl"
+    queries.write_text(
+        '{"query": "how many days until my order arrives", "relevant": ["ship"],'
+        ' "answer": "3-5 days."}\n'
+        '{"query": "can I pay with a credit card", "relevant": ["pay"], "answer": "Cards."}\n'
+        '{"query": "what is the capital of peru", "relevant": []}\n'
+    )
+    monkeypatch.setenv("DESKMATE_MODEL_BACKEND", "quote")
+    monkeypatch.setenv("DESKMATE_ANSWER_THRESHOLD", "0.3")
+    monkeypatch.setenv("DESKMATE_CLARIFY_THRESHOLD", "0.25")
+    args = ["eval", "answers", "--faq", str(faq), "--queries", str(queries)]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 3
+    assert result["answered"] == pytest.approx(2 / 3)
+    assert result["token_f1"] == 1.0  # quoting returns the reference answer itself
+    assert result["citation_accuracy"] == 1.0
+    assert result["handoff_in_scope"] == 0.0 and result["oos_answered"] == 0.0
+    assert main(args) == 0
+    assert "answer token-F1" in capsys.readouterr().out
+
+
 def test_eval_retrieval_table_and_calibration(
     env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
