@@ -11,7 +11,7 @@ from pathlib import Path
 from bots.app import build_app, make_backend, threshold_overrides
 from bots.console import run_console
 from bots.indexing import calibrate_index, ensure_index, import_faq
-from bots.progress import progress_bar
+from bots.progress import counting, progress_bar
 from brain.answer_evaluation import evaluate_answers
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
@@ -94,14 +94,7 @@ def eval_retrieval(
     retriever = Retriever(embedder, index)
     retriever.search("warm up")  # the first query pays one-off set-up costs
     with progress_bar("Evaluating", not as_json) as update:
-        done = 0
-
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            update(done, len(queries))
-
-        scored = run_queries(retriever, queries, mode=mode, progress=step)
+        scored = run_queries(retriever, queries, mode=mode, progress=counting(update, len(queries)))
     if do_calibrate:
         index = index.with_thresholds(calibrate(scored, str(queries_path)))
         index.save(directory)
@@ -156,13 +149,7 @@ async def eval_answers(
         )
         try:
             with progress_bar("Answering", not as_json) as update:
-                done = 0
-
-                def step(n: int) -> None:
-                    nonlocal done
-                    done += n
-                    update(done, len(queries))
-
+                step = counting(update, len(queries))
                 result = await evaluate_answers(brain, queries, progress=step)
         finally:
             await backend.aclose()

@@ -28,3 +28,15 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
     finally:
         if bar is not None:
             bar.close()
+
+
+def counting(update: Callable[[int, int], None], total: int) -> Callable[[int], None]:
+    """Adapt `update(done, total)` to `step(n)`, for work that reports items as it goes."""
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        update(done, total)
+
+    return step
