@@ -7,7 +7,6 @@ hit scores below the answer threshold, which is exactly when the policy does not
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.faq import FaqFormatError
+from retrieval.faq import FaqFormatError, read_json_lines
 from retrieval.index import FaqHit, SearchMode, Thresholds
 from retrieval.retriever import Retriever
 
@@ -36,21 +35,9 @@ class LabelledQuery:
 
 def load_queries(path: Path | str) -> list[LabelledQuery]:
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise FaqFormatError(path, None, f"cannot read file ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise FaqFormatError(path, None, "not valid UTF-8 text") from exc
     queries = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FaqFormatError(path, number, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("query"), str):
+    for number, record in read_json_lines(path):
+        if not isinstance(record.get("query"), str):
             raise FaqFormatError(path, number, 'each line needs {"query": text, "relevant": [ids]}')
         relevant = record.get("relevant", [])
         if not isinstance(relevant, list) or not all(isinstance(i, str) for i in relevant):

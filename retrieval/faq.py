@@ -11,9 +11,10 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MAX_FIELD_CHARS = 20_000
 
@@ -135,8 +136,8 @@ def _read_text(path: Path) -> str:
         raise FaqFormatError(path, line, "not valid UTF-8 text (is this a binary file?)") from exc
 
 
-def load_jsonl(path: Path) -> list[FaqEntry]:
-    entries = []
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file; errors name file:line."""
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -146,8 +147,11 @@ def load_jsonl(path: Path) -> list[FaqEntry]:
             raise FaqFormatError(path, number, f"invalid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
             raise FaqFormatError(path, number, "each line must be a JSON object")
-        entries.append(_entry(record, path, number))
-    return entries
+        yield number, record
+
+
+def load_jsonl(path: Path) -> list[FaqEntry]:
+    return [_entry(record, path, number) for number, record in read_json_lines(path)]
 
 
 def load_csv(path: Path) -> list[FaqEntry]:
