@@ -3,12 +3,17 @@
     python -m bench.generation                    # speed at 1/4/16 concurrent conversations
     python -m bench.generation --quality 100      # + answer quality on stackfaq dev
     python -m bench.generation --no-int8          # the same in fp32
+    python -m bench.generation --engines lean     # only the lean engine
 
 Speed: each of N concurrent conversations asks sample-FAQ questions one after another
-through the hf generator (dynamic batching merges them); tokens/s counts generated tokens
-up to each answer's end. Quality: a sample of stackfaq dev queries goes through the whole
-brain (retrieval, policy, generation, citation policy) with the hf backend and with the
-quote backend, scored against the reference answers.
+through the hf generator, once per engine (lean = continuous batching on the lean Llama
+engine, generate = transformers' generate with dynamic batching), in one run so the
+ratio is measured under the same conditions. Answer tok/s = generated tokens (up to each
+answer's end) over wall time, prompt processing included; decode tok/s = generated
+tokens over time spent in decode steps, the rate llama.cpp reports as "eval" (lean only;
+its prompt rate is reported separately). Quality: a sample of stackfaq dev queries goes
+through the whole brain (retrieval, policy, generation, citation policy) with the hf
+backend and with the quote backend, scored against the reference answers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from brain.answer_metrics import rouge_l, token_f1
 from brain.backends import AnswerBackend, QuoteBackend
 from brain.conversations import ConversationStore
-from brain.generation import BatchingOptions
+from brain.generation import BatchingOptions, DecodeStats
 from brain.generative import GenerativeBackend
 from brain.hf_backend import HFGenerator, HFOptions
 from brain.hf_model import DEFAULT_MODEL
@@ -56,23 +61,36 @@ STACKFAQ = (
 
 @dataclass
 class SpeedRow:
+    engine: str
     concurrency: int
     answers: int
     tokens: int
     seconds: float
     latencies: list[float]
+    decode: DecodeStats | None  # lean engine only
 
     @property
     def aggregate(self) -> float:
         return self.tokens / self.seconds
 
+    HEADER = (
+        "engine    concurrency  answers  tok/answer  answer tok/s  per stream  "
+        "decode tok/s  prompt tok/s  largest batch  p50 (s)  p95 (s)"
+    )
+
     def line(self) -> str:
         p50 = statistics.median(self.latencies)
         p95 = sorted(self.latencies)[max(0, round(0.95 * len(self.latencies)) - 1)]
+        decode = prompt = batch = "-"
+        if self.decode is not None and self.decode.decode_seconds:
+            decode = f"{self.decode.decoded_tokens / self.decode.decode_seconds:.1f}"
+            prompt = f"{self.decode.prompt_tokens / self.decode.prefill_seconds:.0f}"
+            batch = str(self.decode.largest_batch)
         return (
-            f"{self.concurrency:>11}  {self.answers:>7}  {self.tokens / self.answers:>10.1f}  "
-            f"{self.aggregate:>12.1f}  {self.aggregate / self.concurrency:>13.1f}  "
-            f"{p50:>7.2f}  {p95:>7.2f}"
+            f"{self.engine:8}  {self.concurrency:>11}  {self.answers:>7}  "
+            f"{self.tokens / self.answers:>10.1f}  {self.aggregate:>12.1f}  "
+            f"{self.aggregate / self.concurrency:>10.1f}  {decode:>12}  {prompt:>12}  "
+            f"{batch:>13}  {p50:>7.2f}  {p95:>7.2f}"
         )
 
 
@@ -103,9 +121,15 @@ async def speed(
             count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             tokens += min(count + 1, generator.options.max_new_tokens)
 
+    if generator.continuous is not None:
+        generator.continuous.stats = DecodeStats()
     started = time.perf_counter()
     await asyncio.gather(*(conversation(n) for n in range(concurrency)))
-    return SpeedRow(concurrency, len(latencies), tokens, time.perf_counter() - started, latencies)
+    seconds = time.perf_counter() - started
+    stats = generator.continuous.stats if generator.continuous is not None else None
+    return SpeedRow(
+        generator.engine, concurrency, len(latencies), tokens, seconds, latencies, stats
+    )
 
 
 @dataclass
@@ -183,28 +207,36 @@ async def run(args: argparse.Namespace) -> None:
     data_dir = Path(
         os.environ.get("DESKMATE_DATA_DIR") or tempfile.mkdtemp(prefix="deskmate-bench-")
     )
-    options = HFOptions(
-        device="cpu",
-        int8=not args.no_int8,
-        threads=args.threads,
-        max_new_tokens=args.max_new_tokens,
-        batching=BatchingOptions(max_batch=16, window_s=0.01),
-    )
-    started = time.perf_counter()
-    generator = HFGenerator.load(args.model, data_dir, options)
     import torch
 
-    print(
-        f"model {generator.version}  int8={options.int8}  threads={torch.get_num_threads()}  "
-        f"max_new_tokens={options.max_new_tokens}  loaded in {time.perf_counter() - started:.1f} s"
-    )
     embedder = Embedder()
     sample_retriever = Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
-    await generator.generate([[{"role": "user", "content": "warm up"}]])
-    print("\nconcurrency  answers  tok/answer  tok/s (aggr)  tok/s/stream  p50 (s)  p95 (s)")
-    for concurrency in args.concurrency:
-        row = await speed(generator, sample_retriever, concurrency, args.rounds)
-        print(row.line(), flush=True)
+    generator: HFGenerator | None = None
+    for engine in args.engines:
+        options = HFOptions(
+            device="cpu",
+            engine=engine,
+            int8=not args.no_int8,
+            threads=args.threads,
+            max_new_tokens=args.max_new_tokens,
+            batching=BatchingOptions(max_batch=16, window_s=0.01),
+        )
+        if generator is not None:
+            await generator.aclose()
+        started = time.perf_counter()
+        generator = HFGenerator.load(args.model, data_dir, options)
+        print(
+            f"\nmodel {generator.version}  engine={engine}  int8={options.int8}  "
+            f"threads={torch.get_num_threads()}  max_new_tokens={options.max_new_tokens}  "
+            f"loaded in {time.perf_counter() - started:.1f} s"
+        )
+        await generator.generate([[{"role": "user", "content": "warm up"}]])
+        print(SpeedRow.HEADER)
+        for concurrency in args.concurrency:
+            row = await speed(generator, sample_retriever, concurrency, args.rounds)
+            print(row.line(), flush=True)
+    if generator is None:
+        return
 
     if args.quality:
         faq = args.stackfaq / "faqs.jsonl"
@@ -233,6 +265,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--no-int8", action="store_true", help="run in fp32")
+    parser.add_argument(
+        "--engines",
+        nargs="*",
+        choices=("lean", "generate"),
+        default=["generate", "lean"],
+        help="engines to measure, in this order; the last one also answers --quality",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])

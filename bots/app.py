@@ -63,6 +63,7 @@ async def _hf_backend(settings: Settings) -> AnswerBackend:
 
     options = HFOptions(
         device=settings.model_device,
+        engine=settings.model_engine,
         int8=settings.model_int8,
         threads=settings.model_threads,
         max_new_tokens=settings.max_new_tokens,

@@ -1,21 +1,29 @@
 """The generator interface behind generative answers, and dynamic batching.
 
 A `Generator` turns a batch of chat prompts into texts: `hf` runs a transformers model
-in-process, `openai` calls an OpenAI-compatible server. `DynamicBatcher` merges the
-requests of concurrent conversations into one batched call: the first request opens a
-short gather window, everything that arrives within it (up to a maximum batch size)
-runs together in a worker thread, off the event loop.
+in-process, `openai` calls an OpenAI-compatible server. Two ways to serve concurrent
+conversations together, both off the event loop:
+
+- `DynamicBatcher` merges requests into one batched call: the first request opens a short
+  gather window, everything that arrives within it (up to a maximum batch size) runs
+  together in a worker thread (used with transformers' `generate`).
+- `ContinuousBatcher` schedules requests onto the rows of a `StepModel` one decode step
+  at a time: a new prompt joins between steps, a finished answer leaves at once, so
+  nobody waits for the longest answer in a batch (used with the lean Llama engine).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Histogram
@@ -28,6 +36,11 @@ BATCH_SIZE = Histogram(
     "deskmate_generation_batch_size",
     "Prompts served by one batched generate call",
     buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+STEP_SECONDS = Histogram(
+    "deskmate_generation_step_seconds",
+    "Wall time of one continuous-batching decode step (all active conversations)",
+    buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
 )
 BATCH_SECONDS = Histogram(
     "deskmate_generation_batch_seconds",
@@ -149,3 +162,178 @@ class DynamicBatcher(Generic[P]):
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._worker
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class StepModel(Protocol):
+    """A model decoded one step at a time over `slots` cache rows (greedy).
+
+    `prefill` runs a prompt into a row and returns its first token; `decode` feeds one
+    token to each of rows 0..n-1 and returns their next tokens; `move` copies a row's
+    cache into another row, so the active rows stay 0..n-1.
+    """
+
+    slots: int
+    max_tokens: int
+
+    def prefill(self, slot: int, token_ids: list[int]) -> int: ...
+
+    def decode(self, tokens: list[int]) -> list[int]: ...
+
+    def move(self, source: int, target: int) -> None: ...
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """Where a `ContinuousBatcher`'s time went: prompts (prefill) vs decode steps."""
+
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    steps: int = 0
+    decoded_tokens: int = 0
+    decode_seconds: float = 0.0
+    largest_batch: int = 0
+
+    def add_step(self, rows: int, seconds: float) -> None:
+        self.steps += 1
+        self.decoded_tokens += rows
+        self.decode_seconds += seconds
+        self.largest_batch = max(self.largest_batch, rows)
+
+
+@dataclass(slots=True)
+class _Sequence:
+    prompt: list[int]
+    limit: int
+    future: concurrent.futures.Future[list[int]]
+    generated: list[int] = field(default_factory=list)
+    abandoned: bool = False  # the caller stopped waiting (timeout, cancelled handler)
+
+
+class ContinuousBatcher:
+    """Greedy generation for many prompts at once, scheduled step by step.
+
+    One daemon thread owns the model. Each step it admits waiting prompts into free rows
+    (prefill), decodes one token for every active row, and retires rows that produced a
+    stop token, reached their token limit, or whose caller stopped waiting.
+    Results are the generated token ids, without the stop token.
+    """
+
+    def __init__(self, model: StepModel, stop_ids: set[int], max_new_tokens: int) -> None:
+        self.model = model
+        self.stop_ids = stop_ids
+        self.max_new_tokens = max_new_tokens
+        self._incoming: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="deskmate-decode", daemon=True)
+        self._closed = False
+        self.stats = DecodeStats()
+        self._thread.start()
+
+    def submit(self, prompt: list[int]) -> concurrent.futures.Future[list[int]]:
+        """Queue `prompt` (token ids); the future resolves to the generated token ids."""
+        return self._enqueue(prompt).future
+
+    async def generate(self, prompt: list[int]) -> list[int]:
+        """The generated token ids for `prompt`; cancelling frees its row at the next step."""
+        sequence = self._enqueue(prompt)
+        try:
+            return await asyncio.wrap_future(sequence.future)
+        except asyncio.CancelledError:
+            sequence.abandoned = True
+            raise
+
+    def _enqueue(self, prompt: list[int]) -> _Sequence:
+        room = self.model.max_tokens - len(prompt)
+        sequence = _Sequence(prompt, min(self.max_new_tokens, room), concurrent.futures.Future())
+        if self._closed:
+            sequence.future.set_exception(GenerationError("the generator is closed"))
+        elif room < 1:
+            sequence.future.set_exception(
+                GenerationError(
+                    f"prompt of {len(prompt)} tokens leaves no room in the model's "
+                    f"window of {self.model.max_tokens}"
+                )
+            )
+        else:
+            self._incoming.put(sequence)
+        return sequence
+
+    def _loop(self) -> None:
+        active: list[_Sequence] = []
+        while True:
+            try:
+                if not self._admit(active):
+                    return
+                if active:
+                    self._step(active)
+            except Exception as exc:  # the model failed: fail everything in flight
+                log.exception("decode step failed with %d active sequences", len(active))
+                error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
+                for sequence in active:
+                    if not sequence.future.done():
+                        sequence.future.set_exception(error)
+                active.clear()
+
+    def _admit(self, active: list[_Sequence]) -> bool:
+        """Prefill waiting prompts into free rows; False once closed."""
+        while len(active) < self.model.slots:
+            try:
+                # Block only when there is nothing to decode.
+                sequence = self._incoming.get(block=not active)
+            except queue.Empty:
+                return True
+            if sequence is None:
+                self._fail_all(active, GenerationError("the generator is closed"))
+                return False
+            if not sequence.future.set_running_or_notify_cancel():
+                continue  # the caller gave up before it started
+            started = time.perf_counter()
+            try:
+                first = self.model.prefill(len(active), sequence.prompt)
+                self.stats.prefill_seconds += time.perf_counter() - started
+                self.stats.prompt_tokens += len(sequence.prompt)
+            except Exception as exc:
+                log.exception("prefill of a %d-token prompt failed", len(sequence.prompt))
+                sequence.future.set_exception(GenerationError(f"prefill failed: {exc}"))
+                continue
+            active.append(sequence)
+            self._extend(active, len(active) - 1, first)
+        return True
+
+    def _step(self, active: list[_Sequence]) -> None:
+        started = time.perf_counter()
+        tokens = self.model.decode([sequence.generated[-1] for sequence in active])
+        seconds = time.perf_counter() - started
+        self.stats.add_step(len(active), seconds)
+        BATCH_SIZE.observe(len(active))
+        STEP_SECONDS.observe(seconds)
+        # Backwards, so retiring a row (which moves the last row into it) skips nothing.
+        for row in range(len(active) - 1, -1, -1):
+            self._extend(active, row, tokens[row])
+
+    def _extend(self, active: list[_Sequence], row: int, token: int) -> None:
+        """Append `token` to row `row`'s answer, retiring the row when it is finished."""
+        sequence = active[row]
+        stopped = token in self.stop_ids
+        if not stopped:
+            sequence.generated.append(token)
+        if stopped or len(sequence.generated) >= sequence.limit or sequence.abandoned:
+            if not sequence.future.done():
+                sequence.future.set_result(sequence.generated)
+            last = len(active) - 1
+            if row != last:
+                self.model.move(last, row)
+                active[row] = active[last]
+            active.pop()
+
+    @staticmethod
+    def _fail_all(active: list[_Sequence], error: GenerationError) -> None:
+        for sequence in active:
+            if not sequence.future.done():
+                sequence.future.set_exception(error)
+        active.clear()
+
+    def close(self) -> None:
+        """Stop the decode thread; requests still in flight fail with GenerationError."""
+        if not self._closed:
+            self._closed = True
+            self._incoming.put(None)

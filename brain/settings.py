@@ -172,6 +172,12 @@ class Settings:
         _choice("auto", "cpu", "cuda"),
         "auto",
     )
+    model_engine: str = _setting(
+        "how the hf model decodes on CPU: auto | lean (continuous batching, Llama models) "
+        "| generate (transformers' generate)",
+        _choice("auto", "lean", "generate"),
+        "auto",
+    )
     model_int8: bool = _setting(
         "int8 dynamic quantisation of the hf model's linear layers on CPU", _bool, True
     )

@@ -32,7 +32,9 @@ def prompts() -> list[Messages]:
 
 
 def make_generator(tokenizer: Any, **batching: Any) -> HFGenerator:
-    options = HFOptions(int8=False, max_new_tokens=6, batching=BatchingOptions(**batching))
+    options = HFOptions(
+        engine="generate", int8=False, max_new_tokens=6, batching=BatchingOptions(**batching)
+    )
     return HFGenerator(tiny_llama(len(tokenizer)), tokenizer, "tiny@base", options)
 
 

@@ -127,8 +127,9 @@ async def test_train_register_promote_and_hot_swap(
     written = (result.output_dir / "train.jsonl").read_text()
     assert "@example.com" not in written and "<EMAIL>" in written and REJECTED not in written
 
-    # A running process follows `model promote` / `rollback` without a restart.
-    options = HFOptions(device="cpu", int8=False)
+    # A running process follows `model promote` / `rollback` without a restart. The
+    # generate engine keeps the transformers model, whose logits show which weights serve.
+    options = HFOptions(device="cpu", engine="generate", int8=False)
 
     async def load(version: ModelVersion | None) -> Generator:
         adapter = version.adapter_dir if version is not None else None

@@ -1,0 +1,292 @@
+"""A lean batched decoder for Llama-architecture models on CPU.
+
+transformers' `generate` spends most of a decode step on per-op overhead for a model as
+small as SmolLM2-135M: seven separate linear layers per block, a KV cache that is
+re-concatenated every step, and padding that keeps finished rows computing until the
+longest answer ends. This engine runs the same weights with
+
+- fused projections (q|k|v and gate|up) with the RMSNorm weights folded into them,
+  int8-quantised per output channel;
+- a preallocated KV cache of `slots` rows; each row keeps its own length and rotary
+  positions, so rows of different lengths decode together without padding;
+- one call per step for all active rows (`decode`), one call per prompt (`prefill`);
+- the start every prompt shares (system prompt, chat template) cached once and copied
+  into each new row instead of recomputed.
+
+`generation.ContinuousBatcher` schedules requests onto the rows (continuous batching:
+new prompts join between steps, finished rows leave at once). The math is the Llama
+block as transformers implements it; `supports` says which configs that covers, and
+anything else keeps using `generate`.
+"""
+
+from __future__ import annotations
+
+from math import inf
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_ROPE = ("default", "linear", "llama3")
+MIN_SHARED_PREFIX = 16  # tokens; shorter shared starts are recomputed
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def supports(model: Any) -> str | None:
+    """None if `model` can run on this engine, else the reason it cannot."""
+    config = model.config
+    if getattr(config, "model_type", None) != "llama":
+        return f"model type {getattr(config, 'model_type', None)!r} is not llama"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r} is not silu"
+    rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+    if rotary is None or getattr(rotary, "rope_type", "default") not in SUPPORTED_ROPE:
+        return "rotary embedding type is not position-only"
+    if any(not isinstance(m, nn.Linear) for m in _projections(model)):
+        return "projections are not plain linear layers (already quantised or wrapped)"
+    return None
+
+
+def _projections(model: Any) -> list[Any]:
+    layers = model.model.layers
+    names = ("q_proj", "k_proj", "v_proj", "o_proj")
+    mlp = ("gate_proj", "up_proj", "down_proj")
+    found = [getattr(layer.self_attn, n) for layer in layers for n in names]
+    found += [getattr(layer.mlp, n) for layer in layers for n in mlp]
+    return [*found, model.lm_head]
+
+
+def _fuse(*linears: nn.Linear, norm: torch.Tensor) -> nn.Linear:
+    """One linear layer computing the concatenated outputs of `linears` on inputs scaled
+    by `norm` (the RMSNorm weight before them: W(w * x) = (W diag(w)) x)."""
+    has_bias = any(linear.bias is not None for linear in linears)
+    fused = nn.Linear(linears[0].in_features, sum(x.out_features for x in linears), has_bias)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([x.weight for x in linears]) * norm)
+        if fused.bias is not None:
+            fused.bias.copy_(
+                torch.cat(
+                    [x.bias if x.bias is not None else torch.zeros(x.out_features) for x in linears]
+                )
+            )
+    return fused
+
+
+def _copy_linear(linear: nn.Linear) -> nn.Linear:
+    copy = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None)
+    with torch.no_grad():
+        copy.weight.copy_(linear.weight)
+        if linear.bias is not None and copy.bias is not None:
+            copy.bias.copy_(linear.bias)
+    return copy
+
+
+class _Block(nn.Module):
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        attention, mlp = layer.self_attn, layer.mlp
+        attention_norm = layer.input_layernorm.weight.detach()
+        self.qkv = _fuse(attention.q_proj, attention.k_proj, attention.v_proj, norm=attention_norm)
+        self.o = _copy_linear(attention.o_proj)
+        mlp_norm = layer.post_attention_layernorm.weight.detach()
+        self.gate_up = _fuse(mlp.gate_proj, mlp.up_proj, norm=mlp_norm)
+        self.down = _copy_linear(mlp.down_proj)
+
+
+class LlamaEngine:
+    """Prefill and batched decode over `slots` KV-cache rows (greedy, CPU, inference only)."""
+
+    def __init__(self, model: Any, slots: int, max_tokens: int, int8: bool = True) -> None:
+        reason = supports(model)
+        if reason is not None:
+            raise ValueError(f"the lean engine cannot run this model: {reason}")
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.hidden = config.hidden_size
+        self.eps = config.rms_norm_eps
+        self.slots = slots
+        self.max_tokens = max_tokens
+        self.embed = model.model.embed_tokens.weight.detach().clone()
+        blocks = nn.ModuleList(_Block(layer) for layer in model.model.layers)
+        head = nn.ModuleList([_fuse(model.lm_head, norm=model.model.norm.weight.detach())])
+        if int8:
+            from brain.hf_backend import quantize_int8
+
+            blocks, head = quantize_int8(blocks), quantize_int8(head)
+        self.blocks: list[Any] = list(blocks)
+        self.lm_head: Any = head[0]
+        # Rotary tables for every position, from the model's own rotary module.
+        positions = torch.arange(max_tokens).unsqueeze(0)
+        probe = torch.zeros(1, 1, self.head_dim, dtype=torch.float32)
+        with torch.no_grad():
+            cos, sin = model.model.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0].float(), sin[0].float()  # (max_tokens, head_dim)
+        self.capacity = 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.lengths = [0] * slots
+        self._ensure_capacity(min(512, max_tokens))
+        self._previous_ids: list[int] = []
+        self._prefix_ids: list[int] = []
+        self._prefix_keys: list[torch.Tensor] = []
+        self._prefix_values: list[torch.Tensor] = []
+        self.reused_tokens = 0  # prompt tokens copied from the prefix cache
+
+    @torch.inference_mode()
+    def _ensure_capacity(self, tokens: int) -> None:
+        """Grow every row's cache to hold `tokens` positions (doubling, up to max_tokens)."""
+        if tokens <= self.capacity:
+            return
+        if tokens > self.max_tokens:
+            raise ValueError(f"{tokens} tokens exceed the engine's window of {self.max_tokens}")
+        capacity = min(self.max_tokens, max(tokens, 2 * self.capacity))
+        shape = (self.slots, self.kv_heads, capacity, self.head_dim)
+        keys, values = [], []
+        for layer in range(len(self.blocks)):
+            k, v = torch.zeros(shape), torch.zeros(shape)
+            if self.capacity:
+                k[:, :, : self.capacity] = self.keys[layer]
+                v[:, :, : self.capacity] = self.values[layer]
+            keys.append(k)
+            values.append(v)
+        self.keys, self.values, self.capacity = keys, values, capacity
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _attention_inputs(
+        self, block: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k (rotated) and v as (batch, heads, tokens, head_dim) for the block's input."""
+        batch, tokens, _ = x.shape
+        qkv = block.qkv(self._norm(x))
+        heads = qkv.view(batch, tokens, self.heads + 2 * self.kv_heads, self.head_dim)
+        heads = heads.transpose(1, 2)
+        split = self.heads + self.kv_heads
+        qk = self._rotate(heads[:, :split], cos, sin)  # q and k rotated in one go
+        return qk[:, : self.heads], qk[:, self.heads :], heads[:, split:]
+
+    def _mlp(self, block: Any, x: torch.Tensor) -> torch.Tensor:
+        gate, up = block.gate_up(self._norm(x)).chunk(2, dim=-1)
+        down: torch.Tensor = block.down(F.silu(gate) * up)
+        return x + down
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.lm_head(self._norm(x))
+        return logits
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without its weight (folded into the next projection)."""
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, token_ids: list[int]) -> int:
+        """Run a prompt into row `slot` (replacing what it held); the greedy next token.
+
+        The part of the prompt shared with the remembered prefix (the system prompt and
+        template every prompt starts with) is copied from the cache, not recomputed.
+        """
+        total = len(token_ids)
+        self._ensure_capacity(total + 1)
+        reused = self._reuse_prefix(slot, token_ids)
+        tokens = total - reused
+        x = self.embed[torch.tensor([token_ids[reused:]])]
+        cos, sin = self.cos[reused:total], self.sin[reused:total]
+        # New token i (position reused + i) sees positions 0..reused + i.
+        mask = torch.arange(total).unsqueeze(0) <= torch.arange(reused, total).unsqueeze(1)
+        for layer, block in enumerate(self.blocks):
+            q, k, v = self._attention_inputs(block, x, cos, sin)
+            keys = self.keys[layer][slot : slot + 1, :, :total]
+            values = self.values[layer][slot : slot + 1, :, :total]
+            keys[0, :, reused:] = k[0]
+            values[0, :, reused:] = v[0]
+            if reused:
+                attended = F.scaled_dot_product_attention(
+                    q, keys, values, attn_mask=mask, enable_gqa=True
+                )
+            else:
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = x + block.o(attended.transpose(1, 2).reshape(1, tokens, -1))
+            x = self._mlp(block, x)
+        self.lengths[slot] = total
+        self._remember_prefix(slot, token_ids, reused)
+        return int(self._logits(x[:, -1])[0].argmax())
+
+    def _reuse_prefix(self, slot: int, token_ids: list[int]) -> int:
+        """Copy the remembered prefix's cache into `slot` as far as `token_ids` share it."""
+        shared = min(_common_length(token_ids, self._prefix_ids), len(token_ids) - 1)
+        if shared < MIN_SHARED_PREFIX:
+            return 0
+        for layer in range(len(self.blocks)):
+            self.keys[layer][slot, :, :shared] = self._prefix_keys[layer][:, :shared]
+            self.values[layer][slot, :, :shared] = self._prefix_values[layer][:, :shared]
+        self.reused_tokens += shared
+        return shared
+
+    def _remember_prefix(self, slot: int, token_ids: list[int], reused: int) -> None:
+        """Remember the start this prompt shares with the previous one, if it is longer
+        than what could be reused: prompts built from one template share their start."""
+        shared = min(_common_length(token_ids, self._previous_ids), len(token_ids))
+        self._previous_ids = token_ids
+        if shared < MIN_SHARED_PREFIX or shared <= reused:
+            return
+        self._prefix_ids = token_ids[:shared]
+        self._prefix_keys = [keys[slot, :, :shared].clone() for keys in self.keys]
+        self._prefix_values = [values[slot, :, :shared].clone() for values in self.values]
+
+    @torch.inference_mode()
+    def decode(self, tokens: list[int]) -> list[int]:
+        """Feed one token to each of rows 0..len(tokens)-1; their greedy next tokens."""
+        batch = len(tokens)
+        lengths = self.lengths[:batch]
+        self._ensure_capacity(max(lengths) + 1)
+        span = max(lengths) + 1
+        positions = torch.tensor(lengths)
+        rows = torch.arange(batch)
+        x = self.embed[torch.tensor(tokens)].unsqueeze(1)  # (batch, 1, hidden)
+        cos = self.cos[positions].view(batch, 1, 1, self.head_dim)
+        sin = self.sin[positions].view(batch, 1, 1, self.head_dim)
+        # Row r sees its own positions 0..lengths[r] (the rest of the span is other rows').
+        visible = torch.arange(span).unsqueeze(0) <= positions.unsqueeze(1)
+        # Additive form, built once per step (a boolean mask is converted in every call).
+        mask = torch.zeros(batch, 1, 1, span).masked_fill_(~visible.view(batch, 1, 1, span), -inf)
+        for layer, block in enumerate(self.blocks):
+            q, k, v = self._attention_inputs(block, x, cos, sin)
+            keys, values = self.keys[layer], self.values[layer]
+            keys[rows, :, positions] = k[:, :, 0]
+            values[rows, :, positions] = v[:, :, 0]
+            attended = F.scaled_dot_product_attention(
+                q,
+                keys[:batch, :, :span],
+                values[:batch, :, :span],
+                attn_mask=mask,
+                enable_gqa=True,
+            )
+            x = x + block.o(attended.transpose(1, 2).reshape(batch, 1, -1))
+            x = self._mlp(block, x)
+        for row in range(batch):
+            self.lengths[row] += 1
+        return [int(token) for token in self._logits(x[:, 0]).argmax(dim=-1)]
+
+    @torch.inference_mode()
+    def move(self, source: int, target: int) -> None:
+        """Copy row `source`'s cache into row `target` (keeps active rows contiguous)."""
+        length = self.lengths[source]
+        for keys, values in zip(self.keys, self.values, strict=True):
+            keys[target, :, :length] = keys[source, :, :length]
+            values[target, :, :length] = values[source, :, :length]
+        self.lengths[target] = length

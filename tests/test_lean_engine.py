@@ -1,0 +1,187 @@
+"""The lean Llama engine and continuous batching, on a tiny random Llama (fp32, exact)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import torch
+
+from brain.generation import ContinuousBatcher, GenerationError
+from brain.hf_backend import HFGenerator, HFOptions, quantize_int8
+from brain.hf_model import ModelLoadError
+from brain.llama_engine import LlamaEngine, supports
+from brain.prompt import build_messages
+from tests.models import smollm_tokenizer, tiny_llama
+
+__all__ = ["smollm_tokenizer"]
+
+VOCAB = 300
+
+
+def prompt(length: int, seed: int) -> list[int]:
+    return torch.randint(
+        3, VOCAB, (length,), generator=torch.Generator().manual_seed(seed)
+    ).tolist()
+
+
+def reference(model: Any, ids: list[int], new_tokens: int) -> list[int]:
+    """transformers' own greedy decoding, the answer the engine must reproduce."""
+    with torch.inference_mode():
+        output = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return [int(token) for token in output[0, len(ids) :]]
+
+
+def test_prefill_and_decode_reproduce_transformers_greedy_decoding() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=64, int8=False)
+    ids = prompt(11, seed=1)
+    tokens = [engine.prefill(0, ids)]
+    while len(tokens) < 12:
+        tokens.append(engine.decode([tokens[-1]])[0])
+    assert tokens == reference(model, ids, 12)
+
+
+def test_rows_of_different_lengths_decode_together_exactly() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=3, max_tokens=128, int8=False)
+    prompts = [prompt(5, seed=2), prompt(23, seed=3), prompt(14, seed=4)]
+    tokens = [[engine.prefill(row, ids)] for row, ids in enumerate(prompts)]
+    for _ in range(9):
+        for row, token in enumerate(engine.decode([t[-1] for t in tokens])):
+            tokens[row].append(token)
+    assert tokens == [reference(model, ids, 10) for ids in prompts]
+
+
+def test_continuous_batching_admits_and_retires_rows_without_mixing_them_up() -> None:
+    model = tiny_llama(VOCAB)
+    # A 30-token window: the 22-token prompt may add 8 tokens, the 4-token one 20. The
+    # short answer finishes first and the long one moves into its row mid-answer.
+    engine = LlamaEngine(model, slots=2, max_tokens=30, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=20)
+    try:
+        first = batcher.submit(prompt(22, seed=5))
+        second = batcher.submit(prompt(4, seed=6))
+        assert first.result(timeout=30) == reference(model, prompt(22, seed=5), 8)
+        # A third prompt arrives while the second is still decoding and joins it.
+        deadline = time.monotonic() + 30
+        while batcher.stats.steps < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        third = batcher.submit(prompt(9, seed=7))
+        assert second.result(timeout=30) == reference(model, prompt(4, seed=6), 20)
+        assert third.result(timeout=30) == reference(model, prompt(9, seed=7), 20)
+        assert batcher.stats.largest_batch == 2
+        assert batcher.stats.prompt_tokens == 22 + 4 + 9
+    finally:
+        batcher.close()
+
+
+def test_a_stop_token_ends_the_answer_and_is_not_part_of_it() -> None:
+    model = tiny_llama(VOCAB)
+    ids = prompt(8, seed=8)
+    expected = reference(model, ids, 6)
+    engine = LlamaEngine(model, slots=1, max_tokens=64, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids={expected[3]}, max_new_tokens=20)
+    try:
+        answer = batcher.submit(ids).result(timeout=30)
+        assert answer == expected[: expected.index(expected[3])]
+    finally:
+        batcher.close()
+
+
+def test_bad_prompts_fail_alone_and_the_batcher_keeps_serving() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=32, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=4)
+    try:
+        with pytest.raises(GenerationError, match="leaves no room"):
+            batcher.submit(prompt(32, seed=9)).result(timeout=30)
+        with pytest.raises(GenerationError, match="prefill failed"):
+            batcher.submit([5, VOCAB + 50]).result(timeout=30)  # no such token id
+        ids = prompt(6, seed=10)
+        assert batcher.submit(ids).result(timeout=30) == reference(model, ids, 4)
+    finally:
+        batcher.close()
+    with pytest.raises(GenerationError, match="closed"):
+        batcher.submit(prompt(6, seed=10)).result(timeout=30)
+
+
+async def test_a_caller_that_stops_waiting_frees_its_row() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=1, max_tokens=4096, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=3000)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.generate(prompt(6, seed=11)), 0.2)
+        # The only row is free again: a new prompt is answered long before 3000 steps.
+        ids = prompt(6, seed=12)
+        batcher.max_new_tokens = 3
+        started = batcher.stats.steps
+        assert await asyncio.wait_for(batcher.generate(ids), 30) == reference(model, ids, 3)
+        assert batcher.stats.steps - started <= 5
+    finally:
+        batcher.close()
+
+
+def test_int8_engine_stays_close_to_the_fp32_model() -> None:
+    model = tiny_llama(VOCAB)
+    fp32 = LlamaEngine(model, slots=1, max_tokens=64, int8=False)
+    int8 = LlamaEngine(model, slots=1, max_tokens=64, int8=True)
+    assert isinstance(int8.blocks[0].qkv, torch.ao.nn.quantized.dynamic.Linear)
+    ids = prompt(16, seed=13)
+    agree = sum(fp32.prefill(0, ids[:n]) == int8.prefill(0, ids[:n]) for n in range(4, 16))
+    assert agree >= 9  # of 12 next-token predictions
+
+
+async def test_the_hf_generator_picks_the_lean_engine_for_llama_on_cpu(
+    smollm_tokenizer: Any,
+) -> None:
+    vocab = len(smollm_tokenizer)
+    options = HFOptions(int8=False, max_new_tokens=5)
+    lean = HFGenerator(tiny_llama(vocab), smollm_tokenizer, "tiny@base", options)
+    plain = HFGenerator(
+        tiny_llama(vocab),
+        smollm_tokenizer,
+        "tiny@base",
+        HFOptions(engine="generate", int8=False, max_new_tokens=5),
+    )
+    assert (lean.engine, plain.engine) == ("lean", "generate")
+    questions = [
+        build_messages("how long do returns take?", []),
+        build_messages("can I pay with PayPal or a credit card, and is it safe?", []),
+    ]
+    try:
+        assert await lean.generate(questions) == await plain.generate(questions)
+    finally:
+        await lean.aclose()
+        await plain.aclose()
+
+    quantised = quantize_int8(tiny_llama(vocab))
+    assert supports(quantised) is not None
+    fallback = HFGenerator(quantised, smollm_tokenizer, "tiny@base", HFOptions())
+    assert fallback.engine == "generate"
+    await fallback.aclose()
+    with pytest.raises(ModelLoadError, match="DESKMATE_MODEL_ENGINE=lean"):
+        HFGenerator(quantised, smollm_tokenizer, "tiny@base", HFOptions(engine="lean"))
+
+
+def test_a_shared_prompt_start_is_reused_and_gives_the_same_answer() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=128, int8=False)
+    start = prompt(20, seed=14)
+    first, second, third = (start + prompt(n, seed=s) for n, s in ((7, 15), (12, 16), (5, 17)))
+    for ids in (first, second, third):
+        tokens = [engine.prefill(1, ids)]
+        while len(tokens) < 6:
+            tokens.append(engine.decode([0, tokens[-1]])[1])  # row 0 decodes alongside
+        assert tokens == reference(model, ids, 6)
+    # The first prompt had nothing to share with; the third reused the 20 shared tokens.
+    assert engine.reused_tokens == 20
