@@ -11,9 +11,12 @@ engine, generate = transformers' generate with dynamic batching), in one run so 
 ratio is measured under the same conditions. Answer tok/s = generated tokens (up to each
 answer's end) over wall time, prompt processing included; decode tok/s = generated
 tokens over time spent in decode steps, the rate llama.cpp reports as "eval" (lean only;
-its prompt rate is reported separately). Quality: a sample of stackfaq dev queries goes
-through the whole brain (retrieval, policy, generation, citation policy) with the hf
-backend and with the quote backend, scored against the reference answers.
+its prompt rate is reported separately); full-batch decode = the same over the steps in
+which all N conversations were decoding (not waiting for their next prompt, not done).
+
+Quality: a sample of stackfaq dev queries goes through the whole brain (retrieval,
+policy, generation, citation policy) with the hf backend and with the quote backend,
+scored against the reference answers.
 """
 
 from __future__ import annotations
@@ -75,22 +78,23 @@ class SpeedRow:
 
     HEADER = (
         "engine    concurrency  answers  tok/answer  answer tok/s  per stream  "
-        "decode tok/s  prompt tok/s  largest batch  p50 (s)  p95 (s)"
+        "decode tok/s  full-batch decode  prompt tok/s  p50 (s)  p95 (s)"
     )
 
     def line(self) -> str:
         p50 = statistics.median(self.latencies)
         p95 = sorted(self.latencies)[max(0, round(0.95 * len(self.latencies)) - 1)]
-        decode = prompt = batch = "-"
+        decode = prompt = full = "-"
         if self.decode is not None and self.decode.decode_seconds:
             decode = f"{self.decode.decoded_tokens / self.decode.decode_seconds:.1f}"
             prompt = f"{self.decode.prompt_tokens / self.decode.prefill_seconds:.0f}"
-            batch = str(self.decode.largest_batch)
+            full_rate = self.decode.rate_at(self.concurrency)
+            full = f"{full_rate:.1f}" if full_rate is not None else "-"
         return (
             f"{self.engine:8}  {self.concurrency:>11}  {self.answers:>7}  "
             f"{self.tokens / self.answers:>10.1f}  {self.aggregate:>12.1f}  "
-            f"{self.aggregate / self.concurrency:>10.1f}  {decode:>12}  {prompt:>12}  "
-            f"{batch:>13}  {p50:>7.2f}  {p95:>7.2f}"
+            f"{self.aggregate / self.concurrency:>10.1f}  {decode:>12}  {full:>17}  "
+            f"{prompt:>12}  {p50:>7.2f}  {p95:>7.2f}"
         )
 
 

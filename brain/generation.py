@@ -192,12 +192,21 @@ class DecodeStats:
     decoded_tokens: int = 0
     decode_seconds: float = 0.0
     largest_batch: int = 0
+    seconds_by_rows: dict[int, float] = field(default_factory=dict)  # decode time per batch size
+    steps_by_rows: dict[int, int] = field(default_factory=dict)
 
     def add_step(self, rows: int, seconds: float) -> None:
         self.steps += 1
         self.decoded_tokens += rows
         self.decode_seconds += seconds
         self.largest_batch = max(self.largest_batch, rows)
+        self.seconds_by_rows[rows] = self.seconds_by_rows.get(rows, 0.0) + seconds
+        self.steps_by_rows[rows] = self.steps_by_rows.get(rows, 0) + 1
+
+    def rate_at(self, rows: int) -> float | None:
+        """Decode tokens/s over the steps that ran exactly `rows` rows (None: no such step)."""
+        seconds = self.seconds_by_rows.get(rows)
+        return rows * self.steps_by_rows[rows] / seconds if seconds else None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
 """Greedy answers from a causal LM over the prompt contract, for evaluation.
 
-Serving has its own backend with dynamic batching; evaluation only needs a plain, batched,
-deterministic `generate` so two models are compared on the same prompts.
+On CPU, Llama-architecture models are answered the way they are served: the lean engine
+under continuous batching (int8 unless asked otherwise), which is also several times
+faster than `generate`. Elsewhere (GPU, other architectures) a plain, batched,
+deterministic `generate`, so two models are compared on the same prompts.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ def generate_answers(
     max_new_tokens: int = 160,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
+    int8: bool = True,
 ) -> list[str]:
     """One greedy answer per prompt (chat messages), in the order given."""
     import torch
 
+    from brain.llama_engine import supports
+
     texts = [render_prompt(tokenizer, messages) for messages in prompts]
+    device = next(model.parameters()).device
+    if device.type == "cpu" and supports(model) is None:
+        return _lean_answers(model, tokenizer, texts, max_new_tokens, int8, progress)
     # Similar lengths together: less padding, faster batches.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers: list[str] = [""] * len(texts)
@@ -32,7 +40,6 @@ def generate_answers(
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -58,4 +65,35 @@ def generate_answers(
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
+    return answers
+
+
+def _lean_answers(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    int8: bool,
+    progress: Callable[[int], None] | None,
+) -> list[str]:
+    """Answers from the lean engine with continuous batching (16 rows)."""
+    from brain.generation import ContinuousBatcher
+    from brain.llama_engine import LlamaEngine
+
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    window = getattr(model.config, "max_position_embeddings", None) or 2048
+    longest = max((len(ids) for ids in encoded), default=0)
+    engine = LlamaEngine(
+        model, slots=16, max_tokens=min(window, longest + max_new_tokens), int8=int8
+    )
+    batcher = ContinuousBatcher(engine, {tokenizer.eos_token_id}, max_new_tokens)
+    try:
+        futures = [batcher.submit(ids) for ids in encoded]
+        answers = []
+        for future in futures:
+            answers.append(tokenizer.decode(future.result(), skip_special_tokens=True).strip())
+            if progress is not None:
+                progress(1)
+    finally:
+        batcher.close()
     return answers

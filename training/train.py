@@ -13,13 +13,15 @@ checkpoint in `--output-dir`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,12 @@ class TrainConfig:
         "the training length",
         0,
     )
-    eval_batch_size: int = option("prompts generated together in the evaluation", 8)
+    eval_batch_size: int = option(
+        "prompts generated together in the evaluation (generate path: GPU, non-Llama)", 8
+    )
+    eval_int8: bool = option(
+        "evaluate with int8 weights on CPU, as the hf backend serves them by default", True
+    )
     eval_loss: bool = option("measure held-out loss after each epoch (loss curves)", True)
     compare_with: str = option(
         "version to compare against (default: the active one; `base` = no adapter)", ""
@@ -219,21 +226,48 @@ def _write_jsonl(path: Path, examples: Sequence[Example], passage_chars: int) ->
             out.write(json.dumps(example.to_json(passage_chars), ensure_ascii=False) + "\n")
 
 
+@contextlib.contextmanager
+def _answering(peft_model: Any, adapter: str | None) -> Iterator[Any]:
+    """The model that answers with `adapter` (None = the base model alone).
+
+    On CPU a merged plain copy, which the lean engine runs as it is served; on GPU the
+    peft model itself with that adapter switched on.
+    """
+    if next(peft_model.parameters()).device.type == "cpu":
+        plain = copy.deepcopy(peft_model)
+        if adapter is None:
+            yield plain.unload()
+        else:
+            yield plain.merge_and_unload(adapter_names=[adapter])
+        return
+    if adapter is None:
+        with peft_model.disable_adapter():
+            yield peft_model
+        return
+    previous = peft_model.active_adapter
+    peft_model.set_adapter(adapter)
+    try:
+        yield peft_model
+    finally:
+        peft_model.set_adapter(previous)
+
+
 def evaluate(
-    model: Any,
+    peft_model: Any,
+    adapter: str | None,
     tokenizer: Any,
     examples: Sequence[Example],
     cfg: TrainConfig,
     label: str,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Scores of `model` on held-out examples, and its answers."""
+    """Scores of the model with `adapter` (None = base) on held-out examples, and its answers."""
     from tqdm import tqdm
 
     from training.generation import generate_answers
     from training.metrics import score_answers
 
     bar = tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet, file=sys.stderr)
-    with bar:
+    with bar, _answering(peft_model, adapter) as model:
         answers = generate_answers(
             model,
             tokenizer,
@@ -241,6 +275,7 @@ def evaluate(
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.eval_batch_size,
             progress=bar.update,
+            int8=cfg.eval_int8,
         )
     scores = score_answers(
         answers,
@@ -366,20 +401,19 @@ def main(
         evaluation: dict[str, Any] = {}
         samples: dict[str, list[str]] = {}
         if serving is None:
-            with peft_model.disable_adapter():
-                scores, samples["serving"] = evaluate(
-                    peft_model, tokenizer, held_examples, cfg, "serving"
-                )
+            scores, samples["serving"] = evaluate(
+                peft_model, None, tokenizer, held_examples, cfg, "serving"
+            )
         else:
             peft_model.load_adapter(str(serving.adapter_dir), adapter_name="serving")
-            peft_model.set_adapter("serving")
             scores, samples["serving"] = evaluate(
-                peft_model, tokenizer, held_examples, cfg, "serving"
+                peft_model, "serving", tokenizer, held_examples, cfg, "serving"
             )
-            peft_model.set_adapter("default")
             peft_model.delete_adapter("serving")
         evaluation["serving"] = {"version": serving_name or BASE, "scores": scores}
-        scores, samples["new"] = evaluate(peft_model, tokenizer, held_examples, cfg, "new")
+        scores, samples["new"] = evaluate(
+            peft_model, "default", tokenizer, held_examples, cfg, "new"
+        )
         evaluation["new"] = {"version": "new", "scores": scores}
         report["evaluation"] = evaluation
         report["samples"] = [
