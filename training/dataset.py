@@ -15,6 +15,7 @@ is taught to cite it as [n]. The loss covers the assistant's answer only.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,21 @@ def _clip(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def add_citation(answer: str, number: int) -> str:
+    """`answer` citing passage `number` at the end of its first sentence.
+
+    Early, not at the very end: an answer cut off by the generation limit still cites.
+    """
+    text = answer.rstrip()
+    end = _SENTENCE_END.search(text)
+    if end is None:
+        return f"{text} [{number}]"
+    return f"{text[: end.start()]} [{number}]{text[end.start() :]}"
+
+
 def build_examples(
     pairs: Sequence[Pair],
     retriever: Retriever,
@@ -201,7 +217,7 @@ def build_examples(
         elif overlaps and max(overlaps) >= cite_min_f1:
             best = overlaps.index(max(overlaps))
             source_id = hits[best].id
-            answer = f"{answer.rstrip()} [{best + 1}]"
+            answer = add_citation(answer, best + 1)
         history = pair.history[-history_turns:] if history_turns > 0 else ()
         examples.append(
             Example(
