@@ -268,12 +268,15 @@ class ContinuousBatcher:
 
     def _loop(self) -> None:
         active: list[_Sequence] = []
+        closing = False
         while True:
             try:
-                if not self._admit(active):
-                    return
+                if not closing:
+                    closing = not self._admit(active)
                 if active:
                     self._step(active)
+                elif closing:
+                    return  # everything admitted before `close` is answered
             except Exception as exc:  # the model failed: fail everything in flight
                 log.exception("decode step failed with %d active sequences", len(active))
                 error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
@@ -283,7 +286,7 @@ class ContinuousBatcher:
                 active.clear()
 
     def _admit(self, active: list[_Sequence]) -> bool:
-        """Prefill waiting prompts into free rows; False once closed."""
+        """Prefill waiting prompts into free rows; False once `close` was called."""
         while len(active) < self.model.slots:
             try:
                 # Block only when there is nothing to decode.
@@ -291,7 +294,6 @@ class ContinuousBatcher:
             except queue.Empty:
                 return True
             if sequence is None:
-                self._fail_all(active, GenerationError("the generator is closed"))
                 return False
             if not sequence.future.set_running_or_notify_cancel():
                 continue  # the caller gave up before it started
@@ -334,15 +336,12 @@ class ContinuousBatcher:
                 active[row] = active[last]
             active.pop()
 
-    @staticmethod
-    def _fail_all(active: list[_Sequence], error: GenerationError) -> None:
-        for sequence in active:
-            if not sequence.future.done():
-                sequence.future.set_exception(error)
-        active.clear()
-
     def close(self) -> None:
-        """Stop the decode thread; requests still in flight fail with GenerationError."""
+        """Take no more prompts; the thread finishes the ones already submitted, then ends.
+
+        A model swap closes the old generator while answers are still being written on
+        it: they complete on the old weights instead of failing.
+        """
         if not self._closed:
             self._closed = True
             self._incoming.put(None)

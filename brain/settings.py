@@ -191,7 +191,11 @@ class Settings:
     context_tokens: int = _setting(
         "prompt budget in tokens (history, then passages give way)", _positive_int, 2048
     )
-    batch_max: int = _setting("most prompts in one batched generate call", _positive_int, 16)
+    batch_max: int = _setting(
+        "most prompts in one batched generate call (lean engine: conversations decoding together)",
+        _positive_int,
+        16,
+    )
     batch_window_ms: int = _setting(
         "milliseconds to gather concurrent prompts into one batch", _non_negative_int, 10
     )

@@ -185,3 +185,15 @@ def test_a_shared_prompt_start_is_reused_and_gives_the_same_answer() -> None:
         assert tokens == reference(model, ids, 6)
     # The first prompt had nothing to share with; the third reused the 20 shared tokens.
     assert engine.reused_tokens == 20
+
+
+def test_closing_finishes_the_answers_in_flight_and_refuses_new_ones() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=256, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=40)
+    ids = prompt(6, seed=18)
+    in_flight = batcher.submit(ids)
+    batcher.close()
+    assert in_flight.result(timeout=30) == reference(model, ids, 40)
+    with pytest.raises(GenerationError, match="closed"):
+        batcher.submit(ids).result(timeout=30)
