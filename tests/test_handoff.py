@@ -31,10 +31,10 @@ from bots.handoff import (
 from bots.serve import build_channels, describe_handoffs, handoffs_posted
 from bots.web import make_web_app, serve_web
 from brain.flow import FlowKeys, Intake
-from brain.handoff import STAFF_CHANNEL
+from brain.handoff import STAFF_CHANNEL, staff_notice
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
-from brain.types import Turn
+from brain.types import Inbound, Reply, Turn
 from brain.worker import BrainWorker
 from tests.fake_slack import JSON, FakeSlack
 from tests.fake_telegram import FakeTelegram, text_message, visible_text
@@ -410,3 +410,19 @@ def test_resolve_words_and_the_escalation_shows_the_conversation_until_the_hando
     shown = json.dumps(blocks)
     assert "*Customer*: where is *my* parcel?" in shown and "*Bot*: Passing you on." in shown
     assert "hello?" not in shown
+
+
+async def test_agent_messages_after_the_handoff_ended_are_not_sent_and_reset_forgets_the_thread(
+    brain: Brain, redis: aioredis.Redis
+) -> None:
+    customer = Inbound("telegram", "77", "77", "m1", "/human")
+    assert (await brain.handle(customer)).action == "handoff"
+    await brain.store.attach_staff_thread("77", STAFF, "1700000000.000100")
+    assert await brain.store.conversation_of_thread("1700000000.000100") == "77"
+    assert await brain.handle(Inbound("telegram", "77", "77", "m2", "/reset"))
+    assert await brain.store.conversation_of_thread("1700000000.000100") is None
+
+    late = Inbound("telegram", "77", AGENT, "agent:1", "are you still there?", agent=True)
+    assert await brain.handle(late) == Reply("", "none")
+    assert staff_notice(late, Reply("", "none")) is None  # never echoed to the team
+    assert not [t for t in await brain.store.history("77") if t.role == "agent"]
