@@ -28,6 +28,7 @@ from bots.web import make_web_app, serve_web
 from brain.consumer import OrderedConsumer
 from brain.conversations import ConversationStore
 from brain.flow import FlowKeys, FlowStatus, Intake, flow_status
+from brain.handoff import STAFF_CHANNEL
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
 from brain.worker import BrainWorker
@@ -56,9 +57,12 @@ def build_channels(
     if settings.slack_bot_token:
         from bots import slack
 
-        channels.append(
-            slack.SlackAdapter(settings, on_message, on_feedback, redis=redis, staff=staff)
+        slack_adapter = slack.SlackAdapter(
+            settings, on_message, on_feedback, redis=redis, staff=staff
         )
+        channels.append(slack_adapter)
+        if slack_adapter.desk is not None:
+            channels.append(slack_adapter.desk)  # the support team's side of handoffs
     if settings.http_callback_url:
         channels.append(
             HttpChannel(settings.http_callback_url, on_message, token=str(settings.http_token))
@@ -76,6 +80,21 @@ def check_channels(settings: Settings) -> None:
         from bots import slack
 
         slack.check_settings(settings)
+
+
+def handoffs_posted(settings: Settings) -> bool:
+    """Whether handoffs are posted to the support team (a Slack staff channel is set)."""
+    return bool(settings.slack_staff_channel and settings.slack_bot_token)
+
+
+def describe_handoffs(settings: Settings) -> str:
+    """The start line saying where handoffs go."""
+    if handoffs_posted(settings):
+        return f"handoffs: posted to Slack channel {settings.slack_staff_channel}"
+    return (
+        "handoffs: not posted anywhere; the bot stays quiet until the customer sends /reset "
+        "(set DESKMATE_SLACK_STAFF_CHANNEL to post them to a Slack channel)"
+    )
 
 
 def process_name() -> str:
@@ -128,6 +147,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                     f"{name}-worker{n}",
                     lock_timeout=settings.lock_timeout,
                     reclaim_idle=settings.reclaim_idle,
+                    staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
                 )
             )
         adapters = {channel.channel: channel for channel in channels}
@@ -154,8 +174,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
         print(
             f"{workers} brain workers, {sender_count} senders; Redis {where}; process {name}",
             file=out,
-            flush=True,
         )
+        print(describe_handoffs(settings), file=out, flush=True)
         info = {
             "name": name,
             "host": socket.gethostname(),

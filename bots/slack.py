@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -50,6 +50,9 @@ from bots.slack_render import (
 from bots.staff import StaffCommands
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
+
+if TYPE_CHECKING:
+    from bots.handoff import StaffDesk
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,14 @@ class SlackAdapter:
             client=self.client,
             signing_secret=str(settings.slack_signing_secret),
         )
+        self.desk: StaffDesk | None = None
+        if settings.slack_staff_channel:
+            from bots.handoff import StaffDesk  # it imports this module
+
+            # Registered first: bolt runs the first matching listener, so messages in the
+            # staff channel never reach `_on_event` (and are never answered as questions).
+            self.desk = StaffDesk(settings, self.client, redis, on_message)
+            self.desk.register(self.app)
         self.app.event("message")(self._on_event)
         self.app.event("app_mention")(self._on_event)
         self.app.action(FEEDBACK_ACTION_PATTERN)(self._on_feedback_action)
@@ -233,6 +244,8 @@ class SlackAdapter:
                 f"cannot reach Slack at DESKMATE_SLACK_API_URL={self.settings.slack_api_url}: {exc}"
             ) from None
         self.bot_user_id = str(auth["user_id"])
+        if self.desk is not None:
+            self.desk.bot_user_id = self.bot_user_id
         log.info("slack: signed in as %s (%s)", auth.get("user"), self.bot_user_id)
         if self.socket_mode:
             app_token = str(self.settings.slack_app_token)

@@ -37,6 +37,8 @@ from brain.redis_server import RedisUnavailable
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+# What `process` passes on: one record, several (in order), or nothing.
+Result = str | tuple[str, ...] | None
 Entry = tuple[str, dict[str, str] | None]
 DEPARTED_AFTER_MS = 3600 * 1000
 OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
@@ -45,6 +47,13 @@ OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entr
 class Postpone(Exception):
     """Raised by `process` to leave an entry pending for a later attempt (after
     `reclaim_idle`), e.g. a platform that stayed unreachable through all retries."""
+
+
+def _records(result: Result) -> list[str]:
+    """FINISH's record arguments: '' for nothing to pass on."""
+    if isinstance(result, tuple):
+        return [record for record in result if record] or [""]
+    return [result or ""]
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -84,7 +93,7 @@ class OrderedConsumer(ABC, Generic[R]):
         self._group_ready = False
         # Results whose finish failed (Redis went away): finished without redoing the
         # work when the entry comes back to us, so a platform is not sent a reply twice.
-        self._processed: dict[str, str | None] = {}
+        self._processed: dict[str, Result] = {}
         self._held_lock: Any = None
 
     @abstractmethod
@@ -96,8 +105,9 @@ class OrderedConsumer(ABC, Generic[R]):
         """The conversation a record belongs to (what orders and locks it)."""
 
     @abstractmethod
-    async def process(self, record: R) -> str | None:
-        """Do the work; return the record to add to `next_stream`, or None for nothing."""
+    async def process(self, record: R) -> Result:
+        """Do the work; return the record (or records, in order) to add to `next_stream`,
+        or None for nothing."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; Redis outages are waited out, not fatal."""
@@ -294,7 +304,7 @@ class OrderedConsumer(ABC, Generic[R]):
             and owner["time_since_delivered"] < self.reclaim_idle * 1000
         )
 
-    async def _process_holding(self, record: R, lock: Any) -> str | None:
+    async def _process_holding(self, record: R, lock: Any) -> Result:
         """Run `process` while `_keep_locks` renews the lock (a long generation keeps
         the conversation; a dead process's lock expires after `lock_timeout`)."""
         self._held_lock = lock
@@ -316,7 +326,7 @@ class OrderedConsumer(ABC, Generic[R]):
                 if self._held_lock is lock:
                     log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
 
-    async def _finish_entry(self, entry_id: str, conversation: str, result: str | None) -> None:
+    async def _finish_entry(self, entry_id: str, conversation: str, result: Result) -> None:
         queue = self.keys.queue(self.stream, conversation)
         next_stream = self.next_stream or self.stream
         next_queue = self.keys.queue(next_stream, conversation)
@@ -324,7 +334,7 @@ class OrderedConsumer(ABC, Generic[R]):
             "finishing an entry",
             self._finish(
                 keys=[self.stream, queue, next_stream, next_queue],
-                args=[self.group, entry_id, result or ""],
+                args=[self.group, entry_id, *_records(result)],
             ),
         )
         if outcome is None:

@@ -2,7 +2,8 @@
 
 Keys (under the configured prefix): `conv:{id}` list of JSON turns trimmed to N and
 expiring after the idle TTL; `handoff:{id}` hash while a human holds the conversation;
-`transcripts` stream with every turn, feedback and handoff event.
+`transcripts` stream with every turn, feedback and handoff event. A handoff posted to the
+support team's channel also has `handoff:thread:{staff thread ts}` naming its conversation.
 """
 
 from __future__ import annotations
@@ -110,23 +111,61 @@ class ConversationStore:
         }
 
     async def reset(self, conversation_id: str) -> None:
+        thread = await self._staff_thread_key(conversation_id)
         await self._call(
             "resetting the conversation",
             lambda: self.redis.delete(
-                self.key("conv", conversation_id), self.key("handoff", conversation_id)
+                self.key("conv", conversation_id), self.key("handoff", conversation_id), *thread
             ),
         )
 
-    async def start_handoff(self, conversation_id: str, reason: str) -> None:
+    async def start_handoff(
+        self, conversation_id: str, reason: str, *, channel: str = "", user_id: str = ""
+    ) -> None:
+        """Hand the conversation to a person; `channel` and `user_id` say whose it is."""
         key = self.key("handoff", conversation_id)
+        fields: dict[Any, Any] = {"reason": reason, "since": f"{time.time():.3f}"}
+        fields.update({name: v for name, v in (("channel", channel), ("user", user_id)) if v})
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"reason": reason, "since": f"{time.time():.3f}"})
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, self.ttl_seconds)
                 await pipe.execute()
 
         await self._call("starting a handoff", write)
+
+    async def attach_staff_thread(self, conversation_id: str, staff_channel: str, ts: str) -> None:
+        """Remember the staff thread a handoff was posted as (both ways round)."""
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    self.key("handoff", conversation_id),
+                    mapping={"staff_channel": staff_channel, "staff_ts": ts},
+                )
+                pipe.set(self.key("handoff", "thread", ts), conversation_id, ex=self.ttl_seconds)
+                await pipe.execute()
+
+        await self._call("remembering a staff thread", write)
+
+    async def conversation_of_thread(self, ts: str) -> str | None:
+        """The handed-off conversation whose staff thread starts at `ts`, if any."""
+        value = await self._call(
+            "reading a staff thread", lambda: self.redis.get(self.key("handoff", "thread", ts))
+        )
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def _staff_thread_key(self, conversation_id: str) -> list[str]:
+        ts = await self._call(
+            "reading handoff state",
+            lambda: self.redis.hget(self.key("handoff", conversation_id), "staff_ts"),
+        )
+        if not ts:
+            return []
+        return [self.key("handoff", "thread", ts.decode() if isinstance(ts, bytes) else str(ts))]
 
     async def handoff(self, conversation_id: str) -> dict[str, str] | None:
         """The handoff record if a human holds the conversation, else None."""
@@ -137,7 +176,8 @@ class ConversationStore:
         return {str(k): str(v) for k, v in state.items()} if state else None
 
     async def end_handoff(self, conversation_id: str) -> None:
+        thread = await self._staff_thread_key(conversation_id)
         await self._call(
             "ending a handoff",
-            lambda: self.redis.delete(self.key("handoff", conversation_id)),
+            lambda: self.redis.delete(self.key("handoff", conversation_id), *thread),
         )

@@ -48,10 +48,11 @@ return id
 """
 
 # KEYS: stream, conversation's list for it, next stream, conversation's list for that.
-# ARGV: group, entry id, next record ('' = nothing to pass on).
+# ARGV: group, entry id, next record ('' = nothing to pass on), further records.
 # Whoever removes the id from the conversation's list finishes the entry; a second
 # attempt (a reclaimed entry answered meanwhile, a worker thought dead) returns false
 # and writes nothing. Acknowledge, delete and pass on happen together or not at all.
+# Several records (a reply and a note for the support team) are passed on in order.
 FINISH = """
 if redis.call('LREM', KEYS[2], 1, ARGV[2]) == 0 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -60,8 +61,11 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if ARGV[3] == '' then return 'done' end
-local id = redis.call('XADD', KEYS[3], '*', 'data', ARGV[3])
-redis.call('RPUSH', KEYS[4], id)
+local id
+for i = 3, #ARGV do
+  id = redis.call('XADD', KEYS[3], '*', 'data', ARGV[i])
+  redis.call('RPUSH', KEYS[4], id)
+end
 return id
 """
 

@@ -28,6 +28,11 @@ COMMANDS = {
     "/reset": "Forget this conversation and start over",
     "/human": "Talk to a person from the support team",
 }
+RESOLVE = "/resolve"  # what an agent's resolve action arrives as (never a customer command)
+BACK_WITH_BOT = (
+    "The support team has finished here, so you're back with me, the assistant. "
+    "Ask me anything, or /human to reach a person again."
+)
 _COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
 CLARIFY_OPTIONS = 3
@@ -118,6 +123,8 @@ class Brain:
         return self._thresholds or self.retriever.index.thresholds
 
     async def handle(self, inbound: Inbound) -> Reply:
+        if inbound.agent:
+            return await self._from_agent(inbound)
         text = normalize_text(inbound.text)
         if not text and inbound.attachment:
             # Stickers, photos, voice notes, files: say so politely and keep a record.
@@ -239,7 +246,9 @@ class Brain:
         )
 
     async def _handoff(self, inbound: Inbound, reason: str, hits: Sequence[FaqHit]) -> Reply:
-        await self.store.start_handoff(inbound.conversation_id, reason)
+        await self.store.start_handoff(
+            inbound.conversation_id, reason, channel=inbound.channel, user_id=inbound.user_id
+        )
         await self.store.record_event(
             "handoff", inbound, {"reason": reason, "text": inbound.text[:2000]}
         )
@@ -255,6 +264,24 @@ class Brain:
         )
         confidence = round(hits[0].score, 4) if hits else 0.0
         return Reply(text, "handoff", confidence=confidence)
+
+    async def _from_agent(self, inbound: Inbound) -> Reply:
+        """A support agent's message (from the staff thread): passed on to the customer and
+        kept as an `agent` turn, or `RESOLVE`, which gives the conversation back to the bot.
+        Nothing is said once the conversation is no longer handed off (resolved, reset)."""
+        text = inbound.text.strip()
+        if not text or await self.store.handoff(inbound.conversation_id) is None:
+            log.info(
+                "conversation %s: agent message after the handoff ended", inbound.conversation_id
+            )
+            return Reply("", "none")
+        if text == RESOLVE:
+            await self.store.end_handoff(inbound.conversation_id)
+            await self.store.record_event("resolved", inbound, {"agent": inbound.user_id})
+            return Reply(BACK_WITH_BOT, "none")
+        turn = Turn("agent", text, inbound.time, inbound.message_id, inbound.user_id)
+        await self.store.append(inbound, turn)
+        return Reply(text, "none")
 
     def _chosen_option(self, text: str, history: list[Turn]) -> FaqHit | None:
         """A bare number answering our last clarifying question picks that entry."""

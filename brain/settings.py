@@ -279,6 +279,12 @@ class Settings:
     slack_staff_group: str = _setting(
         "Slack user-group id whose members may run /deskmate staff commands", str, ""
     )
+    slack_staff_channel: str = _setting(
+        "Slack channel id where handoffs are posted for the support team (agents answer in "
+        "the thread; needs DESKMATE_SLACK_BOT_TOKEN); unset = handoffs are not posted",
+        str,
+        "",
+    )
     model_watch_seconds: float = _setting(
         "how often a running process checks which model version to serve",
         _seconds,
@@ -287,6 +293,13 @@ class Settings:
     log_level: str = _setting(
         "DEBUG | INFO | WARNING | ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING"
     )
+
+    def __post_init__(self) -> None:
+        if self.slack_staff_channel and not self.slack_bot_token:
+            raise SettingsError(
+                "DESKMATE_SLACK_STAFF_CHANNEL is set but DESKMATE_SLACK_BOT_TOKEN is not: "
+                "handoffs are posted to Slack with the bot token"
+            )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -40,6 +40,9 @@ class Inbound:
     is_group: bool = False
     mentioned: bool = False
     attachment: str = ""  # what came instead of / beside text: "sticker", "photo", "voice", ...
+    # A support agent writing into a handed-off conversation (from the staff thread):
+    # `user_id` is the agent, `channel` and `conversation_id` are the customer's.
+    agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

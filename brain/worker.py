@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from brain.consumer import OrderedConsumer
 from brain.flow import INBOX_GROUP, FlowKeys, Outgoing, inbound_from_json
+from brain.handoff import staff_notice
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply
 
@@ -28,7 +29,12 @@ APOLOGY = "Sorry, something went wrong while answering that. Please try again in
 
 
 class BrainWorker(OrderedConsumer[Inbound]):
-    """Answers inbox entries with `answer` (normally `Brain.handle`)."""
+    """Answers inbox entries with `answer` (normally `Brain.handle`).
+
+    With `staff_channel` (the outbox channel of the support team's desk, see
+    `brain.handoff`), a handoff also writes an escalation for the support team, and a
+    customer's message to a handed-off conversation is passed on to them, in the same
+    atomic step as the reply."""
 
     def __init__(
         self,
@@ -39,6 +45,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
         *,
         lock_timeout: float = 10.0,
         reclaim_idle: float = 60.0,
+        staff_channel: str | None = None,
     ) -> None:
         super().__init__(
             redis,
@@ -51,6 +58,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
             reclaim_idle=reclaim_idle,
         )
         self.answer = answer
+        self.staff_channel = staff_channel
 
     def decode(self, data: str) -> Inbound:
         return inbound_from_json(data)
@@ -58,7 +66,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
     def conversation_of(self, record: Inbound) -> str:
         return record.conversation_id
 
-    async def process(self, record: Inbound) -> str | None:
+    async def process(self, record: Inbound) -> str | tuple[str, ...] | None:
         try:
             reply = await self.answer(record)
         except RedisUnavailable:
@@ -67,7 +75,14 @@ class BrainWorker(OrderedConsumer[Inbound]):
             # One error boundary per message: log, apologise, keep the worker running.
             log.exception("conversation %s: failed to answer", record.conversation_id)
             reply = Reply(APOLOGY, "none")
+        notice = staff_notice(record, reply)
+        staff = ""
+        if self.staff_channel and notice is not None:
+            staff = Outgoing(
+                self.staff_channel, record.conversation_id, notice, record.time
+            ).to_json()
         if reply.action == "none" and not reply.text:
-            return None  # a human holds the conversation: nothing to send
+            return staff or None  # a human holds the conversation: nothing to send
         reply = replace(reply, in_reply_to=record.message_id)
-        return Outgoing(record.channel, record.conversation_id, reply, record.time).to_json()
+        customer = Outgoing(record.channel, record.conversation_id, reply, record.time).to_json()
+        return (customer, staff) if staff else customer

@@ -1,0 +1,388 @@
+"""The support team's desk in Slack: handed-off conversations, whatever their channel.
+
+With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
+
+- Escalations. When the brain hands a conversation off, the sender delivers a staff notice
+  (see `brain.handoff`) here: the desk posts the reason, who and where, the conversation so
+  far and a Resolve button to the staff channel, and keeps the message's ts on the
+  conversation (`handoff:{id}` fields `staff_channel`, `staff_ts`; reverse key
+  `handoff:thread:{ts}`). What the customer writes meanwhile is posted into that thread.
+- Agents. A person's reply in an escalation's thread goes into the durable inbox as an
+  `Inbound(agent=True)` of the customer's conversation; the brain records it as an `agent`
+  turn and the sender delivers it to the customer on their own channel.
+- Resolve. The Resolve button, or `resolve` typed in the thread, gives the conversation back
+  to the bot (through the inbox too, so the customer is told in order) and marks the
+  escalation resolved by whom.
+
+The desk's listeners are registered on the Slack app before the channel's own, so messages
+in the staff channel are never answered as customer questions. Bots' messages, edits,
+joins and messages outside an escalation's thread are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar, cast, get_args
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.adapter import DeliveryFailed, Handler, NetworkError, RetryAfter
+from bots.slack import plain_text
+from bots.slack_render import Block, escape, split_text, to_mrkdwn
+from brain.conversations import ConversationStore
+from brain.handoff import STAFF_CHANNEL
+from brain.pipeline import RESOLVE
+from brain.redis_server import RedisUnavailable
+from brain.settings import Settings
+from brain.types import Channel, Inbound, Reply, Turn
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RESOLVE_ACTION = "deskmate_handoff_resolve"
+RESOLVE_BLOCK = "deskmate_handoff"
+RESOLVE_WORDS = frozenset({"resolve", "resolved", "/resolve", "/deskmate resolve"})
+SHOWN_TURNS = 12  # the conversation so far, as posted: its last turns
+TURN_CHARS = 600
+MAX_TRANSCRIPT_SECTIONS = 8
+MESSAGE_CHARS = 3000
+ROLE_NAMES = {"user": "Customer", "assistant": "Bot", "agent": "Agent"}
+
+
+# -- pure rendering and translation ------------------------------------------------
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def customer_label(channel: str, user_id: str) -> str:
+    """Who the customer is, as mrkdwn: a mention for Slack users, else their platform id."""
+    if not user_id:
+        return "unknown"
+    if channel == "slack":
+        return f"<@{escape(user_id)}>"
+    return f"`{escape(user_id)}`"
+
+
+def until_handoff(history: Sequence[Turn]) -> list[Turn]:
+    """The turns up to and including the bot's last handoff message (what came after it is
+    posted into the thread one message at a time)."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].role == "assistant" and history[index].action == "handoff":
+            return list(history[: index + 1])
+    return list(history)
+
+
+def transcript_lines(history: Sequence[Turn]) -> list[str]:
+    """One mrkdwn line per turn, every text escaped and clipped."""
+    lines = []
+    for turn in history[-SHOWN_TURNS:]:
+        text = turn.text if len(turn.text) <= TURN_CHARS else turn.text[:TURN_CHARS] + " …"
+        name = f"*{ROLE_NAMES.get(turn.role, turn.role)}*"
+        if turn.role == "agent" and turn.user_id:
+            name += f" <@{escape(turn.user_id)}>"
+        lines.append(f"{name}: {to_mrkdwn(text)}")
+    return lines
+
+
+def render_escalation(
+    conversation_id: str, state: Mapping[str, str], history: Sequence[Turn]
+) -> tuple[str, list[Block]]:
+    """(notification text, blocks) of an escalation: reason, who and where, the conversation
+    so far, and the Resolve button."""
+    channel = state.get("channel", "?")
+    reason = state.get("reason", "handed off")
+    who = customer_label(channel, state.get("user", ""))
+    blocks: list[Block] = [
+        _section(f":raising_hand: *Handoff:* {escape(reason)}"),
+        _context(f"{escape(channel)} · conversation `{escape(conversation_id)}` · customer {who}"),
+    ]
+    lines = transcript_lines(until_handoff(history)) or ["_(no messages kept)_"]
+    sections = split_text("\n".join(lines))
+    blocks += [_section(text) for text in sections[:MAX_TRANSCRIPT_SECTIONS]]
+    blocks.append(
+        _context(
+            "Reply in this thread to answer the customer. "
+            "*Resolve* (or `resolve` in the thread) gives the conversation back to the bot."
+        )
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": RESOLVE_BLOCK,
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": RESOLVE_ACTION,
+                    "style": "primary",
+                    "value": conversation_id,
+                    "text": {"type": "plain_text", "text": "Resolve"},
+                }
+            ],
+        }
+    )
+    return escape(f"Handoff from {channel}: {reason}"), blocks
+
+
+def resolved_blocks(blocks: Sequence[Block], agent_id: str) -> list[Block]:
+    """An escalation's blocks with the Resolve button replaced by who resolved it."""
+    kept = [block for block in blocks if block.get("block_id") != RESOLVE_BLOCK]
+    note = (
+        f":white_check_mark: Resolved by <@{escape(agent_id)}>; the customer is back with the bot."
+    )
+    return [*kept, _context(note)]
+
+
+def customer_message(text: str) -> str:
+    """A customer's message as posted into an escalation's thread."""
+    clipped = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + " …"
+    return f"*Customer:* {to_mrkdwn(clipped)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadReply:
+    """A person's message in a thread of the staff channel."""
+
+    thread_ts: str
+    user_id: str
+    ts: str
+    text: str
+
+
+def to_thread_reply(event: Mapping[str, Any], staff_channel: str) -> ThreadReply | None:
+    """A staff-channel `message` event as a `ThreadReply`, or None for what is not a
+    person's reply in a thread: bots, edits, deletions, joins, top-level messages."""
+    if event.get("type") != "message" or event.get("subtype"):
+        return None
+    if event.get("bot_id") or event.get("bot_profile") or event.get("channel") != staff_channel:
+        return None
+    user, ts, thread_ts, text = (event.get(k) for k in ("user", "ts", "thread_ts", "text"))
+    if not (isinstance(user, str) and user and isinstance(ts, str) and isinstance(thread_ts, str)):
+        return None
+    if thread_ts == ts:
+        return None
+    return ThreadReply(thread_ts, user, ts, text if isinstance(text, str) else "")
+
+
+def is_resolve(text: str) -> bool:
+    """Whether a thread reply asks to resolve the handoff ("resolve", "resolved.")."""
+    return text.strip().strip(".!").lower() in RESOLVE_WORDS
+
+
+# -- the desk ---------------------------------------------------------------------
+
+
+async def _delivering(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a Slack call, mapping failures to the adapter's delivery errors (the sender
+    retries `RetryAfter` and `NetworkError`, not `DeliveryFailed`)."""
+    try:
+        return await operation()
+    except SlackApiError as exc:
+        if exc.response.status_code == 429:
+            retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
+            raise RetryAfter(retry_after, str(exc)) from exc
+        if exc.response.status_code >= 500:
+            raise NetworkError(str(exc)) from exc
+        raise DeliveryFailed(str(exc)) from exc
+    except (aiohttp.ClientError, TimeoutError, RedisUnavailable) as exc:
+        raise NetworkError(str(exc)) from exc
+
+
+class StaffDesk:
+    """The staff side of handoffs in one Slack channel (see the module docstring). An
+    `Adapter` of the outbox channel `STAFF_CHANNEL`; it receives through the Slack
+    channel's app, which `register` adds its listeners to."""
+
+    channel: ClassVar[str] = STAFF_CHANNEL
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: AsyncWebClient,
+        redis: aioredis.Redis,
+        on_message: Handler,
+    ) -> None:
+        self.staff_channel = settings.slack_staff_channel
+        self.client = client
+        self.on_message = on_message
+        self.store = ConversationStore(
+            redis,
+            prefix=settings.redis_prefix,
+            history_turns=settings.history_turns,
+            ttl_seconds=settings.conversation_ttl,
+        )
+        self.bot_user_id = ""  # set by the Slack channel once signed in
+
+    def register(self, app: AsyncApp) -> None:
+        """Listen on `app` for the staff channel's messages and the Resolve button. Call
+        before the app's other listeners: bolt runs the first listener that matches."""
+        app.event("message", matchers=[self._in_staff_channel])(self._on_staff_message)
+        app.event("app_mention", matchers=[self._in_staff_channel])(self._ignore)
+        app.action(RESOLVE_ACTION)(self._on_resolve_action)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def web_routes(self) -> list[web.RouteDef]:
+        """None: the desk receives through the Slack channel's endpoint or socket."""
+        return []
+
+    # -- from the brain: escalations and the customer's messages ---------------------
+
+    async def send(self, conversation_id: str, reply: Reply) -> None:
+        """Deliver a staff notice: open an escalation, or post the customer's message
+        into its thread."""
+        if reply.action == "handoff":
+            await _delivering(lambda: self._escalate(conversation_id, reply))
+        else:
+            await _delivering(lambda: self._post_in_thread(conversation_id, reply))
+
+    async def _escalate(self, conversation_id: str, reply: Reply) -> None:
+        state = await self.store.handoff(conversation_id)
+        if state is None:
+            log.info("conversation %s: handoff ended before it was posted", conversation_id)
+            return
+        if state.get("staff_ts"):  # asked again, or a delivery retried after posting
+            await self._post_in_thread(conversation_id, reply)
+            return
+        history = await self.store.history(conversation_id)
+        text, blocks = render_escalation(conversation_id, state, history)
+        posted = await self.client.chat_postMessage(
+            channel=self.staff_channel,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        await self.store.attach_staff_thread(conversation_id, self.staff_channel, str(posted["ts"]))
+        log.info("conversation %s: escalated to %s", conversation_id, self.staff_channel)
+
+    async def _post_in_thread(self, conversation_id: str, reply: Reply) -> None:
+        state = await self.store.handoff(conversation_id)
+        thread_ts = (state or {}).get("staff_ts")
+        if not thread_ts or not reply.text:
+            log.info("conversation %s: no escalation thread to post into", conversation_id)
+            return
+        await self.client.chat_postMessage(
+            channel=self.staff_channel,
+            thread_ts=thread_ts,
+            text=customer_message(reply.text),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
+    # -- from Slack: agents' replies and resolve ---------------------------------------
+
+    async def _in_staff_channel(self, body: dict[str, Any]) -> bool:
+        return bool((body.get("event") or {}).get("channel") == self.staff_channel)
+
+    async def _ignore(self) -> None:
+        return None
+
+    async def _on_staff_message(self, event: dict[str, Any]) -> None:
+        message = to_thread_reply(event, self.staff_channel)
+        if message is None or message.user_id == self.bot_user_id:
+            return
+        found = await self._conversation(message.thread_ts)
+        if found is None:
+            return
+        conversation_id, state, channel = found
+        text = plain_text(message.text, self.bot_user_id)
+        if is_resolve(text):
+            await self._resolve(conversation_id, state, channel, message.thread_ts, message.user_id)
+            return
+        if not text:
+            return
+        await self.on_message(
+            Inbound(
+                channel=channel,
+                conversation_id=conversation_id,
+                user_id=message.user_id,
+                message_id=f"agent:{message.ts}",
+                text=text,
+                time=float(message.ts),
+                is_staff=True,
+                agent=True,
+            )
+        )
+
+    async def _on_resolve_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        message = body.get("message") or {}
+        ts = message.get("ts")
+        agent = (body.get("user") or {}).get("id")
+        if (body.get("channel") or {}).get("id") != self.staff_channel or not ts or not agent:
+            return
+        found = await self._conversation(str(ts))
+        if found is None:
+            return
+        conversation_id, state, channel = found
+        await self._resolve(
+            conversation_id, state, channel, str(ts), str(agent), message.get("blocks")
+        )
+
+    async def _conversation(self, thread_ts: str) -> tuple[str, dict[str, str], Channel] | None:
+        """The handed-off conversation an escalation thread belongs to, its state and
+        channel; None (logged) for a thread that is not, or no longer, one."""
+        conversation_id = await self.store.conversation_of_thread(thread_ts)
+        state = await self.store.handoff(conversation_id) if conversation_id else None
+        if conversation_id is None or state is None:
+            log.info("staff thread %s: not a current handoff; ignored", thread_ts)
+            return None
+        channel = state.get("channel", "")
+        if channel not in get_args(Channel):
+            log.warning("conversation %s: handoff has no channel to answer on", conversation_id)
+            return None
+        return conversation_id, state, cast(Channel, channel)
+
+    async def _resolve(
+        self,
+        conversation_id: str,
+        state: Mapping[str, str],
+        channel: Channel,
+        thread_ts: str,
+        agent_id: str,
+        blocks: Sequence[Block] | None = None,
+    ) -> None:
+        if blocks is None:
+            history = await self.store.history(conversation_id)
+            blocks = render_escalation(conversation_id, state, history)[1]
+        # One resolve per escalation: the button and `resolve` typed share the message id.
+        await self.on_message(
+            Inbound(
+                channel=channel,
+                conversation_id=conversation_id,
+                user_id=agent_id,
+                message_id=f"resolve:{thread_ts}",
+                text=RESOLVE,
+                is_staff=True,
+                agent=True,
+            )
+        )
+        try:
+            await self.client.chat_update(
+                channel=self.staff_channel,
+                ts=thread_ts,
+                text=f"Resolved by <@{escape(agent_id)}>",
+                blocks=resolved_blocks(blocks, agent_id),
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "conversation %s: resolved, escalation not updated (%s)", conversation_id, exc
+            )

@@ -1,0 +1,428 @@
+"""The handoff loop end to end: a customer on Telegram or Slack is handed to a person in a
+Slack staff channel and back, through the durable flow (intake -> brain workers -> outbox
+-> senders) as `deskmate serve` wires it, with the real python-telegram-bot, slack-bolt and
+slack_sdk clients against the fake platforms, the real brain and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from slack_sdk.signature import SignatureVerifier
+
+from bots.delivery import Sender
+from bots.handoff import (
+    RESOLVE_ACTION,
+    is_resolve,
+    render_escalation,
+    to_thread_reply,
+)
+from bots.serve import build_channels, describe_handoffs, handoffs_posted
+from bots.web import make_web_app, serve_web
+from brain.flow import FlowKeys, Intake
+from brain.handoff import STAFF_CHANNEL, staff_notice
+from brain.pipeline import Brain
+from brain.settings import Secret, Settings, SettingsError
+from brain.types import Inbound, Reply, Turn
+from brain.worker import BrainWorker
+from tests.fake_slack import JSON, FakeSlack
+from tests.fake_telegram import FakeTelegram, text_message, visible_text
+from training.dataset import pick_pairs
+from training.transcripts import export_transcripts
+
+SECRET = "handoff-test-signing-secret"
+STAFF = "CSTAFF"
+AGENT = "UAGENT"
+_ids = itertools.count(1)
+
+
+def slack_ts() -> str:
+    return f"{1700100000 + next(_ids)}.000400"
+
+
+@dataclass
+class Running:
+    """`deskmate serve`'s parts in this process, and the means to talk to them."""
+
+    telegram: FakeTelegram
+    slack: FakeSlack
+    endpoint: str
+    session: aiohttp.ClientSession
+    redis: aioredis.Redis
+
+    async def _post(self, body: str, content_type: str) -> int:
+        stamp = str(int(time.time()))
+        signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature or "",
+        }
+        async with self.session.post(self.endpoint, data=body.encode(), headers=headers) as reply:
+            return reply.status
+
+    async def event(self, event: JSON) -> None:
+        envelope = {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": f"EvH{next(_ids):06d}",
+            "event_time": int(time.time()),
+            "event": event,
+        }
+        assert await self._post(json.dumps(envelope), "application/json") == 200
+
+    async def press_resolve(self, escalation: JSON, user: str = AGENT) -> None:
+        press = {
+            "type": "block_actions",
+            "team": {"id": "T1"},
+            "user": {"id": user},
+            "api_app_id": "A1",
+            "channel": {"id": STAFF},
+            "container": {"type": "message", "message_ts": escalation["ts"], "channel_id": STAFF},
+            "message": {
+                "type": "message",
+                "ts": escalation["ts"],
+                "text": escalation["text"],
+                "blocks": escalation["blocks"],
+                "bot_id": "BBOT",
+            },
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": RESOLVE_ACTION,
+                    "block_id": "deskmate_handoff",
+                    "value": "x",
+                    "action_ts": str(time.time()),
+                }
+            ],
+            "trigger_id": "1.2.3",
+            "response_url": f"{self.slack.url}/response/1",
+        }
+        body = urlencode({"payload": json.dumps(press)})
+        assert await self._post(body, "application/x-www-form-urlencoded") == 200
+
+    def posts(self, channel: str) -> list[JSON]:
+        return [p for p in self.slack.payloads("chat.postMessage") if p["channel"] == channel]
+
+    def escalations(self) -> list[JSON]:
+        """Escalations posted to the staff channel, with the ts Slack gave each."""
+        return [
+            {**payload, "ts": response["ts"]}
+            for payload, response in zip(
+                self.slack.payloads("chat.postMessage"),
+                self.slack.responses("chat.postMessage"),
+                strict=True,
+            )
+            if payload["channel"] == STAFF and not payload.get("thread_ts")
+        ]
+
+    def in_thread(self, ts: str) -> list[str]:
+        return [p["text"] for p in self.posts(STAFF) if p.get("thread_ts") == ts]
+
+    def customer_texts(self) -> list[str]:
+        return [visible_text(m["text"]) for m in self.telegram.sent("sendMessage")]
+
+    async def transcript(self, kind: str) -> list[dict[str, Any]]:
+        return [
+            {**fields, "data": json.loads(fields["data"])}
+            for _, fields in await self.redis.xrange("dm:transcripts")
+            if fields["type"] == kind
+        ]
+
+
+@asynccontextmanager
+async def running(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path, *, staff_channel: str = STAFF
+) -> AsyncIterator[Running]:
+    """Telegram and Slack channels, a brain worker and a sender on the durable flow."""
+    fake_slack = FakeSlack()
+    async with AsyncExitStack() as stack:
+        telegram = await stack.enter_async_context(FakeTelegram())
+        slack_port = await stack.enter_async_context(serve_web(fake_slack.app(), "127.0.0.1:0"))
+        fake_slack.url = f"http://127.0.0.1:{slack_port}"
+        settings = Settings(
+            data_dir=data_dir,
+            telegram_token=Secret(telegram.token),
+            telegram_api_url=telegram.url,
+            slack_bot_token=Secret(fake_slack.token),
+            slack_signing_secret=Secret(SECRET),
+            slack_api_url=f"{fake_slack.url}/api",
+            slack_staff_channel=staff_channel,
+        )
+        keys = FlowKeys(settings.redis_prefix)
+        intake = Intake(redis, keys)
+        channels = build_channels(settings, intake.handler, brain.feedback, redis)
+        for channel in channels:
+            await stack.enter_async_context(channel)
+        routes = [route for channel in channels for route in channel.web_routes()]
+        port = await stack.enter_async_context(serve_web(make_web_app(routes), "127.0.0.1:0"))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        staff = STAFF_CHANNEL if handoffs_posted(settings) else None
+        consumers = [
+            BrainWorker(redis, keys, brain.handle, "worker0", staff_channel=staff),
+            Sender(redis, keys, {c.channel: c for c in channels}, "sender0"),
+        ]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(consumer.run(stop)) for consumer in consumers]
+        try:
+            yield Running(
+                telegram, fake_slack, f"http://127.0.0.1:{port}/slack/events", session, redis
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+async def test_telegram_customer_is_handed_to_an_agent_and_back(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async with running(brain, redis, data_dir) as run:
+        # The customer asks for a person: told so, and the team gets an escalation.
+        run.telegram.push(text_message("can I talk to a person? <!channel> & co"))
+        [told] = await run.telegram.wait_for_messages(1)
+        assert "passing you to a member of our support team" in visible_text(told["text"])
+        await run.slack.wait_for(lambda: bool(run.escalations()))
+        [escalation] = run.escalations()
+        shown = json.dumps(escalation["blocks"])
+        assert "asked for a person" in shown and "telegram" in shown and "`42`" in shown
+        assert "can I talk to a person? &lt;!channel&gt; &amp; co" in shown  # escaped mrkdwn
+        assert "<!channel>" not in shown
+        [button] = next(b for b in escalation["blocks"] if b["type"] == "actions")["elements"]
+        assert button["action_id"] == RESOLVE_ACTION and button["text"]["text"] == "Resolve"
+        state = await brain.store.handoff("42")
+        assert state is not None and state["staff_ts"] == escalation["ts"]
+        assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") == "42"
+
+        # Their next message goes to the thread; the bot says nothing.
+        run.telegram.push(text_message("my order 123 never arrived"))
+        await run.slack.wait_for(lambda: bool(run.in_thread(escalation["ts"])))
+        assert run.in_thread(escalation["ts"]) == ["*Customer:* my order 123 never arrived"]
+
+        # Bots in the thread and threads that are no escalation are ignored.
+        await run.event(
+            {
+                "type": "message",
+                "subtype": "bot_message",
+                "bot_id": "BOTHER",
+                "channel": STAFF,
+                "text": "a reminder bot",
+                "ts": slack_ts(),
+                "thread_ts": escalation["ts"],
+            }
+        )
+        await run.event(
+            {
+                "type": "message",
+                "channel": STAFF,
+                "user": AGENT,
+                "text": "chatting in some other thread",
+                "ts": slack_ts(),
+                "thread_ts": "1600000000.000001",
+            }
+        )
+        # The agent answers in the thread: it reaches the customer and the transcripts.
+        await run.event(
+            {
+                "type": "message",
+                "channel": STAFF,
+                "user": AGENT,
+                "text": "Sorry about that! A new parcel is on its way &amp; shipping is refunded.",
+                "ts": slack_ts(),
+                "thread_ts": escalation["ts"],
+            }
+        )
+        await run.telegram.wait_for_messages(2)
+        assert run.customer_texts()[1] == (
+            "Sorry about that! A new parcel is on its way & shipping is refunded."
+        )
+        agent_turns = [
+            e for e in await run.transcript("turn") if e["data"]["turn"]["role"] == "agent"
+        ]
+        assert [(e["channel"], e["conversation"], e["user"]) for e in agent_turns] == [
+            ("telegram", "42", AGENT)
+        ]
+        assert agent_turns[0]["data"]["turn"]["user_id"] == AGENT
+
+        # Resolve: the customer is back with the bot, the escalation says who resolved it.
+        await run.press_resolve(escalation)
+        await run.telegram.wait_for_messages(3)
+        assert "back with me" in run.customer_texts()[2]
+        await run.slack.wait_for(lambda: bool(run.slack.payloads("chat.update")))
+        [update] = run.slack.payloads("chat.update")
+        assert (update["channel"], update["ts"]) == (STAFF, escalation["ts"])
+        assert not [b for b in update["blocks"] if b["type"] == "actions"]
+        assert f"Resolved by <@{AGENT}>" in json.dumps(update["blocks"])
+        assert [e["data"] for e in await run.transcript("resolved")] == [{"agent": AGENT}]
+        assert await brain.store.handoff("42") is None
+        assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") is None
+
+        # The next question is the bot's again.
+        run.telegram.push(text_message("how long do I have to return an item?"))
+        await run.telegram.wait_for_messages(4)
+        assert "30 days" in run.customer_texts()[3]
+        await asyncio.sleep(0.3)  # anything sent twice, or wrongly, would be here by now
+        assert len(run.customer_texts()) == 4
+        assert len(run.posts(STAFF)) == 2  # the escalation and the customer's one message
+
+    # Export and training read the agent's answer as an agent answer to the question.
+    [conversation] = await export_transcripts(redis, "dm:")
+    roles = [(m.role, m.user) for m in conversation.messages]
+    assert ("agent", AGENT) in roles
+    pairs, _ = pick_pairs([conversation])
+    [agent_pair] = [pair for pair in pairs if pair.kind == "agent"]
+    assert agent_pair.question == "my order 123 never arrived"
+    assert agent_pair.answer.startswith("Sorry about that!")
+
+
+async def test_slack_dm_customer_and_resolve_typed_in_the_thread(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async with running(brain, redis, data_dir) as run:
+        await run.event(
+            {
+                "type": "message",
+                "channel_type": "im",
+                "channel": "D7",
+                "user": "U7",
+                "text": "can I talk to a human please",
+                "ts": slack_ts(),
+            }
+        )
+        await run.slack.wait_for(lambda: bool(run.escalations()))
+        [escalation] = run.escalations()
+        assert "<@U7>" in json.dumps(escalation["blocks"])  # a Slack customer, by mention
+        # Staff-channel messages are never answered as questions, mentioned or not.
+        ts = slack_ts()
+        for kind in ("app_mention", "message"):
+            await run.event(
+                {
+                    "type": kind,
+                    "channel": STAFF,
+                    "user": AGENT,
+                    "text": "<@UBOT> how do I reset my password?",
+                    "ts": ts,
+                }
+            )
+
+        await run.event(
+            {
+                "type": "message",
+                "channel": STAFF,
+                "user": AGENT,
+                "text": "Hi, I'm looking at your account now.",
+                "ts": slack_ts(),
+                "thread_ts": escalation["ts"],
+            }
+        )
+        await run.slack.wait_for(lambda: len(run.posts("D7")) >= 2)
+        assert run.posts("D7")[1]["text"] == "Hi, I'm looking at your account now."
+        await run.event(
+            {
+                "type": "message",
+                "channel": STAFF,
+                "user": AGENT,
+                "text": "resolve",
+                "ts": slack_ts(),
+                "thread_ts": escalation["ts"],
+            }
+        )
+        await run.slack.wait_for(lambda: len(run.posts("D7")) >= 3)
+        assert "back with me" in run.posts("D7")[2]["text"]
+        await run.slack.wait_for(
+            lambda: any(p["channel"] == STAFF for p in run.slack.payloads("chat.update"))
+        )
+        assert await brain.store.handoff("D7") is None
+        await asyncio.sleep(0.3)
+        # Only the escalation was posted in the staff channel: no placeholder, no answer.
+        assert [p.get("thread_ts") for p in run.posts(STAFF)] == [None]
+        assert not [e for e in await run.transcript("turn") if e["conversation"] == STAFF]
+
+
+async def test_without_a_staff_channel_handoffs_stay_quiet_as_before(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async with running(brain, redis, data_dir, staff_channel="") as run:
+        run.telegram.push(text_message("/human"))
+        await run.telegram.wait_for_messages(1)
+        run.telegram.push(text_message("hello? anyone?"))
+        deadline = time.monotonic() + 10
+        while (await brain.store.history("42"))[-1].text != "hello? anyone?":
+            assert time.monotonic() < deadline, "the held message was not recorded"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert len(run.customer_texts()) == 1
+        assert run.posts(STAFF) == []
+        assert await redis.xlen("dm:outbox") == 0 and await redis.xlen("dm:inbox") == 0
+
+
+def test_serve_says_where_handoffs_go_and_needs_the_bot_token() -> None:
+    assert "DESKMATE_SLACK_STAFF_CHANNEL" in describe_handoffs(Settings())
+    posted = Settings(slack_bot_token=Secret("xoxb-1"), slack_staff_channel="C9")
+    assert describe_handoffs(posted) == "handoffs: posted to Slack channel C9"
+    with pytest.raises(
+        SettingsError, match=r"DESKMATE_SLACK_STAFF_CHANNEL.*DESKMATE_SLACK_BOT_TOKEN"
+    ):
+        Settings.load({"DESKMATE_SLACK_STAFF_CHANNEL": "C9"})
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"user": AGENT, "text": "hi", "ts": "2.0", "thread_ts": "1.0"}, True),
+        ({"user": AGENT, "text": "top level", "ts": "2.0"}, False),
+        ({"user": AGENT, "text": "hi", "ts": "1.0", "thread_ts": "1.0"}, False),  # the parent
+        ({"bot_id": "B1", "text": "hi", "ts": "2.0", "thread_ts": "1.0"}, False),
+        ({"subtype": "message_changed", "ts": "2.0", "thread_ts": "1.0"}, False),
+        ({"subtype": "channel_join", "user": AGENT, "ts": "2.0", "thread_ts": "1.0"}, False),
+        ({"user": AGENT, "text": "hi", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"}, False),
+    ],
+)
+def test_only_peoples_thread_replies_in_the_staff_channel_count(
+    event: dict[str, Any], expected: bool
+) -> None:
+    message = {"type": "message", "channel": STAFF, **event}
+    assert (to_thread_reply(message, STAFF) is not None) is expected
+
+
+def test_resolve_words_and_the_escalation_shows_the_conversation_until_the_handoff() -> None:
+    assert is_resolve("Resolved.") and is_resolve(" resolve ") and not is_resolve("resolve it")
+    history = [
+        Turn("user", "where is *my* parcel?"),
+        Turn("assistant", "Passing you on.", action="handoff"),
+        Turn("user", "hello?"),  # posted into the thread on its own
+    ]
+    state = {"channel": "telegram", "reason": "asked for a person", "user": "42"}
+    text, blocks = render_escalation("42", state, history)
+    assert text == "Handoff from telegram: asked for a person"
+    shown = json.dumps(blocks)
+    assert "*Customer*: where is *my* parcel?" in shown and "*Bot*: Passing you on." in shown
+    assert "hello?" not in shown
+
+
+async def test_agent_messages_after_the_handoff_ended_are_not_sent_and_reset_forgets_the_thread(
+    brain: Brain, redis: aioredis.Redis
+) -> None:
+    customer = Inbound("telegram", "77", "77", "m1", "/human")
+    assert (await brain.handle(customer)).action == "handoff"
+    await brain.store.attach_staff_thread("77", STAFF, "1700000000.000100")
+    assert await brain.store.conversation_of_thread("1700000000.000100") == "77"
+    assert await brain.handle(Inbound("telegram", "77", "77", "m2", "/reset"))
+    assert await brain.store.conversation_of_thread("1700000000.000100") is None
+
+    late = Inbound("telegram", "77", AGENT, "agent:1", "are you still there?", agent=True)
+    assert await brain.handle(late) == Reply("", "none")
+    assert staff_notice(late, Reply("", "none")) is None  # never echoed to the team
+    assert not [t for t in await brain.store.history("77") if t.role == "agent"]
