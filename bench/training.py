@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         eval_batch_size=args.eval_batch_size,
+        eval_int8=args.eval_int8,
         eval_loss=False,
         compare_with="base",
         index_dir=work / "index",
@@ -144,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=1, help="1: no padding on CPU")
+    parser.add_argument(
+        "--eval-int8",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="evaluate with int8 weights (faster on CPU, lower answer quality)",
+    )
     return parser
 
 
