@@ -64,6 +64,24 @@ def quantize_int8(model: Any) -> Any:
 
 
 ENGINES = ("auto", "lean", "generate")
+CALIBRATION_PROMPTS = 4
+
+
+def calibration_prompts(tokenizer: Any) -> list[list[int]]:
+    """Token ids of prompts shaped like served ones (system prompt, three FAQ passages, a
+    question), from the bundled sample FAQ: what int8 smoothing is calibrated on."""
+    from brain.prompt import Passage, build_messages
+    from brain.settings import SAMPLE_FAQ
+    from retrieval.faq import load_faq
+
+    entries = load_faq([SAMPLE_FAQ])
+    prompts = []
+    for start in range(0, 3 * CALIBRATION_PROMPTS, 3):
+        chosen = entries[start : start + 3]
+        passages = [Passage(entry.question, entry.answer) for entry in chosen]
+        text = render_prompt(tokenizer, build_messages(chosen[0].question, passages))
+        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return prompts
 
 
 def lean_engine_fits(model: Any, options: HFOptions) -> bool:
@@ -128,6 +146,7 @@ class HFGenerator:
                 slots=options.batching.max_batch,
                 max_tokens=self.context_tokens + options.max_new_tokens,
                 int8=options.int8,
+                calibration=calibration_prompts(tokenizer) if options.int8 else (),
             )
             self.continuous = ContinuousBatcher(engine, self._stop_ids(), options.max_new_tokens)
             self.model = None  # the engine holds its own (fused, quantised) copy

@@ -197,3 +197,17 @@ def test_closing_finishes_the_answers_in_flight_and_refuses_new_ones() -> None:
     assert in_flight.result(timeout=30) == reference(model, ids, 40)
     with pytest.raises(GenerationError, match="closed"):
         batcher.submit(ids).result(timeout=30)
+
+
+def test_smoothing_moves_activation_peaks_into_the_weights_without_changing_answers() -> None:
+    model = tiny_llama(VOCAB)
+    calibration = [prompt(30, seed=19), prompt(25, seed=20)]
+    smoothed = LlamaEngine(model, slots=1, max_tokens=64, int8=False, calibration=calibration)
+    scale = smoothed.blocks[0].attention_scale
+    assert scale is not None and not torch.allclose(scale, torch.ones_like(scale))
+    assert smoothed.reused_tokens == 0 and smoothed.lengths == [0]  # calibration left no trace
+    ids = prompt(9, seed=21)
+    tokens = [smoothed.prefill(0, ids)]
+    while len(tokens) < 8:
+        tokens.append(smoothed.decode([tokens[-1]])[0])
+    assert tokens == reference(model, ids, 8)

@@ -50,3 +50,35 @@ async def test_the_default_model_answers_from_the_faq_and_resists_injection(
             assert injected.sources and injected.sources[0].id.startswith("returns-")
     finally:
         await generator.aclose()
+
+
+@pytest.mark.slow
+def test_smoothing_brings_int8_logits_closer_to_fp32(real_model_dir: Path) -> None:
+    import torch
+
+    from brain.hf_backend import calibration_prompts
+    from brain.hf_model import load_causal_lm
+    from brain.llama_engine import LlamaEngine
+    from brain.prompt import Passage, build_messages, render_prompt
+
+    model, tokenizer = load_causal_lm(str(real_model_dir), real_model_dir.parent)
+    messages = build_messages(
+        "can I send back shoes I wore outside?",
+        [Passage("Returns", "Unworn items with tags can be returned within 30 days.")],
+    )
+    ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+    def last_logits(**options: object) -> torch.Tensor:
+        engine = LlamaEngine(model, slots=1, max_tokens=1024, **options)  # type: ignore[arg-type]
+        captured: list[torch.Tensor] = []
+        handle = engine.lm_head.register_forward_hook(lambda m, i, o: captured.append(o))
+        engine.prefill(0, ids)
+        handle.remove()
+        return captured[-1].flatten()
+
+    exact = last_logits(int8=False)
+    plain = (last_logits(int8=True) - exact).abs().mean()
+    smoothed = (
+        (last_logits(int8=True, calibration=calibration_prompts(tokenizer)) - exact).abs().mean()
+    )
+    assert smoothed < plain

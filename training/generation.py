@@ -78,13 +78,18 @@ def _lean_answers(
 ) -> list[str]:
     """Answers from the lean engine with continuous batching (16 rows)."""
     from brain.generation import ContinuousBatcher
+    from brain.hf_backend import calibration_prompts
     from brain.llama_engine import LlamaEngine
 
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     window = getattr(model.config, "max_position_embeddings", None) or 2048
     longest = max((len(ids) for ids in encoded), default=0)
     engine = LlamaEngine(
-        model, slots=16, max_tokens=min(window, longest + max_new_tokens), int8=int8
+        model,
+        slots=16,
+        max_tokens=min(window, longest + max_new_tokens),
+        int8=int8,
+        calibration=calibration_prompts(tokenizer) if int8 else (),
     )
     batcher = ContinuousBatcher(engine, {tokenizer.eos_token_id}, max_new_tokens)
     try:
