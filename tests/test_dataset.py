@@ -110,9 +110,7 @@ def test_examples_cite_the_matching_passage_and_mask_the_prompt(
     (example,) = build_examples(pairs, retriever, top_k=3)
     number = example.passage_ids.index("returns-refund-timing") + 1
     assert example.source_id == "returns-refund-timing"
-    assert example.answer == add_citation(answer, number)
-    first_sentence = answer.split(". ")[0]
-    assert example.answer.startswith(f"{first_sentence} [{number}]. ")
+    assert example.answer == f"[{number}] {answer}"
     messages = example.messages()
     assert messages[0]["role"] == "system" and "[1]" in messages[-1]["content"]
 
@@ -123,11 +121,9 @@ def test_examples_cite_the_matching_passage_and_mask_the_prompt(
         len(encoded["labels"]) - len(labelled)
     )
     text = smollm_tokenizer.decode(labelled)  # type: ignore[attr-defined]
-    assert text.endswith("<|im_end|>") and text.startswith(answer[:40])
+    assert text.endswith("<|im_end|>") and text.startswith(f"[{number}] {answer[:40]}")
     assert isinstance(example, Example)
 
 
-def test_the_citation_follows_the_first_sentence() -> None:
-    assert add_citation("Use ~~tildes~~. Then save.", 2) == "Use ~~tildes~~ [2]. Then save."
-    assert add_citation("See www.example.com now", 1) == "See www.example.com now [1]"
-    assert add_citation("Really? Yes.", 1) == "Really [1]? Yes."
+def test_the_citation_comes_first() -> None:
+    assert add_citation("  Use ~~tildes~~. Then save.\n", 2) == "[2] Use ~~tildes~~. Then save."

@@ -15,7 +15,6 @@ is taught to cite it as [n]. The loss covers the assistant's answer only.
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,19 +178,14 @@ def _clip(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-
-
 def add_citation(answer: str, number: int) -> str:
-    """`answer` citing passage `number` at the end of its first sentence.
+    """`answer` citing passage `number` up front: "[2] Use ~~tildes~~."
 
-    Early, not at the very end: an answer cut off by the generation limit still cites.
+    First, not last: an answer cut off by the generation limit still cites, and choosing
+    the passage is the model's first decision, learnt on every example (after a first
+    sentence, a 1-epoch LoRA on StackFAQ cited 8 % of held-out answers).
     """
-    text = answer.rstrip()
-    end = _SENTENCE_END.search(text)
-    if end is None:
-        return f"{text} [{number}]"
-    return f"{text[: end.start()]} [{number}]{text[end.start() :]}"
+    return f"[{number}] {answer.strip()}"
 
 
 def build_examples(
