@@ -22,11 +22,10 @@ joins and messages outside an escalation's thread are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar, cast, get_args
+from typing import Any, ClassVar, Self, cast, get_args
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
@@ -34,18 +33,16 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.adapter import DeliveryFailed, Handler, NetworkError, RetryAfter
-from bots.slack import plain_text
+from bots.adapter import Handler
+from bots.slack import delivering, plain_text
 from bots.slack_render import Block, escape, split_text, to_mrkdwn
 from brain.conversations import ConversationStore
 from brain.handoff import STAFF_CHANNEL
 from brain.pipeline import RESOLVE
-from brain.redis_server import RedisUnavailable
 from brain.settings import Settings
 from brain.types import Channel, Inbound, Reply, Turn
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 RESOLVE_ACTION = "deskmate_handoff_resolve"
 RESOLVE_BLOCK = "deskmate_handoff"
@@ -185,22 +182,6 @@ def is_resolve(text: str) -> bool:
 # -- the desk ---------------------------------------------------------------------
 
 
-async def _delivering(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a Slack call, mapping failures to the adapter's delivery errors (the sender
-    retries `RetryAfter` and `NetworkError`, not `DeliveryFailed`)."""
-    try:
-        return await operation()
-    except SlackApiError as exc:
-        if exc.response.status_code == 429:
-            retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
-            raise RetryAfter(retry_after, str(exc)) from exc
-        if exc.response.status_code >= 500:
-            raise NetworkError(str(exc)) from exc
-        raise DeliveryFailed(str(exc)) from exc
-    except (aiohttp.ClientError, TimeoutError, RedisUnavailable) as exc:
-        raise NetworkError(str(exc)) from exc
-
-
 class StaffDesk:
     """The staff side of handoffs in one Slack channel (see the module docstring). An
     `Adapter` of the outbox channel `STAFF_CHANNEL`; it receives through the Slack
@@ -249,9 +230,9 @@ class StaffDesk:
         """Deliver a staff notice: open an escalation, or post the customer's message
         into its thread."""
         if reply.action == "handoff":
-            await _delivering(lambda: self._escalate(conversation_id, reply))
+            await delivering(lambda: self._escalate(conversation_id, reply))
         else:
-            await _delivering(lambda: self._post_in_thread(conversation_id, reply))
+            await delivering(lambda: self._post_in_thread(conversation_id, reply))
 
     async def _escalate(self, conversation_id: str, reply: Reply) -> None:
         state = await self.store.handoff(conversation_id)

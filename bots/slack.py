@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -48,6 +48,7 @@ from bots.slack_render import (
     render_reply,
 )
 from bots.staff import StaffCommands
+from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from bots.handoff import StaffDesk
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLASH_COMMAND = "/deskmate"
 EVENTS_PATH = "/slack/events"
@@ -171,6 +173,23 @@ def check_settings(settings: Settings) -> None:
             "set DESKMATE_SLACK_APP_TOKEN for Socket Mode, or DESKMATE_SLACK_SIGNING_SECRET "
             "to receive Slack events over HTTP"
         )
+
+
+async def delivering(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run Slack calls, mapping failures to the adapter's delivery errors: the sender
+    retries `RetryAfter` (429, honouring Retry-After) and `NetworkError` (5xx, network,
+    Redis), not `DeliveryFailed` (Slack refused the request)."""
+    try:
+        return await operation()
+    except SlackApiError as exc:
+        if exc.response.status_code == 429:
+            retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
+            raise RetryAfter(retry_after, str(exc)) from exc
+        if exc.response.status_code >= 500:
+            raise NetworkError(str(exc)) from exc
+        raise DeliveryFailed(str(exc)) from exc
+    except (aiohttp.ClientError, TimeoutError, RedisUnavailable) as exc:
+        raise NetworkError(str(exc)) from exc
 
 
 class SlackAdapter:
@@ -390,17 +409,7 @@ class SlackAdapter:
         # Peek, deliver, then drop: a delivery retried after a failure still finds it.
         peeked = await self.redis.lindex(placeholders, 0)
         placeholder = peeked.decode() if isinstance(peeked, bytes) else peeked
-        try:
-            await self._deliver(conversation_id, reply, placeholder)
-        except SlackApiError as exc:
-            if exc.response.status_code == 429:
-                retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
-                raise RetryAfter(retry_after, str(exc)) from exc
-            if exc.response.status_code >= 500:
-                raise NetworkError(str(exc)) from exc
-            raise DeliveryFailed(str(exc)) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NetworkError(str(exc)) from exc
+        await delivering(lambda: self._deliver(conversation_id, reply, placeholder))
         if placeholder:
             await self.redis.lrem(placeholders, 1, placeholder)
 
