@@ -6,9 +6,10 @@
     python -m bench.generation --engines lean     # only the lean engine
 
 Speed: each of N concurrent conversations asks sample-FAQ questions one after another
-through the hf generator, once per engine (lean = continuous batching on the lean Llama
-engine, generate = transformers' generate with dynamic batching), in one run so the
-ratio is measured under the same conditions. Answer tok/s = generated tokens (up to each
+through the hf generator (prompts are built beforehand; retrieval is timed in
+bench.retrieval), once per engine (lean = continuous batching on the lean Llama engine,
+generate = transformers' generate with dynamic batching), in one run so the ratio is
+measured under the same conditions. Answer tok/s = generated tokens (up to each
 answer's end) over wall time, prompt processing included; decode tok/s = generated
 tokens over time spent in decode steps, the rate llama.cpp reports as "eval" (lean only;
 its prompt rate is reported separately); full-batch decode = the same over the steps in
@@ -40,7 +41,7 @@ from brain.generative import GenerativeBackend
 from brain.hf_backend import HFGenerator, HFOptions
 from brain.hf_model import DEFAULT_MODEL
 from brain.pipeline import Brain
-from brain.prompt import Passage, fit_prompt
+from brain.prompt import Messages, Passage, fit_prompt
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
 from brain.types import Inbound
@@ -106,20 +107,27 @@ async def speed(
     latencies: list[float] = []
     tokens = 0
 
-    async def conversation(number: int) -> None:
-        nonlocal tokens
+    # Prompts are built (retrieval, fitting) before the clock starts: this measures
+    # generation, and retrieval's own cost is in bench.retrieval.
+    prompts: dict[int, list[Messages]] = {}
+    for number in range(concurrency):
         for turn in range(rounds):
             question = questions[(number * rounds + turn) % len(questions)]
             hits = retriever.search(question)[:3]
-            prompt = fit_prompt(
+            fitted = fit_prompt(
                 question,
                 [Passage.from_hit(h) for h in hits],
                 [],
                 generator.count_tokens,
                 generator.context_tokens,
             )
+            prompts.setdefault(number, []).append(fitted.messages)
+
+    async def conversation(number: int) -> None:
+        nonlocal tokens
+        for messages in prompts[number]:
             started = time.perf_counter()
-            [text] = await generator.generate([prompt.messages])
+            [text] = await generator.generate([messages])
             latencies.append(time.perf_counter() - started)
             # +1: the end-of-turn token the model also had to generate (unless cut off).
             count = len(tokenizer(text, add_special_tokens=False)["input_ids"])

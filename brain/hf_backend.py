@@ -67,6 +67,13 @@ ENGINES = ("auto", "lean", "generate")
 CALIBRATION_PROMPTS = 4
 
 
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end an answer: the model's generation config and the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
 def calibration_prompts(tokenizer: Any) -> list[list[int]]:
     """Token ids of prompts shaped like served ones (system prompt, three FAQ passages, a
     question), from the bundled sample FAQ: what int8 smoothing is calibrated on."""
@@ -148,17 +155,14 @@ class HFGenerator:
                 int8=options.int8,
                 calibration=calibration_prompts(tokenizer) if options.int8 else (),
             )
-            self.continuous = ContinuousBatcher(engine, self._stop_ids(), options.max_new_tokens)
+            self.continuous = ContinuousBatcher(
+                engine, stop_ids(model, tokenizer), options.max_new_tokens
+            )
             self.model = None  # the engine holds its own (fused, quantised) copy
 
     @property
     def engine(self) -> str:
         return "lean" if self.continuous is not None else "generate"
-
-    def _stop_ids(self) -> set[int]:
-        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids = configured if isinstance(configured, list) else [configured]
-        return {int(i) for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
 
     @classmethod
     def load(

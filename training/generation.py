@@ -78,7 +78,7 @@ def _lean_answers(
 ) -> list[str]:
     """Answers from the lean engine with continuous batching (16 rows)."""
     from brain.generation import ContinuousBatcher
-    from brain.hf_backend import calibration_prompts
+    from brain.hf_backend import calibration_prompts, stop_ids
     from brain.llama_engine import LlamaEngine
 
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
@@ -91,7 +91,7 @@ def _lean_answers(
         int8=int8,
         calibration=calibration_prompts(tokenizer) if int8 else (),
     )
-    batcher = ContinuousBatcher(engine, {tokenizer.eos_token_id}, max_new_tokens)
+    batcher = ContinuousBatcher(engine, stop_ids(model, tokenizer), max_new_tokens)
     try:
         futures = [batcher.submit(ids) for ids in encoded]
         answers = []
