@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,7 +36,13 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, TypeHandler
 
 from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
-from bots.telegram_render import OutgoingMessage, parse_feedback, plain_message, render_reply
+from bots.telegram_render import (
+    OutgoingMessage,
+    parse_choice,
+    parse_feedback,
+    plain_message,
+    render_reply,
+)
 from brain.pipeline import COMMANDS
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
@@ -185,6 +192,30 @@ def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
     )
 
 
+def to_choice(update: Update | Mapping[str, Any]) -> Inbound | None:
+    """A press on a clarifying question's option, as the reply with its number, or None."""
+    query = _as_update(update).callback_query
+    if query is None or query.message is None:
+        return None
+    number = parse_choice(query.data)
+    if number is None:
+        return None
+    asked = query.message
+    thread = (
+        asked.message_thread_id if isinstance(asked, Message) and asked.is_topic_message else None
+    )
+    return Inbound(
+        channel="telegram",
+        conversation_id=conversation_key(asked.chat.id, thread),
+        user_id=str(query.from_user.id),
+        message_id=f"choice-{query.id}",
+        text=str(number),
+        time=time.time(),
+        is_group=asked.chat.type != ChatType.PRIVATE,
+        mentioned=True,
+    )
+
+
 @dataclass
 class _Typing:
     """The typing indicator of one conversation, shown while any message of it is pending."""
@@ -331,6 +362,10 @@ class TelegramAdapter:
         if not await self._first_delivery(update.update_id):
             log.info("Telegram update %s seen before; not answering twice", update.update_id)
             return
+        await self._accept(inbound)
+
+    async def _accept(self, inbound: Inbound) -> None:
+        """Pass a customer's message on, typing meanwhile; apologise if that fails."""
         self._start_typing(inbound.conversation_id)
         try:
             await self._on_message(inbound)
@@ -345,6 +380,20 @@ class TelegramAdapter:
         query = update.callback_query
         assert query is not None
         bot = self._application.bot
+        choice = to_choice(update)
+        if choice is not None and query.message is not None:
+            await bot.answer_callback_query(query.id)
+            if not await self._first_delivery(update.update_id):
+                return
+            # One pick per question: the options go once one is chosen.
+            with contextlib.suppress(BadRequest):
+                await bot.edit_message_reply_markup(
+                    chat_id=query.message.chat.id,
+                    message_id=query.message.message_id,
+                    reply_markup=None,
+                )
+            await self._accept(choice)
+            return
         feedback = to_feedback(update)
         if feedback is None:
             await bot.answer_callback_query(query.id)

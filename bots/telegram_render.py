@@ -5,7 +5,8 @@ Model output is text, never markup: it is HTML-escaped and only the renderer add
 after entity parsing in UTF-16 code units, so lengths here are measured on the visible
 text the same way, and long answers are split on paragraph, line, then sentence
 boundaries. Answers carry 👍/👎 buttons; their callback data says only the rating, since
-every press arrives with the message it was pressed on.
+every press arrives with the message it was pressed on. A clarifying question carries one
+button per option; pressing one is the same as replying with its number.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from brain.types import Rating, Reply, Source
 
 MESSAGE_LIMIT: Final = 4096
 FEEDBACK_PREFIX: Final = "fb:"
+CHOICE_PREFIX: Final = "pick:"
+BUTTON_CHARS: Final = 60  # longer option titles are cut on their button
 RATINGS: Final[dict[Rating, str]] = {"up": "👍", "down": "👎"}
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -137,9 +140,33 @@ def parse_feedback(data: str | None) -> Rating | None:
     return None
 
 
+def choice_keyboard(options: tuple[Source, ...]) -> InlineKeyboardMarkup:
+    """One button per option of a clarifying question, numbered as in its text."""
+    rows = []
+    for number, source in enumerate(options, start=1):
+        title = (
+            source.title
+            if len(source.title) <= BUTTON_CHARS
+            else source.title[: BUTTON_CHARS - 1] + "…"
+        )
+        rows.append(
+            [InlineKeyboardButton(f"{number}. {title}", callback_data=f"{CHOICE_PREFIX}{number}")]
+        )
+    return InlineKeyboardMarkup(rows)
+
+
+def parse_choice(data: str | None) -> int | None:
+    """The option number in a clarifying button's callback data, or None if not ours."""
+    if not data or not data.startswith(CHOICE_PREFIX):
+        return None
+    number = data.removeprefix(CHOICE_PREFIX)
+    return int(number) if number.isdigit() and 0 < int(number) < 100 else None
+
+
 def render_reply(reply: Reply, limit: int = MESSAGE_LIMIT) -> list[OutgoingMessage]:
     """The messages that deliver `reply`: none for a silent reply, else one or more HTML
-    messages within `limit`, the last of an answer carrying the feedback buttons."""
+    messages within `limit`, the last of an answer carrying the feedback buttons and the
+    last of a clarifying question one button per option."""
     sources = reply.sources if reply.action == "answer" else ()
     # (plain, html) per message; the plain text is what Telegram counts against the limit.
     messages = [
@@ -156,6 +183,8 @@ def render_reply(reply: Reply, limit: int = MESSAGE_LIMIT) -> list[OutgoingMessa
     out = [OutgoingMessage(marked) for _, marked in messages]
     if reply.action == "answer":
         out[-1] = OutgoingMessage(out[-1].html, feedback_keyboard())
+    elif reply.action == "clarify" and reply.sources:
+        out[-1] = OutgoingMessage(out[-1].html, choice_keyboard(reply.sources))
     return out
 
 

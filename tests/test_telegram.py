@@ -109,7 +109,12 @@ async def test_private_conversation_keeps_context_and_registers_commands(
         assert first["chat_id"] == CUSTOMER["id"] and "deskmate" in first["text"]
         assert offer["chat_id"] == CUSTOMER["id"] and offer["parse_mode"] == "HTML"
         assert "Did you mean" in offer["text"] and "\n2. " in offer["text"]
-        assert "reply_markup" not in offer  # no rating buttons on a question back
+        # No rating buttons on a question back: one button per option instead.
+        assert [row[0]["callback_data"] for row in offer["reply_markup"]["inline_keyboard"]] == [
+            "pick:1",
+            "pick:2",
+            "pick:3",
+        ]
         second_title = visible_text(offer["text"]).split("\n2. ")[1].split("\n")[0]
 
         fake.push(text_message("2"))
@@ -126,6 +131,31 @@ async def test_private_conversation_keeps_context_and_registers_commands(
     }
     history = await store.history(str(CUSTOMER["id"]))
     assert [t.text for t in history if t.role == "user"] == ["/start", "issue with delivery", "2"]
+
+
+async def test_pressing_an_option_of_a_clarifying_question_picks_it(
+    fake: FakeTelegram, retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    score = retriever.search("issue with delivery")[0].score
+    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
+    brain = Brain(retriever, store, QuoteBackend(), thresholds=band)
+    async with telegram_bot(fake, brain, redis):
+        fake.push(text_message("issue with delivery"))
+        [offer] = await fake.wait_for_messages(1)
+        [_, second, _] = offer["reply_markup"]["inline_keyboard"]
+        second_title = second[0]["text"].removeprefix("2. ")
+        press = button_press(fake.delivered[0], "pick:2")
+        fake.push(press)
+        fake.push(press)  # Telegram redelivers: still one pick
+        *_, answer = await fake.wait_for_messages(2)
+        await fake.wait_for(lambda: fake.sent("editMessageReplyMarkup"))
+        await asyncio.sleep(0.2)
+    assert f"[1] {second_title}" in visible_text(answer["text"])
+    assert len(fake.sent("sendMessage")) == 2
+    [edit] = fake.sent("editMessageReplyMarkup")
+    assert edit["message_id"] == fake.delivered[0]["message_id"] and not edit.get("reply_markup")
+    history = await store.history(str(CUSTOMER["id"]))
+    assert [t.text for t in history if t.role == "user"] == ["issue with delivery", "2"]
 
 
 async def test_group_answers_only_when_mentioned_or_replied_to(

@@ -6,6 +6,7 @@ import pytest
 
 from bots.telegram_render import (
     OutgoingMessage,
+    parse_choice,
     parse_feedback,
     plain_message,
     render_reply,
@@ -135,3 +136,25 @@ def test_parse_feedback(data: str | None, rating: str | None) -> None:
 
 def test_plain_message_escapes() -> None:
     assert plain_message("1 < 2 & 3") == OutgoingMessage("1 &lt; 2 &amp; 3")
+
+
+def test_a_clarifying_question_has_one_button_per_option() -> None:
+    long_title = Source("long", "x" * 80, 0.5)
+    [message] = render_reply(
+        Reply("Did you mean:\n1. ...\n2. ...", "clarify", sources=(SOURCE, long_title))
+    )
+    assert message.reply_markup is not None
+    assert message.reply_markup.to_dict() == {
+        "inline_keyboard": [
+            [{"text": f"1. {SOURCE.title}", "callback_data": "pick:1"}],
+            [{"text": "2. " + "x" * 59 + "…", "callback_data": "pick:2"}],
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "number"),
+    [("pick:2", 2), ("pick:0", None), ("pick:x", None), ("fb:up", None), (None, None)],
+)
+def test_parse_choice(data: str | None, number: int | None) -> None:
+    assert parse_choice(data) == number
