@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -40,9 +41,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from bots.slack_render import (
+    CHOICE_ACTION_PATTERN,
     FEEDBACK_ACTION_PATTERN,
     FEEDBACK_ACTIONS,
     PLACEHOLDER,
+    acknowledge_choice,
     acknowledge_feedback,
     escape,
     render_reply,
@@ -164,6 +167,29 @@ def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
     )
 
 
+def to_choice(body: Mapping[str, Any]) -> Inbound | None:
+    """A press on a clarifying question's option (block_actions) as the customer's reply
+    with its number, in the conversation the question was asked in."""
+    actions = body.get("actions") or [{}]
+    picked = CHOICE_ACTION_PATTERN.match(str(actions[0].get("action_id", "")))
+    message = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id")
+    user = (body.get("user") or {}).get("id")
+    if picked is None or not channel or not user or not message.get("ts"):
+        return None
+    direct = str(channel).startswith("D")
+    return Inbound(
+        channel="slack",
+        conversation_id=conversation_id(channel, message.get("thread_ts")),
+        user_id=user,
+        message_id=f"pick-{actions[0].get('action_ts') or message['ts']}",
+        text=picked[1],
+        time=time.time(),
+        is_group=not direct,
+        mentioned=not direct,
+    )
+
+
 def check_settings(settings: Settings) -> None:
     """Fail before anything starts when Slack cannot be served with these settings."""
     if not settings.slack_bot_token:
@@ -242,6 +268,7 @@ class SlackAdapter:
         self.app.event("message")(self._on_event)
         self.app.event("app_mention")(self._on_event)
         self.app.action(FEEDBACK_ACTION_PATTERN)(self._on_feedback_action)
+        self.app.action(CHOICE_ACTION_PATTERN)(self._on_choice_action)
         self.app.command(SLASH_COMMAND)(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
         # Bolt runs every acked event as its own task; a burst must not open one Redis
@@ -370,6 +397,27 @@ class SlackAdapter:
                 feedback.conversation_id,
                 exc,
             )
+
+    async def _on_choice_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        inbound = to_choice(body)
+        if inbound is None:
+            return
+        message = body.get("message") or {}
+        channel, _ = parse_conversation(inbound.conversation_id)
+        try:  # one pick per question: the buttons go
+            await self.client.chat_update(
+                channel=channel,
+                ts=str(message["ts"]),
+                text=str(message.get("text", "")),
+                blocks=acknowledge_choice(
+                    list(message.get("blocks") or []), int(inbound.text), inbound.user_id
+                ),
+            )
+        except SlackApiError as exc:
+            log.warning("conversation %s: buttons not removed (%s)", inbound.conversation_id, exc)
+        async with self._in_flight:
+            await self._handle(inbound, {"event_id": inbound.message_id}, {})
 
     async def _on_command(
         self, ack: AsyncAck, respond: AsyncRespond, command: dict[str, Any]

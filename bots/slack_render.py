@@ -1,4 +1,5 @@
-"""Rendering replies for Slack: mrkdwn escaping, Block Kit, feedback buttons. Pure, no I/O.
+"""Rendering replies for Slack: mrkdwn escaping, Block Kit, feedback and choice buttons.
+Pure, no I/O.
 
 Model output is untrusted text: `&`, `<` and `>` are escaped so it can never ping
 `<!channel>`, mention users or forge links. Links to the cited FAQ entries are the only
@@ -18,6 +19,9 @@ PLACEHOLDER = "Looking that up…"
 FEEDBACK_BLOCK = "deskmate_feedback"
 FEEDBACK_ACTIONS = {"deskmate_feedback_up": "up", "deskmate_feedback_down": "down"}
 FEEDBACK_ACTION_PATTERN = re.compile(r"^deskmate_feedback_(up|down)$")
+CHOICE_BLOCK = "deskmate_choices"
+CHOICE_ACTION_PATTERN = re.compile(r"^deskmate_pick_(\d{1,2})$")
+BUTTON_CHARS = 70  # Block Kit: a button's text holds at most 75 characters
 SECTION_LIMIT = 3000  # Block Kit: a section's text holds at most 3,000 characters
 MAX_SECTIONS = 40  # a message holds at most 50 blocks; leave room for sources and buttons
 FALLBACK_LIMIT = 3000  # the notification text; the blocks carry the whole answer
@@ -81,8 +85,33 @@ def feedback_buttons() -> Block:
     }
 
 
+def choice_buttons(reply: Reply) -> Block:
+    """One button per option of a clarifying question; a press is the reply with its number."""
+    elements = []
+    for number, source in enumerate(reply.sources, start=1):
+        title = source.title
+        if len(title) > BUTTON_CHARS:
+            title = title[: BUTTON_CHARS - 1] + "…"
+        elements.append(
+            {
+                "type": "button",
+                "action_id": f"deskmate_pick_{number}",
+                "value": str(number),
+                "text": {"type": "plain_text", "text": f"{number}. {title}"},
+            }
+        )
+    return {"type": "actions", "block_id": CHOICE_BLOCK, "elements": elements}
+
+
+def acknowledge_choice(blocks: list[Block], number: int, user_id: str) -> list[Block]:
+    """The clarifying question's blocks with its buttons replaced by who picked what."""
+    kept = [block for block in blocks if block.get("block_id") != CHOICE_BLOCK]
+    return [*kept, _context(f"<@{escape(user_id)}> picked {number}.")]
+
+
 def render_reply(reply: Reply) -> tuple[str, list[Block]]:
-    """(notification text, blocks) for a reply: the answer, its sources, feedback buttons."""
+    """(notification text, blocks) for a reply: the answer, its sources, feedback buttons;
+    a clarifying question with one button per option."""
     body = reply.text if reply.text else HELD_BY_HUMAN
     sections = split_text(to_mrkdwn(body))
     if len(sections) > MAX_SECTIONS:
@@ -103,6 +132,8 @@ def render_reply(reply: Reply) -> tuple[str, list[Block]]:
         blocks.append(_context("\n".join(lines)))
     if reply.action == "answer":
         blocks.append(feedback_buttons())
+    elif reply.action == "clarify" and reply.sources:
+        blocks.append(choice_buttons(reply))
     fallback = escape(body)
     if len(fallback) > FALLBACK_LIMIT:
         fallback = split_text(fallback, FALLBACK_LIMIT - 2)[0] + " …"

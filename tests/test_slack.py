@@ -30,6 +30,7 @@ from brain.redis_server import client
 from brain.settings import Secret, Settings
 from brain.types import Inbound
 from retrieval.embedder import Embedder
+from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
 from tests.fake_slack import JSON, FakeSlack
@@ -307,6 +308,55 @@ async def test_thumbs_up_is_recorded_in_transcripts(slack: Slack, redis: aioredi
     events = [e for _, e in await redis.xrange("dm:transcripts") if e["type"] == "feedback"]
     assert [(e["channel"], e["conversation"], e["user"]) for e in events] == [("slack", "D1", "U1")]
     assert json.loads(events[0]["data"]) == {"message_id": answer["ts"], "rating": "up"}
+
+
+async def test_pressing_an_option_of_a_clarifying_question_picks_it(
+    slack: Slack, brain: Brain, store: ConversationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    score = brain.retriever.search("issue with delivery")[0].score
+    monkeypatch.setattr(brain, "_thresholds", Thresholds(answer=score + 0.01, clarify=score - 0.1))
+    await slack.event(dm("issue with delivery"))
+    [offer] = await slack.answers("D1", 1)
+    [buttons] = [b for b in offer["blocks"] if b.get("block_id") == "deskmate_choices"]
+    assert [e["action_id"] for e in buttons["elements"]] == [
+        f"deskmate_pick_{n}" for n in (1, 2, 3)
+    ]
+    second_title = buttons["elements"][1]["text"]["text"].removeprefix("2. ")
+    press = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": "U1"},
+        "api_app_id": "A1",
+        "channel": {"id": "D1"},
+        "container": {"type": "message", "message_ts": offer["ts"], "channel_id": "D1"},
+        "message": {
+            "type": "message",
+            "ts": offer["ts"],
+            "text": offer["text"],
+            "blocks": offer["blocks"],
+            "bot_id": "BBOT",
+        },
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "deskmate_pick_2",
+                "block_id": "deskmate_choices",
+                "value": "2",
+                "action_ts": str(time.time()),
+            }
+        ],
+        "trigger_id": "1.2.4",
+        "response_url": f"{slack.fake.url}/response/10",
+    }
+    assert (await slack.form({"payload": json.dumps(press)})).status == 200
+    await slack.fake.wait_for(lambda: len(slack.updates("D1")) == 3)
+    picked = next(u for u in slack.updates("D1")[1:] if u["ts"] == offer["ts"])
+    assert "picked 2" in json.dumps(picked["blocks"])
+    assert not [b for b in picked["blocks"] if b["type"] == "actions"]
+    answer = next(u for u in slack.updates("D1")[1:] if u["ts"] != offer["ts"])
+    assert second_title in json.dumps(answer["blocks"])
+    history = await store.history("D1")
+    assert [t.text for t in history if t.role == "user"] == ["issue with delivery", "2"]
 
 
 def command(text: str, user: str, response_url: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 from bots.slack_render import (
     FEEDBACK_BLOCK,
     SECTION_LIMIT,
+    acknowledge_choice,
     acknowledge_feedback,
     escape,
     render_reply,
@@ -76,7 +77,7 @@ def test_answer_has_text_sources_and_buttons() -> None:
 @pytest.mark.parametrize(
     ("reply", "kinds"),
     [
-        (Reply("Did you mean:\n1. A\n2. B", "clarify", sources=SOURCES), ["section"]),
+        (Reply("Did you mean:\n1. A\n2. B", "clarify", sources=SOURCES), ["section", "actions"]),
         (Reply("Passing you to a person.", "handoff"), ["section"]),
         (Reply("Hi! What can I help you with?", "none"), ["section"]),
         (
@@ -110,3 +111,19 @@ def test_acknowledged_feedback_replaces_the_buttons() -> None:
     acknowledged = acknowledge_feedback(blocks, "down", "U1")
     assert [b["type"] for b in acknowledged] == ["section", "context", "context"]
     assert acknowledged[-1]["elements"][0]["text"] == "👎 Thanks for the feedback, <@U1>."
+
+
+def test_a_clarifying_question_has_one_button_per_option_and_a_pick_replaces_them() -> None:
+    options = (
+        Source("a", "Where is my order?", 0.5),
+        Source("b", "y" * 90, 0.4),
+    )
+    _, blocks = render_reply(Reply("Did you mean one of these?", "clarify", sources=options))
+    [buttons] = [b for b in blocks if b.get("block_id") == "deskmate_choices"]
+    assert [(e["action_id"], e["value"], e["text"]["text"]) for e in buttons["elements"]] == [
+        ("deskmate_pick_1", "1", "1. Where is my order?"),
+        ("deskmate_pick_2", "2", "2. " + "y" * 69 + "…"),
+    ]
+    picked = acknowledge_choice(blocks, 2, "U1")
+    assert not [b for b in picked if b["type"] == "actions"]
+    assert picked[-1]["elements"][0]["text"] == "<@U1> picked 2."
