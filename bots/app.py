@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from bots.faq_sync import FaqWatcher
 from bots.indexing import ensure_index
 from brain.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.conversations import ConversationStore
@@ -152,8 +153,15 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             hook=backend_hook(backend),
             interval=settings.model_watch_seconds,
         )
+        faq_watcher = FaqWatcher(
+            redis,
+            settings.redis_prefix,
+            retriever,
+            settings.index_dir,
+            interval=settings.faq_watch_seconds,
+        )
         try:
-            async with watcher:
+            async with watcher, faq_watcher:
                 yield App(settings, redis, store, retriever, brain, watcher)
         finally:
             await backend.aclose()

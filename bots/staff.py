@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from bots.faq_sync import publish
 from bots.indexing import import_faq
 from retrieval.faq import FaqFormatError
 from retrieval.retriever import Retriever
@@ -28,7 +30,7 @@ PAGE = 1000
 
 USAGE = """\
 Staff commands:
-  faq reload   re-import the FAQ files the index was built from, and serve the new index
+  faq reload   re-import the FAQ files the index was built from; every process serves it
   stats        messages, answers, handoffs and ratings over the last 24 hours
   model        the dialogue model version being served"""
 
@@ -104,6 +106,14 @@ class StaffCommands:
         self.retriever.index = index
         names = ", ".join(path.name for path in files)
         verb = "Reloaded" if rebuilt else "Unchanged, still serving"
+        try:
+            await publish(self.redis, self.prefix, index)  # the other processes follow
+        except (RedisError, OSError) as exc:
+            log.warning("faq reload: cannot publish the new index: %s", exc)
+            return (
+                f"{verb} {len(index)} FAQ entries from {names} in this process only: "
+                f"Redis is unreachable, so other processes keep their index ({exc})."
+            )
         return f"{verb} {len(index)} FAQ entries from {names}."
 
     async def stats(self, now: float | None = None, window: int = DAY) -> Stats:

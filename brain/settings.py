@@ -285,6 +285,11 @@ class Settings:
         str,
         "",
     )
+    faq_watch_seconds: float = _setting(
+        "how often a running process checks whether `faq reload` published a new FAQ index",
+        _seconds,
+        5.0,
+    )
     model_watch_seconds: float = _setting(
         "how often a running process checks which model version to serve",
         _seconds,
