@@ -29,7 +29,15 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
-from telegram import BotCommand, LinkPreviewOptions, Message, MessageEntity, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    LinkPreviewOptions,
+    MaybeInaccessibleMessage,
+    Message,
+    MessageEntity,
+    Update,
+)
 from telegram import error as telegram_error
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
@@ -171,21 +179,31 @@ def to_inbound(
     )
 
 
-def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
-    """A 👍/👎 button press as `Feedback` on the message it was pressed on, or None."""
+def _pressed(
+    update: Update | Mapping[str, Any],
+) -> tuple[CallbackQuery, MaybeInaccessibleMessage, str] | None:
+    """A button press, the message it was pressed on (perhaps too old to read), and that
+    message's conversation."""
     query = _as_update(update).callback_query
     if query is None or query.message is None:
         return None
-    rating = parse_feedback(query.data)
-    if rating is None:
+    pressed = query.message
+    thread = None
+    if isinstance(pressed, Message) and pressed.is_topic_message:
+        thread = pressed.message_thread_id
+    return query, pressed, conversation_key(pressed.chat.id, thread)
+
+
+def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
+    """A 👍/👎 button press as `Feedback` on the message it was pressed on, or None."""
+    press = _pressed(update)
+    rating = parse_feedback(press[0].data) if press else None
+    if press is None or rating is None:
         return None
-    rated = query.message
-    thread = (
-        rated.message_thread_id if isinstance(rated, Message) and rated.is_topic_message else None
-    )
+    query, rated, conversation = press
     return Feedback(
         channel="telegram",
-        conversation_id=conversation_key(rated.chat.id, thread),
+        conversation_id=conversation,
         user_id=str(query.from_user.id),
         message_id=str(rated.message_id),
         rating=rating,
@@ -194,19 +212,14 @@ def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
 
 def to_choice(update: Update | Mapping[str, Any]) -> Inbound | None:
     """A press on a clarifying question's option, as the reply with its number, or None."""
-    query = _as_update(update).callback_query
-    if query is None or query.message is None:
+    press = _pressed(update)
+    number = parse_choice(press[0].data) if press else None
+    if press is None or number is None:
         return None
-    number = parse_choice(query.data)
-    if number is None:
-        return None
-    asked = query.message
-    thread = (
-        asked.message_thread_id if isinstance(asked, Message) and asked.is_topic_message else None
-    )
+    query, asked, conversation = press
     return Inbound(
         channel="telegram",
-        conversation_id=conversation_key(asked.chat.id, thread),
+        conversation_id=conversation,
         user_id=str(query.from_user.id),
         message_id=f"choice-{query.id}",
         text=str(number),

@@ -130,6 +130,36 @@ def mention(text: str, channel: str = "C1", thread_ts: str | None = None) -> JSO
     return event
 
 
+def block_action(message: JSON, channel: str, action_id: str, block_id: str, value: str) -> JSON:
+    """A block_actions payload: `U1` pressed a button of `message` (as deskmate posted it)."""
+    return {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": "U1"},
+        "api_app_id": "A1",
+        "channel": {"id": channel},
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel},
+        "message": {
+            "type": "message",
+            "ts": message["ts"],
+            "text": message["text"],
+            "blocks": message["blocks"],
+            "bot_id": "BBOT",
+        },
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "action_ts": str(time.time()),
+            }
+        ],
+        "trigger_id": "1.2.3",
+        "response_url": "https://hooks.slack.example/actions/T1/1/x",  # deskmate does not use it
+    }
+
+
 def section_text(payload: JSON) -> str:
     return "\n".join(b["text"]["text"] for b in payload["blocks"] if b["type"] == "section")
 
@@ -272,32 +302,7 @@ async def test_rate_limited_reply_waits_retry_after_and_still_arrives(slack: Sla
 async def test_thumbs_up_is_recorded_in_transcripts(slack: Slack, redis: aioredis.Redis) -> None:
     await slack.event(dm(RETURNS))
     [answer] = await slack.answers("D1", 1)
-    press = {
-        "type": "block_actions",
-        "team": {"id": "T1"},
-        "user": {"id": "U1"},
-        "api_app_id": "A1",
-        "channel": {"id": "D1"},
-        "container": {"type": "message", "message_ts": answer["ts"], "channel_id": "D1"},
-        "message": {
-            "type": "message",
-            "ts": answer["ts"],
-            "text": answer["text"],
-            "blocks": answer["blocks"],
-            "bot_id": "BBOT",
-        },
-        "actions": [
-            {
-                "type": "button",
-                "action_id": "deskmate_feedback_up",
-                "block_id": "deskmate_feedback",
-                "value": "up",
-                "action_ts": str(time.time()),
-            }
-        ],
-        "trigger_id": "1.2.3",
-        "response_url": f"{slack.fake.url}/response/9",
-    }
+    press = block_action(answer, "D1", "deskmate_feedback_up", "deskmate_feedback", "up")
     response = await slack.form({"payload": json.dumps(press)})
     assert response.status == 200
     await slack.fake.wait_for(lambda: len(slack.updates("D1")) == 2)
@@ -322,32 +327,7 @@ async def test_pressing_an_option_of_a_clarifying_question_picks_it(
         f"deskmate_pick_{n}" for n in (1, 2, 3)
     ]
     second_title = buttons["elements"][1]["text"]["text"].removeprefix("2. ")
-    press = {
-        "type": "block_actions",
-        "team": {"id": "T1"},
-        "user": {"id": "U1"},
-        "api_app_id": "A1",
-        "channel": {"id": "D1"},
-        "container": {"type": "message", "message_ts": offer["ts"], "channel_id": "D1"},
-        "message": {
-            "type": "message",
-            "ts": offer["ts"],
-            "text": offer["text"],
-            "blocks": offer["blocks"],
-            "bot_id": "BBOT",
-        },
-        "actions": [
-            {
-                "type": "button",
-                "action_id": "deskmate_pick_2",
-                "block_id": "deskmate_choices",
-                "value": "2",
-                "action_ts": str(time.time()),
-            }
-        ],
-        "trigger_id": "1.2.4",
-        "response_url": f"{slack.fake.url}/response/10",
-    }
+    press = block_action(offer, "D1", "deskmate_pick_2", "deskmate_choices", "2")
     assert (await slack.form({"payload": json.dumps(press)})).status == 200
     await slack.fake.wait_for(lambda: len(slack.updates("D1")) == 3)
     picked = next(u for u in slack.updates("D1")[1:] if u["ts"] == offer["ts"])

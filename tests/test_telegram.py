@@ -85,6 +85,13 @@ class ScriptedBackend:
         return Answer(self.text, (hits[0],))
 
 
+def clarifying_brain(retriever: Retriever, store: ConversationStore, question: str) -> Brain:
+    """A brain whose thresholds put `question` in the clarify band (options offered)."""
+    score = retriever.search(question)[0].score
+    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
+    return Brain(retriever, store, QuoteBackend(), thresholds=band)
+
+
 async def transcript_events(redis: aioredis.Redis) -> list[dict[str, Any]]:
     return [
         {**fields, "data": json.loads(fields["data"])}
@@ -96,9 +103,7 @@ async def test_private_conversation_keeps_context_and_registers_commands(
     fake: FakeTelegram, retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
 ) -> None:
     # Put the question inside the clarify band, so the bot offers entries and "2" picks one.
-    score = retriever.search("issue with delivery")[0].score
-    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
-    brain = Brain(retriever, store, QuoteBackend(), thresholds=band)
+    brain = clarifying_brain(retriever, store, "issue with delivery")
     async with telegram_bot(fake, brain, redis):
         assert fake.sent("setMyCommands") == [
             {"commands": [{"command": n[1:], "description": d} for n, d in COMMANDS.items()]}
@@ -136,9 +141,7 @@ async def test_private_conversation_keeps_context_and_registers_commands(
 async def test_pressing_an_option_of_a_clarifying_question_picks_it(
     fake: FakeTelegram, retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
 ) -> None:
-    score = retriever.search("issue with delivery")[0].score
-    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
-    brain = Brain(retriever, store, QuoteBackend(), thresholds=band)
+    brain = clarifying_brain(retriever, store, "issue with delivery")
     async with telegram_bot(fake, brain, redis):
         fake.push(text_message("issue with delivery"))
         [offer] = await fake.wait_for_messages(1)
