@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bots.indexing import import_faq
+from brain.polling import Poller
 from retrieval.faq import FaqFormatError
 from retrieval.index import FaqIndex, IndexLoadError
 from retrieval.retriever import Retriever
@@ -57,11 +58,10 @@ class FaqWatcher:
         self.key = prefix + FAQ_VERSION
         self.retriever = retriever
         self.index_dir = index_dir
-        self.interval = interval
         self.changed = asyncio.Event()  # set after each swap (tests, health)
         self._missing: tuple[str, float] = ("", 0.0)  # a version not found, retry time
         self._seen = ""  # the published version last acted on
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self.check, interval, "faq-watcher")
 
     async def _published(self) -> str | None:
         try:
@@ -119,18 +119,10 @@ class FaqWatcher:
             return None
         return rebuilt if rebuilt.content_hash == wanted else None
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.check()
-
     async def __aenter__(self) -> Self:
         self._seen = await self._published() or ""  # what was published before we started
-        self._task = asyncio.create_task(self._run(), name="faq-watcher")
+        self._poller.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._poller.stop()

@@ -17,7 +17,6 @@ The registry lives in brain/ because serving reads it; training writes new versi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from brain.polling import Poller
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +238,8 @@ class ActiveModelWatcher:
         self.prefix = prefix
         self.registry = registry
         self.hook = hook
-        self.interval = interval
         self.current: str | None = None  # the version last applied
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self.check, interval, "model-watcher")
         self.changed = asyncio.Event()  # set after each applied change (tests, health)
         self._failed: tuple[str | None, float] = (None, 0.0)  # a version that failed to load
 
@@ -273,18 +273,10 @@ class ActiveModelWatcher:
         self.changed.set()
         return True
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.check()
-
     async def __aenter__(self) -> ActiveModelWatcher:
         await self.check()
-        self._task = asyncio.create_task(self._run(), name="model-watcher")
+        self._poller.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._poller.stop()
