@@ -147,6 +147,7 @@ class HFGenerator:
         )
         self.generate_calls = 0
         self.continuous: ContinuousBatcher | None = None
+        self.lean: LlamaEngine | None = None
         if lean_engine_fits(model, options):
             engine = LlamaEngine(
                 model,
@@ -158,6 +159,7 @@ class HFGenerator:
             self.continuous = ContinuousBatcher(
                 engine, stop_ids(model, tokenizer), options.max_new_tokens
             )
+            self.lean = engine
             self.model = None  # the engine holds its own (fused, quantised) copy
 
     @property
@@ -203,6 +205,12 @@ class HFGenerator:
             generator.engine,
             time.perf_counter() - started,
         )
+        if generator.lean is not None and generator.lean.int8_errors:
+            log.info(
+                "int8 on this CPU: %s (mean |logit error| vs fp32: %s)",
+                generator.lean.int8_scheme,
+                ", ".join(f"{k} {v:.3f}" for k, v in generator.lean.int8_errors.items()),
+            )
         return generator
 
     def count_tokens(self, messages: Messages) -> int:

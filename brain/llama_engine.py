@@ -153,26 +153,58 @@ class LlamaEngine:
         self._prefix_keys: list[torch.Tensor] = []
         self._prefix_values: list[torch.Tensor] = []
         self.reused_tokens = 0  # prompt tokens copied from the prefix cache
-        if calibration:
-            self._smooth(calibration)
+        # Which int8 scheme serves ("plain" / "smoothed"; "fp32" without int8) and each
+        # scheme's mean |logit - fp32 logit| over the calibration prompts.
+        self.int8_scheme = "fp32"
+        self.int8_errors: dict[str, float] = {}
         if int8:
-            from brain.hf_backend import quantize_int8
-
-            self.blocks = list(quantize_int8(nn.ModuleList(self.blocks)))
-            self.lm_head = quantize_int8(head)[0]
+            self._quantize(head, calibration)
+        elif calibration:
+            self._smooth(self._calibrate(calibration)[0])  # exact in fp32
 
     SMOOTHING = 0.5  # SmoothQuant's alpha: how much of an outlier moves into the weights
 
-    @torch.inference_mode()
-    def _smooth(self, calibration: Sequence[list[int]]) -> None:
-        """Move activation outliers into the weights (SmoothQuant), exactly in fp32.
+    def _quantize(self, head: nn.ModuleList, calibration: Sequence[list[int]]) -> None:
+        """Quantise to int8, smoothed or plain: whichever is closer to fp32 on this CPU.
 
         Dynamic int8 quantises each token's activations with one scale, so a few large
-        channels in the normalised inputs of qkv and gate_up crush the rest: SmolLM2's
-        answers drift far from fp32's (held-out token-F1 0.12 vs 0.20). With per-channel
-        s = sqrt(max|x_j| / max|W_:j|) from the calibration prompts, x/s and W*s give the
-        same product with flatter activations (0.16).
+        channels in the normalised inputs of qkv and gate_up crush the rest. Smoothing
+        (SmoothQuant) flattens them, but how much that helps depends on the int8 kernels
+        the CPU runs (on one AVX-512 VNNI/AMX machine it helped on some prompts and hurt
+        on others), so both are measured on the calibration prompts against fp32 logits
+        at every position, and the closer one serves. Without calibration: plain.
         """
+        from brain.hf_backend import quantize_int8
+
+        fp32_head, fp32_blocks = head[0], self.blocks
+        self.lm_head = quantize_int8(head)[0]
+        self.blocks = list(quantize_int8(nn.ModuleList(fp32_blocks)))  # a copy: plain
+        self.int8_scheme = "plain"
+        if not calibration:
+            return
+        plain = self.blocks
+        self.blocks = fp32_blocks
+        peaks, states = self._calibrate(calibration)
+        self.blocks = plain
+        self.int8_errors["plain"] = self._logit_error(calibration, states, fp32_head)
+        self.blocks = fp32_blocks
+        self._smooth(peaks)
+        self.blocks = list(quantize_int8(nn.ModuleList(fp32_blocks)))
+        self.int8_errors["smoothed"] = self._logit_error(calibration, states, fp32_head)
+        if self.int8_errors["plain"] <= self.int8_errors["smoothed"]:
+            self.blocks = plain
+        else:
+            self.int8_scheme = "smoothed"
+
+    def _prompts(self, calibration: Sequence[list[int]]) -> list[list[int]]:
+        return [list(token_ids)[: self.max_tokens - 1] for token_ids in calibration]
+
+    @torch.inference_mode()
+    def _calibrate(
+        self, calibration: Sequence[list[int]]
+    ) -> tuple[dict[tuple[int, str], torch.Tensor], list[torch.Tensor]]:
+        """Run the calibration prompts: the peak |input| of each channel of every qkv and
+        gate_up layer, and each prompt's final hidden states (the reference logits)."""
         peaks: dict[tuple[int, str], torch.Tensor] = {}
 
         def record(key: tuple[int, str]) -> Any:
@@ -188,11 +220,31 @@ class LlamaEngine:
             for name in ("qkv", "gate_up")
         ]
         try:
-            for token_ids in calibration:
-                self.prefill(0, list(token_ids)[: self.max_tokens - 1])
+            states = [self._fresh(token_ids) for token_ids in self._prompts(calibration)]
         finally:
             for handle in hooks:
                 handle.remove()
+        self._forget()
+        return peaks, states
+
+    @torch.inference_mode()
+    def _logit_error(
+        self, calibration: Sequence[list[int]], states: list[torch.Tensor], fp32_head: nn.Module
+    ) -> float:
+        """Mean |logit - fp32 logit| over every position of the calibration prompts."""
+        total, count = 0.0, 0
+        for token_ids, state in zip(self._prompts(calibration), states, strict=True):
+            exact = fp32_head(self._norm(state))
+            total += float((self.prompt_logits(token_ids) - exact).abs().sum())
+            count += exact.numel()
+        self._forget()
+        return total / max(count, 1)
+
+    @torch.inference_mode()
+    def _smooth(self, peaks: dict[tuple[int, str], torch.Tensor]) -> None:
+        """Move activation outliers into the weights (SmoothQuant), exactly in fp32: with
+        per-channel s = sqrt(max|x_j| / max|W_:j|), x/s and W*s give the same product
+        with flatter activations."""
         for layer, block in enumerate(self.blocks):
             for name, scale in (("qkv", "attention_scale"), ("gate_up", "mlp_scale")):
                 linear = getattr(block, name)
@@ -200,6 +252,20 @@ class LlamaEngine:
                 factor = (peaks[(layer, name)].clamp(min=1e-5) / weight_peak) ** self.SMOOTHING
                 linear.weight.mul_(factor)
                 setattr(block, scale, 1 / factor)
+
+    @torch.inference_mode()
+    def prompt_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits at every position of a prompt run alone in row 0 (for measuring; the
+        row is left in use, so call it before serving, or on an engine of its own)."""
+        return self._logits(self._fresh(token_ids))
+
+    def _fresh(self, token_ids: list[int]) -> torch.Tensor:
+        """Final hidden states of every position of a prompt run alone in row 0."""
+        self._forget()
+        return self._hidden(0, token_ids)[0]
+
+    def _forget(self) -> None:
+        """Leave no trace of calibration runs in row 0 or the prefix cache."""
         self.lengths[0] = 0
         self._previous_ids, self._prefix_ids = [], []
         self._prefix_keys, self._prefix_values = [], []
@@ -267,11 +333,16 @@ class LlamaEngine:
         The part of the prompt shared with the remembered prefix (the system prompt and
         template every prompt starts with) is copied from the cache, not recomputed.
         """
+        x = self._hidden(slot, token_ids)
+        return int(self._logits(x[:, -1])[0].argmax())
+
+    def _hidden(self, slot: int, token_ids: list[int]) -> torch.Tensor:
+        """Prefill row `slot`; the final hidden states of the positions computed."""
         total = len(token_ids)
         self._ensure_capacity(total + 1)
         reused = self._reuse_prefix(slot, token_ids)
         tokens = total - reused
-        x = self.embed[torch.tensor([token_ids[reused:]])]
+        x: torch.Tensor = self.embed[torch.tensor([token_ids[reused:]])]
         cos, sin = self.cos[reused:total], self.sin[reused:total]
         # New token i (position reused + i) sees positions 0..reused + i.
         mask = torch.arange(total).unsqueeze(0) <= torch.arange(reused, total).unsqueeze(1)
@@ -291,7 +362,7 @@ class LlamaEngine:
             x = self._mlp(block, x)
         self.lengths[slot] = total
         self._remember_prefix(slot, token_ids, reused)
-        return int(self._logits(x[:, -1])[0].argmax())
+        return x
 
     def _reuse_prefix(self, slot: int, token_ids: list[int]) -> int:
         """Copy the remembered prefix's cache into `slot` as far as `token_ids` share it."""

@@ -53,9 +53,9 @@ async def test_the_default_model_answers_from_the_faq_and_resists_injection(
 
 
 @pytest.mark.slow
-def test_smoothing_brings_int8_logits_closer_to_fp32(real_model_dir: Path) -> None:
-    import torch
-
+def test_int8_serves_the_scheme_closest_to_fp32_on_this_cpu(real_model_dir: Path) -> None:
+    """Smoothed or plain int8 is chosen at load by measuring both on this CPU's kernels;
+    on a prompt it was not calibrated on, the choice is no worse than plain int8."""
     from brain.hf_backend import calibration_prompts
     from brain.hf_model import load_causal_lm
     from brain.llama_engine import LlamaEngine
@@ -67,18 +67,17 @@ def test_smoothing_brings_int8_logits_closer_to_fp32(real_model_dir: Path) -> No
         [Passage("Returns", "Unworn items with tags can be returned within 30 days.")],
     )
     ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    calibration = calibration_prompts(tokenizer)
+    assert all(ids != prompt for prompt in calibration)
 
-    def last_logits(**options: object) -> torch.Tensor:
-        engine = LlamaEngine(model, slots=1, max_tokens=1024, **options)  # type: ignore[arg-type]
-        captured: list[torch.Tensor] = []
-        handle = engine.lm_head.register_forward_hook(lambda m, i, o: captured.append(o))
-        engine.prefill(0, ids)
-        handle.remove()
-        return captured[-1].flatten()
+    exact = LlamaEngine(model, slots=1, max_tokens=1024, int8=False).prompt_logits(ids)
+    plain = LlamaEngine(model, slots=1, max_tokens=1024, int8=True)
+    chosen = LlamaEngine(model, slots=1, max_tokens=1024, int8=True, calibration=calibration)
 
-    exact = last_logits(int8=False)
-    plain = (last_logits(int8=True) - exact).abs().mean()
-    smoothed = (
-        (last_logits(int8=True, calibration=calibration_prompts(tokenizer)) - exact).abs().mean()
-    )
-    assert smoothed < plain
+    assert plain.int8_scheme == "plain" and not plain.int8_errors
+    errors = chosen.int8_errors
+    assert set(errors) == {"plain", "smoothed"} and all(0 < e < 10 for e in errors.values())
+    assert chosen.int8_scheme == min(errors, key=errors.__getitem__)
+    plain_error = (plain.prompt_logits(ids) - exact).abs().mean()
+    chosen_error = (chosen.prompt_logits(ids) - exact).abs().mean()
+    assert chosen_error <= plain_error * 1.05, (chosen.int8_scheme, errors)
