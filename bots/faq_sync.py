@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 
 FAQ_VERSION = "faq:version"
 RETRY_MISSING_SECONDS = 60.0
+INDEX_WORK_SECONDS = 300.0  # longest wait for loading or rebuilding an index in a thread
+
+T = TypeVar("T")
+
+
+async def index_work(work: Callable[[], T], timeout: float = INDEX_WORK_SECONDS) -> T:
+    """Run blocking index work (load, embed, save) in a thread, waiting at most `timeout`
+    seconds: a reload that cannot finish must not stall the caller forever."""
+    return await asyncio.wait_for(asyncio.to_thread(work), timeout)
 
 
 async def publish(redis: aioredis.Redis, prefix: str, index: FaqIndex) -> None:
@@ -81,7 +91,11 @@ class FaqWatcher:
         missing, retry_at = self._missing
         if wanted == missing and time.monotonic() < retry_at:
             return False
-        index = await asyncio.to_thread(self._find, wanted)
+        try:
+            index = await index_work(lambda: self._find(wanted))
+        except TimeoutError:
+            log.warning("finding FAQ index %s took over %.0f s", wanted[:12], INDEX_WORK_SECONDS)
+            index = None
         if index is None:
             log.warning(
                 "FAQ index %s was published but is neither in %s nor rebuilt from %s; "

@@ -7,7 +7,6 @@ root rather than in the brain.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bots.faq_sync import publish
+from bots.faq_sync import INDEX_WORK_SECONDS, index_work, publish
 from bots.indexing import import_faq
 from retrieval.faq import FaqFormatError
 from retrieval.retriever import Retriever
@@ -97,8 +96,16 @@ class StaffCommands:
         if not files:
             return "The index was not built from files, so there is nothing to reload."
         try:
-            index, rebuilt = await asyncio.to_thread(
-                import_faq, self.index_dir, files, self.retriever.embedder, show_progress=False
+            index, rebuilt = await index_work(
+                lambda: import_faq(
+                    self.index_dir, files, self.retriever.embedder, show_progress=False
+                )
+            )
+        except TimeoutError:
+            log.warning("faq reload took over %.0f s", INDEX_WORK_SECONDS)
+            return (
+                f"FAQ reload did not finish within {INDEX_WORK_SECONDS:.0f} s; still serving "
+                "the previous index. Try again, or check the logs."
             )
         except (FaqFormatError, OSError) as exc:
             log.warning("faq reload failed: %s", exc)

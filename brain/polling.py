@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 class Poller:
-    """Runs `check` every `interval` seconds from `start` until `stop`."""
+    """Runs `check` every `interval` seconds from `start` until `stop`.
+
+    A check that raises is logged and tried again at the next tick: one bad read must
+    not leave a process deaf to every later change.
+    """
 
     def __init__(self, check: Callable[[], Awaitable[object]], interval: float, name: str) -> None:
         self.check = check
         self.interval = interval
         self.name = name
+        self.failures = 0  # checks that raised (tests, health)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -30,4 +38,10 @@ class Poller:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:  # keep following; the next tick tries again
+                self.failures += 1
+                log.warning(
+                    "%s: check failed, retrying: %s: %s", self.name, type(exc).__name__, exc
+                )

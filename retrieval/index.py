@@ -306,24 +306,38 @@ class FaqIndex:
                 f"FAQ index in {directory} has format {meta.get('format')}, expected "
                 f"{FORMAT_VERSION}; rebuild it with `deskmate faq import FILE...`"
             )
-        entries = [
-            FaqEntry(
-                id=e["id"],
-                question=e["question"],
-                answer=e["answer"],
-                alternates=tuple(e.get("alternates", ())),
-                url=e.get("url"),
-            )
-            for e in meta["entries"]
-        ]
+        try:
+            entries = [
+                FaqEntry(
+                    id=e["id"],
+                    question=e["question"],
+                    answer=e["answer"],
+                    alternates=tuple(e.get("alternates", ())),
+                    url=e.get("url"),
+                )
+                for e in meta["entries"]
+            ]
+            phrasing_entry = np.asarray(meta["phrasing_entry"], dtype=np.int64)
+            phrasing_keys = list(meta["phrasing_keys"])
+            thresholds = Thresholds(**meta["thresholds"])
+            keyword_weight = float(meta["keyword_weight"])
+            model = str(meta["model"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexLoadError(
+                f"FAQ index in {directory} has malformed metadata ({exc!r}); rebuild it with "
+                "`deskmate faq import FILE...`"
+            ) from exc
+        if not (len(vectors) == len(phrasing_keys) == len(phrasing_entry)):
+            # meta.json and vectors.npy from two different saves (read during a save).
+            raise IndexLoadError(f"FAQ index in {directory} changed while it was read; try again")
         return cls(
             entries,
-            np.asarray(meta["phrasing_entry"], dtype=np.int64),
-            meta["phrasing_keys"],
+            phrasing_entry,
+            phrasing_keys,
             vectors.astype(np.float32),
-            meta["model"],
-            thresholds=Thresholds(**meta["thresholds"]),
-            keyword_weight=float(meta["keyword_weight"]),
+            model,
+            thresholds=thresholds,
+            keyword_weight=keyword_weight,
             sources=meta.get("sources", []),
         )
 

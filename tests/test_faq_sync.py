@@ -6,13 +6,14 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from bots.faq_sync import FAQ_VERSION, FaqWatcher
 from bots.indexing import import_faq
 from bots.staff import StaffCommands
 from retrieval.embedder import Embedder
-from retrieval.index import FaqIndex
+from retrieval.index import FaqIndex, IndexLoadError
 from retrieval.retriever import Retriever
 
 ENTRIES = [
@@ -52,12 +53,12 @@ async def test_a_reload_in_one_process_is_served_by_the_others(
     by_hand = FaqWatcher(redis, "dm:", replica, tmp_path / "replica-index", interval=3600)
     async with polling, by_hand:
         write_faq(faq, [*ENTRIES, NEW])
-        reply = await staff_of(first, redis, shared).run("faq reload")
+        reply = await asyncio.wait_for(staff_of(first, redis, shared).run("faq reload"), 60)
         assert reply.startswith("Reloaded 3 FAQ entries")
         assert await redis.get("dm:" + FAQ_VERSION) == first.index.content_hash
         await asyncio.wait_for(polling.changed.wait(), timeout=10)
-        assert await by_hand.check()  # rebuilt from the same files on its own disk
-        assert not await by_hand.check()  # once
+        assert await asyncio.wait_for(by_hand.check(), 60)  # rebuilt from its own disk's files
+        assert not await asyncio.wait_for(by_hand.check(), 60)  # once
     for retriever in (second, replica):
         assert retriever.index.content_hash == first.index.content_hash
         assert retriever.search("gift wrap my present")[0].entry.id == "gift-wrap"
@@ -78,3 +79,48 @@ async def test_a_version_published_before_start_or_not_found_keeps_the_served_in
         assert not await watcher.check()  # neither saved nor rebuilt from the files
         assert retriever.index.content_hash == served
         assert FaqIndex.load(tmp_path / "index").content_hash == served
+
+
+async def test_a_failing_check_does_not_stop_the_watcher(
+    tmp_path: Path, embedder: Embedder, redis: aioredis.Redis
+) -> None:
+    """A saved index that cannot be read (here: half of two saves) is logged and retried;
+    the watcher keeps polling and follows the next good publication."""
+    faq = tmp_path / "faq.jsonl"
+    write_faq(faq, ENTRIES)
+    directory = tmp_path / "index"
+    retriever = process(directory, faq, embedder)
+    watcher = FaqWatcher(redis, "dm:", retriever, directory, interval=0.05)
+    calls = 0
+    real_check = watcher.check
+
+    async def flaky_check() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RuntimeError("disk hiccup")
+        return await real_check()
+
+    watcher._poller.check = flaky_check
+    async with watcher:
+        write_faq(faq, [*ENTRIES, NEW])
+        newer = process(tmp_path / "other", faq, embedder)
+        newer.index.save(directory)
+        await redis.set("dm:" + FAQ_VERSION, newer.index.content_hash)
+        await asyncio.wait_for(watcher.changed.wait(), timeout=10)
+    assert watcher._poller.failures == 2
+    assert retriever.index.content_hash == newer.index.content_hash
+
+
+def test_an_index_read_across_two_saves_is_refused(tmp_path: Path, embedder: Embedder) -> None:
+    faq = tmp_path / "faq.jsonl"
+    write_faq(faq, ENTRIES)
+    old = process(tmp_path / "old", faq, embedder).index
+    write_faq(faq, [*ENTRIES, NEW])
+    new = process(tmp_path / "new", faq, embedder).index
+    mixed = tmp_path / "mixed"
+    old.save(mixed)
+    (mixed / "vectors.npy").write_bytes((tmp_path / "new" / "vectors.npy").read_bytes())
+    assert len(new.vectors) != len(old.vectors)
+    with pytest.raises(IndexLoadError, match="changed while it was read"):
+        FaqIndex.load(mixed)
