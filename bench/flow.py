@@ -33,20 +33,20 @@ from typing import ClassVar, Self
 import aiohttp
 from aiohttp import web
 
-from bots.delivery import Sender
 from bots.indexing import import_faq
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
-from brain.flow import FlowKeys, Intake
+from brain.flow.sender import Sender
+from brain.flow.stream import FlowKeys, Intake
+from brain.flow.worker import BrainWorker
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
 from brain.types import Inbound, Reply
-from brain.worker import BrainWorker
 from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
-from tests.callback_server import CallbackServer
+from tests.fakes.callback_server import CallbackServer
 
 DESKMATE = str(Path(sys.executable).with_name("deskmate"))
 GREETINGS = ["hi", "hello", "thanks", "hey there"]

@@ -33,13 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brain.answer_metrics import rouge_l, token_f1
-from brain.backends import AnswerBackend, QuoteBackend
+from brain.answering.backends import AnswerBackend, QuoteBackend
+from brain.answering.batching import BatchingOptions, DecodeStats
+from brain.answering.grounded import GenerativeBackend
+from brain.answering.hf_generator import HFGenerator, HFOptions
+from brain.answering.model_loading import DEFAULT_MODEL
 from brain.conversations import ConversationStore
-from brain.generation import BatchingOptions, DecodeStats
-from brain.generative import GenerativeBackend
-from brain.hf_backend import HFGenerator, HFOptions
-from brain.hf_model import DEFAULT_MODEL
+from brain.evaluation.metrics import rouge_l, token_f1
 from brain.pipeline import Brain
 from brain.prompt import Messages, Passage, fit_prompt
 from brain.redis_server import EmbeddedRedis, client

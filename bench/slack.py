@@ -24,9 +24,9 @@ import aiohttp
 import numpy as np
 from slack_sdk.signature import SignatureVerifier
 
-from bots.slack import SlackAdapter
+from bots.slack.adapter import SlackAdapter
 from bots.web import make_web_app, serve_web
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
@@ -36,7 +36,7 @@ from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fake_slack import FakeSlack
+from tests.fakes.slack import FakeSlack
 
 SECRET = "bench-signing-secret"
 QUESTIONS = [

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bots.telegram import TelegramAdapter
-from bots.telegram_render import render_reply
-from brain.backends import QuoteBackend
+from bots.telegram.adapter import TelegramAdapter
+from bots.telegram.render import render_reply
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
@@ -30,7 +30,7 @@ from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fake_telegram import FakeTelegram, text_message
+from tests.fakes.telegram import FakeTelegram, text_message
 
 QUESTIONS = [
     "how do I track my parcel?",

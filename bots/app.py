@@ -12,12 +12,12 @@ import redis.asyncio as aioredis
 
 from bots.faq_sync import FaqWatcher
 from bots.indexing import ensure_index
-from brain.backends import AnswerBackend, DelayedBackend, QuoteBackend
+from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
+from brain.answering.batching import BatchingOptions, GenerationError, Generator
+from brain.answering.grounded import GenerativeBackend, UnavailableModelBackend
+from brain.answering.model_loading import ModelLoadError
+from brain.answering.registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
 from brain.conversations import ConversationStore
-from brain.generation import BatchingOptions, GenerationError, Generator
-from brain.generative import GenerativeBackend, UnavailableModelBackend
-from brain.hf_model import ModelLoadError
-from brain.model_registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
@@ -60,7 +60,7 @@ async def _base_backend(settings: Settings) -> AnswerBackend:
 
 
 async def _hf_backend(settings: Settings) -> AnswerBackend:
-    from brain.hf_backend import HFGenerator, HFOptions
+    from brain.answering.hf_generator import HFGenerator, HFOptions
 
     options = HFOptions(
         device=settings.model_device,
@@ -88,7 +88,7 @@ async def _hf_backend(settings: Settings) -> AnswerBackend:
 
 
 async def _openai_backend(settings: Settings) -> AnswerBackend:
-    from brain.openai_backend import OpenAIGenerator, OpenAIOptions
+    from brain.answering.openai_generator import OpenAIGenerator, OpenAIOptions
 
     if not settings.openai_url:
         raise SettingsError("DESKMATE_MODEL_BACKEND=openai needs DESKMATE_OPENAI_URL")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brain.model_registry import RegistryError
+from brain.answering.registry import RegistryError
 from brain.privacy import SecretFilter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError

@@ -12,8 +12,8 @@ from bots.app import build_app, make_backend, threshold_overrides
 from bots.console import run_console
 from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import counting, progress_bar
-from brain.answer_evaluation import evaluate_answers
 from brain.conversations import ConversationStore
+from brain.evaluation.answers import evaluate_answers
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings

@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Self
 import aiohttp
 from aiohttp import web
 
-from bots.adapter import DeliveryFailed, Handler, NetworkError, RetryAfter
-from brain.flow import reply_to_dict
+from brain.channel import DeliveryFailed, Handler, NetworkError, RetryAfter
+from brain.flow.stream import reply_to_dict
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply
 

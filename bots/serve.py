@@ -19,19 +19,19 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bots.adapter import Adapter, FeedbackHandler, Handler
 from bots.app import build_app
-from bots.delivery import Sender
 from bots.http_channel import HttpChannel
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
-from brain.consumer import OrderedConsumer
+from brain.channel import Adapter, FeedbackHandler, Handler
 from brain.conversations import ConversationStore
-from brain.flow import FlowKeys, FlowStatus, Intake, flow_status
-from brain.handoff import STAFF_CHANNEL
+from brain.flow.consumer import OrderedConsumer
+from brain.flow.sender import Sender
+from brain.flow.staff_notices import STAFF_CHANNEL
+from brain.flow.stream import FlowKeys, FlowStatus, Intake, flow_status
+from brain.flow.worker import BrainWorker
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
-from brain.worker import BrainWorker
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
@@ -51,11 +51,11 @@ def build_channels(
     """
     channels: list[Adapter] = []
     if settings.telegram_token:
-        from bots import telegram  # imported only when used: it loads python-telegram-bot
+        from bots.telegram import adapter as telegram  # loads python-telegram-bot: only when used
 
         channels.append(telegram.TelegramAdapter(settings, on_message, on_feedback, redis=redis))
     if settings.slack_bot_token:
-        from bots import slack
+        from bots.slack import adapter as slack
 
         slack_adapter = slack.SlackAdapter(
             settings, on_message, on_feedback, redis=redis, staff=staff
@@ -73,11 +73,11 @@ def build_channels(
 def check_channels(settings: Settings) -> None:
     """Fail at once, naming the setting to fix, when a channel is half-configured."""
     if settings.telegram_token or settings.telegram_webhook_url:
-        from bots import telegram
+        from bots.telegram import adapter as telegram
 
         telegram.check_settings(settings)
     if settings.slack_bot_token or settings.slack_app_token or settings.slack_signing_secret:
-        from bots import slack
+        from bots.slack import adapter as slack
 
         slack.check_settings(settings)
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from brain.backends import AnswerBackend
+from brain.answering.backends import AnswerBackend
 from brain.conversations import ConversationStore
 from brain.policy import decide, small_talk
 from brain.text import normalize_text

@@ -355,7 +355,7 @@ class Settings:
 
     @property
     def registry_dir(self) -> Path:
-        """Where fine-tuned model versions are registered (see brain.model_registry)."""
+        """Where fine-tuned model versions are registered (see brain.answering.registry)."""
         return self.data_dir / "registry"
 
 

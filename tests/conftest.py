@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client

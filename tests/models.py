@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from brain.hf_model import DEFAULT_MODEL, embedded_gguf, model_cache_dir
+from brain.answering.model_loading import DEFAULT_MODEL, embedded_gguf, model_cache_dir
 
 CONVERTED_NAME = DEFAULT_MODEL.rsplit("/", 1)[-1]
 
@@ -69,7 +69,7 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> Any:
 @pytest.fixture(scope="session")
 def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The converted default model: DESKMATE_DATA_DIR's copy, or converted once here."""
-    from brain.hf_model import resolve_model
+    from brain.answering.model_loading import resolve_model
 
     converted = _converted_copy()
     if converted is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brain.answer_metrics import answer_tokens, rouge_l, token_f1
+from brain.evaluation.metrics import answer_tokens, rouge_l, token_f1
 
 
 def test_tokens_drop_citations_punctuation_and_articles() -> None:

@@ -14,19 +14,19 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bots.delivery import Sender
 from bots.http_channel import HttpChannel, to_inbound
 from bots.serve import format_status
 from bots.web import make_web_app, serve_web
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
-from brain.flow import FlowKeys, Intake, flow_status
+from brain.flow.sender import Sender
+from brain.flow.stream import FlowKeys, Intake, flow_status
+from brain.flow.worker import AnswerFunction, BrainWorker
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.types import Inbound
-from brain.worker import AnswerFunction, BrainWorker
 from retrieval.retriever import Retriever
-from tests.callback_server import CallbackServer
+from tests.fakes.callback_server import CallbackServer
 
 KEYS = FlowKeys("dm:")
 QUESTIONS = [

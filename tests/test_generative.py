@@ -7,22 +7,22 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bots.app import make_backend
-from brain.backends import QuoteBackend
-from brain.conversations import ConversationStore
-from brain.generation import GenerationError
-from brain.generative import (
+from brain.answering.backends import QuoteBackend
+from brain.answering.batching import GenerationError
+from brain.answering.grounded import (
     GenerativeBackend,
     UnavailableModelBackend,
     check_citations,
     tidy,
 )
-from brain.openai_backend import OpenAIGenerator, OpenAIOptions
+from brain.answering.openai_generator import OpenAIGenerator, OpenAIOptions
+from brain.conversations import ConversationStore
 from brain.pipeline import Brain, followup_query, refers_back
 from brain.settings import Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
-from tests.fake_openai import FakeOpenAI, fake_openai_server
+from tests.fakes.openai import FakeOpenAI, fake_openai_server
 
 _ids = iter(range(1, 1_000_000))
 

@@ -21,23 +21,23 @@ import pytest
 import redis.asyncio as aioredis
 from slack_sdk.signature import SignatureVerifier
 
-from bots.delivery import Sender
-from bots.handoff import (
+from bots.serve import build_channels, describe_handoffs, handoffs_posted
+from bots.slack.staff_desk import (
     RESOLVE_ACTION,
     is_resolve,
     render_escalation,
     to_thread_reply,
 )
-from bots.serve import build_channels, describe_handoffs, handoffs_posted
 from bots.web import make_web_app, serve_web
-from brain.flow import FlowKeys, Intake
-from brain.handoff import STAFF_CHANNEL, staff_notice
+from brain.flow.sender import Sender
+from brain.flow.staff_notices import STAFF_CHANNEL, staff_notice
+from brain.flow.stream import FlowKeys, Intake
+from brain.flow.worker import BrainWorker
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Reply, Turn
-from brain.worker import BrainWorker
-from tests.fake_slack import JSON, FakeSlack
-from tests.fake_telegram import FakeTelegram, text_message, visible_text
+from tests.fakes.slack import JSON, FakeSlack
+from tests.fakes.telegram import FakeTelegram, text_message, visible_text
 from training.dataset import pick_pairs
 from training.transcripts import export_transcripts
 

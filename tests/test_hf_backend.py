@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from brain.generation import BatchingOptions
-from brain.hf_backend import HFGenerator, HFOptions, apply_adapter, quantize_int8
-from brain.hf_model import ModelLoadError
+from brain.answering.batching import BatchingOptions
+from brain.answering.hf_generator import HFGenerator, HFOptions, apply_adapter, quantize_int8
+from brain.answering.model_loading import ModelLoadError
 from brain.prompt import Messages, Passage, build_messages
 from tests.models import smollm_tokenizer, tiny_llama
 

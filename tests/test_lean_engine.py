@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from brain.generation import ContinuousBatcher, GenerationError
-from brain.hf_backend import HFGenerator, HFOptions, quantize_int8
-from brain.hf_model import ModelLoadError
-from brain.llama_engine import LlamaEngine, supports
+from brain.answering.batching import ContinuousBatcher, GenerationError
+from brain.answering.hf_generator import HFGenerator, HFOptions, quantize_int8
+from brain.answering.lean_engine import LlamaEngine, supports
+from brain.answering.model_loading import ModelLoadError
 from brain.prompt import build_messages
 from tests.models import smollm_tokenizer, tiny_llama
 

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bots.app import build_app
-from brain.model_registry import (
+from brain.answering.registry import (
     BASE,
     ActiveModelWatcher,
     ModelRegistry,

@@ -6,7 +6,7 @@ import json
 
 import redis.asyncio as aioredis
 
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.types import Feedback, Inbound

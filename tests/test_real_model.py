@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from brain.answering.grounded import GenerativeBackend
+from brain.answering.hf_generator import HFGenerator, HFOptions
 from brain.conversations import ConversationStore
-from brain.generative import GenerativeBackend
-from brain.hf_backend import HFGenerator, HFOptions
 from brain.pipeline import Brain
 from brain.types import Inbound
 from retrieval.retriever import Retriever
@@ -56,9 +56,9 @@ async def test_the_default_model_answers_from_the_faq_and_resists_injection(
 def test_int8_serves_the_scheme_closest_to_fp32_on_this_cpu(real_model_dir: Path) -> None:
     """Smoothed or plain int8 is chosen at load by measuring both on this CPU's kernels;
     on a prompt it was not calibrated on, the choice is no worse than plain int8."""
-    from brain.hf_backend import calibration_prompts
-    from brain.hf_model import load_causal_lm
-    from brain.llama_engine import LlamaEngine
+    from brain.answering.hf_generator import calibration_prompts
+    from brain.answering.lean_engine import LlamaEngine
+    from brain.answering.model_loading import load_causal_lm
     from brain.prompt import Passage, build_messages, render_prompt
 
     model, tokenizer = load_causal_lm(str(real_model_dir), real_model_dir.parent)

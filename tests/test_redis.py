@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bots.console import run_console
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, RedisUnavailable, client, open_redis

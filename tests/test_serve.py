@@ -24,7 +24,7 @@ from bots.indexing import import_faq
 from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ
 from retrieval.embedder import Embedder
-from tests.callback_server import CallbackServer
+from tests.fakes.callback_server import CallbackServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DESKMATE = str(Path(sys.executable).with_name("deskmate"))

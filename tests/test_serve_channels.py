@@ -20,8 +20,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from bots.web import serve_web
 from brain.redis_server import EmbeddedRedis
-from tests.fake_slack import FakeSlack
-from tests.fake_telegram import FakeTelegram, text_message
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram, text_message
 
 DESKMATE = str(Path(sys.executable).with_name("deskmate"))
 SECRET = "serve-test-signing-secret"

@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 from slack_sdk.signature import SignatureVerifier
 
 from bots.indexing import import_faq
-from bots.slack import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
-from bots.slack_render import PLACEHOLDER
+from bots.slack.adapter import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
+from bots.slack.render import PLACEHOLDER
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
-from brain.backends import QuoteBackend
+from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import client
@@ -33,7 +33,7 @@ from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fake_slack import JSON, FakeSlack
+from tests.fakes.slack import JSON, FakeSlack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RETURNS = "how many days do I have to send an item back?"

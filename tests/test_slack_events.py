@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from bots.slack import conversation_id, parse_conversation, plain_text, to_feedback, to_inbound
+from bots.slack.adapter import (
+    conversation_id,
+    parse_conversation,
+    plain_text,
+    to_feedback,
+    to_inbound,
+)
 from brain.types import Feedback
 
 BOT = "UBOT"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bots.slack_render import (
+from bots.slack.render import (
     FEEDBACK_BLOCK,
     SECTION_LIMIT,
     acknowledge_choice,

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bots.telegram import TelegramAdapter, TelegramStartError, check_settings
+from bots.telegram.adapter import TelegramAdapter, TelegramStartError, check_settings
 from bots.web import make_web_app, serve_web
-from brain.backends import Answer, QuoteBackend
+from brain.answering.backends import Answer, QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import COMMANDS, Brain
 from brain.redis_server import client
@@ -25,7 +25,7 @@ from brain.types import Inbound, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fake_telegram import (
+from tests.fakes.telegram import (
     CUSTOMER,
     GROUP,
     FakeTelegram,

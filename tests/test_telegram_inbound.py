@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 from telegram import Update
 
-from bots.telegram import (
+from bots.telegram.adapter import (
     conversation_key,
     parse_conversation_key,
     to_feedback,
     to_inbound,
 )
 from brain.types import Feedback, Inbound
-from tests.fake_telegram import (
+from tests.fakes.telegram import (
     BOT_USER,
     CUSTOMER,
     GROUP,

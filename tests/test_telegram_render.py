@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bots.telegram_render import (
+from bots.telegram.render import (
     OutgoingMessage,
     parse_choice,
     parse_feedback,
@@ -14,7 +14,7 @@ from bots.telegram_render import (
     utf16_len,
 )
 from brain.types import Reply, Source
-from tests.fake_telegram import visible_text
+from tests.fakes.telegram import visible_text
 
 SOURCE = Source(
     "returns-window", "How long do I have to return an item?", 0.9, "https://x.example/r"

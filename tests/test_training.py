@@ -11,11 +11,11 @@ import redis.asyncio as aioredis
 import torch
 
 from bots.cli import main as cli
-from brain import generative
-from brain.generation import Generator
-from brain.generative import GenerativeBackend
-from brain.hf_backend import HFGenerator, HFOptions
-from brain.model_registry import (
+from brain.answering import grounded
+from brain.answering.batching import Generator
+from brain.answering.grounded import GenerativeBackend
+from brain.answering.hf_generator import HFGenerator, HFOptions
+from brain.answering.registry import (
     BASE,
     ActiveModelWatcher,
     ModelRegistry,
@@ -140,7 +140,7 @@ async def test_train_register_promote_and_hot_swap(
     before = logits(backend.generator.model)  # type: ignore[attr-defined]
     monkeypatch.setenv("DESKMATE_REDIS_URL", redis_server.url)
     monkeypatch.setenv("DESKMATE_DATA_DIR", str(data_dir))
-    monkeypatch.setattr(generative, "SWAP_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(grounded, "SWAP_GRACE_SECONDS", 0.0)
     hook = backend_hook(backend)
     async with ActiveModelWatcher(redis, "dm:", registry, hook, interval=0.05) as watcher:
         watcher.changed.clear()

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from brain.model_registry import BASE, ModelRegistry, promote, read_active, rollback
+from brain.answering.registry import BASE, ModelRegistry, promote, read_active, rollback
 from brain.redis_server import open_redis
 from brain.settings import Settings
 from training.transcripts import parse_when, write_conversations
@@ -87,7 +87,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "transcripts":
         return _import(args)
     if args.command == "train":
-        from brain.hf_model import ModelLoadError
+        from brain.answering.model_loading import ModelLoadError
         from training.dataset import PromptFormatError
         from training.report import summary
         from training.train import TrainingError, config_from_args, main

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brain.answer_metrics import answer_tokens, token_f1
+from brain.evaluation.metrics import answer_tokens, token_f1
 from brain.prompt import Passage, build_messages, cited_numbers
 from brain.types import Role, Turn
 from retrieval.retriever import Retriever

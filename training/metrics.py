@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from brain.answer_metrics import rouge_l, token_f1
+from brain.evaluation.metrics import rouge_l, token_f1
 from brain.prompt import cited_numbers
 
 __all__ = ["cites_correctly", "is_handoff", "rouge_l", "score_answers", "token_f1"]

@@ -26,7 +26,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from brain.model_registry import BASE, ModelRegistry, ModelVersion
+from brain.answering.registry import BASE, ModelRegistry, ModelVersion
 from brain.settings import Settings
 from retrieval.retriever import Retriever
 from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
@@ -263,7 +263,7 @@ def evaluate(
     """Scores of the model with `adapter` (None = base) on held-out examples, and its answers."""
     from tqdm import tqdm
 
-    from training.generation import generate_answers
+    from training.answers import generate_answers
     from training.metrics import score_answers
 
     bar = tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet, file=sys.stderr)
@@ -298,7 +298,7 @@ def main(
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from brain.hf_model import load_causal_lm
+    from brain.answering.model_loading import load_causal_lm
     from training.trainer import AnswerBatches, AnswerTrainer
 
     settings = settings or Settings.load()

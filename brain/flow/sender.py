@@ -30,9 +30,9 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from bots.adapter import Adapter, DeliveryFailed, NetworkError, RetryAfter
-from brain.consumer import OrderedConsumer, Postpone
-from brain.flow import OUTBOX_GROUP, FlowKeys, Outgoing
+from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
+from brain.flow.consumer import OrderedConsumer, Postpone
+from brain.flow.stream import OUTBOX_GROUP, FlowKeys, Outgoing
 
 log = logging.getLogger(__name__)
 UNDELIVERED_MAXLEN = 100_000

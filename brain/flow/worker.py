@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 
-from brain.consumer import OrderedConsumer
-from brain.flow import INBOX_GROUP, FlowKeys, Outgoing, inbound_from_json
-from brain.handoff import staff_notice
+from brain.flow.consumer import OrderedConsumer
+from brain.flow.staff_notices import staff_notice
+from brain.flow.stream import INBOX_GROUP, FlowKeys, Outgoing, inbound_from_json
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply
 
@@ -32,7 +32,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
     """Answers inbox entries with `answer` (normally `Brain.handle`).
 
     With `staff_channel` (the outbox channel of the support team's desk, see
-    `brain.handoff`), a handoff also writes an escalation for the support team, and a
+    `brain.flow.staff_notices`), a handoff also writes an escalation for the support team, and a
     customer's message to a handed-off conversation is passed on to them, in the same
     atomic step as the reply."""
 

@@ -174,7 +174,7 @@ class LlamaEngine:
         on others), so both are measured on the calibration prompts against fp32 logits
         at every position, and the closer one serves. Without calibration: plain.
         """
-        from brain.hf_backend import quantize_int8
+        from brain.answering.hf_generator import quantize_int8
 
         fp32_head, fp32_blocks = head[0], self.blocks
         self.lm_head = quantize_int8(head)[0]

@@ -39,8 +39,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
-from bots.slack_render import (
+from bots.slack.render import (
     CHOICE_ACTION_PATTERN,
     FEEDBACK_ACTION_PATTERN,
     FEEDBACK_ACTIONS,
@@ -51,12 +50,13 @@ from bots.slack_render import (
     render_reply,
 )
 from bots.staff import StaffCommands
+from brain.channel import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
 
 if TYPE_CHECKING:
-    from bots.handoff import StaffDesk
+    from bots.slack.staff_desk import StaffDesk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -259,7 +259,7 @@ class SlackAdapter:
         )
         self.desk: StaffDesk | None = None
         if settings.slack_staff_channel:
-            from bots.handoff import StaffDesk  # it imports this module
+            from bots.slack.staff_desk import StaffDesk  # it imports this module
 
             # Registered first: bolt runs the first matching listener, so messages in the
             # staff channel never reach `_on_event` (and are never answered as questions).

@@ -25,9 +25,14 @@ from typing import Any
 
 import torch
 
-from brain.generation import BatchingOptions, ContinuousBatcher, DynamicBatcher, GenerationError
-from brain.hf_model import ModelLoadError, load_causal_lm
-from brain.llama_engine import LlamaEngine, supports
+from brain.answering.batching import (
+    BatchingOptions,
+    ContinuousBatcher,
+    DynamicBatcher,
+    GenerationError,
+)
+from brain.answering.lean_engine import LlamaEngine, supports
+from brain.answering.model_loading import ModelLoadError, load_causal_lm
 from brain.prompt import Messages, render_prompt
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from typing import Literal
 
 from prometheus_client import Counter
 
-from brain.backends import Answer, quote
-from brain.generation import GenerationError, Generator
-from brain.model_registry import ModelVersion
+from brain.answering.backends import Answer, quote
+from brain.answering.batching import GenerationError, Generator
+from brain.answering.registry import ModelVersion
 from brain.prompt import Passage, cited_numbers, fit_prompt, renumber_citations
 from brain.types import Turn
 from retrieval.index import FaqHit

@@ -27,7 +27,7 @@ def generate_answers(
     """One greedy answer per prompt (chat messages), in the order given."""
     import torch
 
-    from brain.llama_engine import supports
+    from brain.answering.lean_engine import supports
 
     texts = [render_prompt(tokenizer, messages) for messages in prompts]
     device = next(model.parameters()).device
@@ -77,9 +77,9 @@ def _lean_answers(
     progress: Callable[[int], None] | None,
 ) -> list[str]:
     """Answers from the lean engine with continuous batching (16 rows)."""
-    from brain.generation import ContinuousBatcher
-    from brain.hf_backend import calibration_prompts, stop_ids
-    from brain.llama_engine import LlamaEngine
+    from brain.answering.batching import ContinuousBatcher
+    from brain.answering.hf_generator import calibration_prompts, stop_ids
+    from brain.answering.lean_engine import LlamaEngine
 
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     window = getattr(model.config, "max_position_embeddings", None) or 2048

@@ -8,7 +8,7 @@ Built on python-telegram-bot's `Application` (composed, not subclassed): long po
 default, or webhook mode behind deskmate's web server when DESKMATE_TELEGRAM_WEBHOOK_URL
 is set. Updates are translated by the pure `to_inbound` / `to_feedback`, deduplicated by
 update id in Redis, and handed to `on_message` / `on_feedback`; `send` renders a `Reply`
-with `bots.telegram_render`. Requests go through python-telegram-bot's `AIORateLimiter`,
+with `bots.telegram.render`. Requests go through python-telegram-bot's `AIORateLimiter`,
 which also waits out 429 `retry_after` and retries.
 """
 
@@ -43,14 +43,14 @@ from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, TypeHandler
 
-from bots.adapter import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
-from bots.telegram_render import (
+from bots.telegram.render import (
     OutgoingMessage,
     parse_choice,
     parse_feedback,
     plain_message,
     render_reply,
 )
+from brain.channel import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from brain.pipeline import COMMANDS
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply

@@ -2,10 +2,10 @@
 
 With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
 
-- Escalations. When the brain hands a conversation off, the sender delivers a staff notice
-  (see `brain.handoff`) here: the desk posts the reason, who and where, the conversation so
-  far and a Resolve button to the staff channel, and keeps the message's ts on the
-  conversation (`handoff:{id}` fields `staff_channel`, `staff_ts`; reverse key
+- Escalations. When the brain hands a conversation off, the sender delivers a staff
+  notice (see `brain.flow.staff_notices`) here: the desk posts the reason, who and
+  where, the conversation so far and a Resolve button to the staff channel, and keeps
+  the message's ts on the conversation (`handoff:{id}` fields `staff_channel`, `staff_ts`; reverse key
   `handoff:thread:{ts}`). What the customer writes meanwhile is posted into that thread.
 - Agents. A person's reply in an escalation's thread goes into the durable inbox as an
   `Inbound(agent=True)` of the customer's conversation; the brain records it as an `agent`
@@ -33,11 +33,11 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.adapter import Handler
-from bots.slack import delivering, plain_text
-from bots.slack_render import Block, escape, split_text, to_mrkdwn
+from bots.slack.adapter import delivering, plain_text
+from bots.slack.render import Block, escape, split_text, to_mrkdwn
+from brain.channel import Handler
 from brain.conversations import ConversationStore
-from brain.handoff import STAFF_CHANNEL
+from brain.flow.staff_notices import STAFF_CHANNEL
 from brain.pipeline import RESOLVE
 from brain.settings import Settings
 from brain.types import Channel, Inbound, Reply, Turn

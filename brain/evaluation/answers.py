@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brain.answer_metrics import rouge_l, token_f1
+from brain.evaluation.metrics import rouge_l, token_f1
 from brain.pipeline import Brain
 from brain.types import Inbound
 from retrieval.evaluation import LabelledQuery

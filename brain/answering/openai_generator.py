@@ -22,8 +22,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from brain.generation import GenerationError
-from brain.hf_backend import model_name
+from brain.answering.batching import GenerationError
+from brain.answering.hf_generator import model_name
 from brain.prompt import Messages
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from brain.flow import FINISH, FlowKeys, call_redis
+from brain.flow.stream import FINISH, FlowKeys, call_redis
 from brain.redis_server import RedisUnavailable
 
 log = logging.getLogger(__name__)

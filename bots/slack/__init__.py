@@ -1,0 +1,1 @@
+"""The Slack channel: the adapter (slack-bolt), the pure renderer and the staff desk."""

@@ -1,0 +1,1 @@
+"""The Telegram channel: the adapter (python-telegram-bot) and the pure renderer."""
