@@ -6,7 +6,8 @@ With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
   notice (see `brain.flow.staff_notices`) here: the desk posts the reason, who and
   where, the conversation so far and a Resolve button to the staff channel, and keeps
   the message's ts on the conversation (`handoff:{id}` fields `staff_channel`,
-  `staff_ts`; reverse key `handoff:thread:{ts}`). What the customer writes meanwhile is posted into that thread.
+  `staff_ts`; reverse key `handoff:thread:{ts}`). What the customer writes meanwhile
+  is posted into that thread.
 - Agents. A person's reply in an escalation's thread goes into the durable inbox as an
   `Inbound(agent=True)` of the customer's conversation; the brain records it as an `agent`
   turn and the sender delivers it to the customer on their own channel.
