@@ -37,8 +37,9 @@ from bots.indexing import import_faq
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.flow.sender import Sender
-from brain.flow.stream import FlowKeys, Intake
+from brain.flow.stream import Intake
 from brain.flow.worker import BrainWorker
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
@@ -152,7 +153,7 @@ async def core_rate(redis_url: str, workers: int, count: int) -> float:
     """Messages/s through intake, inbox, workers, outbox and senders in this process, with
     a trivial answer and an in-memory channel: the Redis flow alone, no HTTP, no Brain."""
     redis = client(redis_url)
-    keys = FlowKeys(f"bench-core{workers}:")
+    keys = RedisKeys(f"bench-core{workers}:")
     channel = _Counting(count)
 
     async def answer(inbound: Inbound) -> Reply:

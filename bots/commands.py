@@ -14,6 +14,7 @@ from bots.indexing import calibrate_index, ensure_index, import_faq
 from bots.progress import counting, progress_bar
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings
@@ -136,7 +137,7 @@ async def eval_answers(
     embedder = Embedder(settings.embedding_model)
     index, _ = _evaluation_index(settings, faq, embedder, quiet=as_json)
     backend = await make_backend(settings)
-    prefix = f"{settings.redis_prefix}eval:"
+    prefix = RedisKeys(settings.redis_prefix).evaluation_prefix
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         store = ConversationStore(redis, prefix=prefix, ttl_seconds=3600)
         brain = Brain(

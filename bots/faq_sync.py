@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bots.indexing import import_faq
+from brain.keys import RedisKeys
 from brain.polling import Poller
 from retrieval.faq import FaqFormatError
 from retrieval.index import FaqIndex, IndexLoadError
@@ -31,7 +32,6 @@ from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
-FAQ_VERSION = "faq:version"
 RETRY_MISSING_SECONDS = 60.0
 INDEX_WORK_SECONDS = 300.0  # longest wait for loading or rebuilding an index in a thread
 
@@ -46,7 +46,7 @@ async def index_work(work: Callable[[], T], timeout: float = INDEX_WORK_SECONDS)
 
 async def publish(redis: aioredis.Redis, prefix: str, index: FaqIndex) -> None:
     """Tell every process which index to serve (its content hash)."""
-    await redis.set(prefix + FAQ_VERSION, index.content_hash)
+    await redis.set(RedisKeys(prefix).faq_version, index.content_hash)
 
 
 def _text(value: bytes | str | None) -> str:
@@ -65,7 +65,7 @@ class FaqWatcher:
         interval: float = 5.0,
     ) -> None:
         self.redis = redis
-        self.key = prefix + FAQ_VERSION
+        self.key = RedisKeys(prefix).faq_version
         self.retriever = retriever
         self.index_dir = index_dir
         self.changed = asyncio.Event()  # set after each swap (tests, health)

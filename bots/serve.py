@@ -28,8 +28,9 @@ from brain.conversations import ConversationStore
 from brain.flow.consumer import OrderedConsumer
 from brain.flow.sender import Sender
 from brain.flow.staff_notices import STAFF_CHANNEL
-from brain.flow.stream import FlowKeys, FlowStatus, Intake, flow_status
+from brain.flow.stream import FlowStatus, Intake, flow_status
 from brain.flow.worker import BrainWorker
+from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
 
@@ -108,7 +109,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_channels(settings)  # before the models load
-    keys = FlowKeys(settings.redis_prefix)
+    keys = RedisKeys(settings.redis_prefix)
     name = process_name()
     async with AsyncExitStack() as stack:
         on_feedback: FeedbackHandler
@@ -210,7 +211,7 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]], o
 
 async def _heartbeat(
     redis: aioredis.Redis,
-    keys: FlowKeys,
+    keys: RedisKeys,
     info: dict[str, object],
     consumers: list[OrderedConsumer[Any]],
     stop: asyncio.Event,
@@ -264,6 +265,6 @@ def format_status(status: FlowStatus, now: float | None = None) -> str:
 
 async def show_status(settings: Settings, out: TextIO = sys.stdout) -> int:
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
-        status = await flow_status(redis, FlowKeys(settings.redis_prefix))
+        status = await flow_status(redis, RedisKeys(settings.redis_prefix))
     print(format_status(status), file=out)
     return 0

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from bots.faq_sync import INDEX_WORK_SECONDS, index_work, publish
 from bots.indexing import import_faq
+from brain.keys import RedisKeys
 from retrieval.faq import FaqFormatError
 from retrieval.retriever import Retriever
 
@@ -130,7 +131,7 @@ class StaffCommands:
         messages = answers = clarifications = handoffs = 0
         ratings: Counter[str] = Counter()
         by_channel: Counter[str] = Counter()
-        key = self.prefix + "transcripts"
+        key = RedisKeys(self.prefix).transcripts
         while True:
             page = await self.redis.xrange(key, min=start, max="+", count=PAGE) or []
             for _, raw in page:
@@ -158,9 +159,10 @@ class StaffCommands:
 
     async def model(self) -> str:
         """The model version replicas serve: `model:active` in Redis, else the backend's."""
-        active = await self.redis.get(self.prefix + "model:active")
+        active_key = RedisKeys(self.prefix).model_active
+        active = await self.redis.get(active_key)
         if active:
-            return f"Active model: {_text(active)} (set in Redis {self.prefix}model:active)."
+            return f"Active model: {_text(active)} (set in Redis {active_key})."
         return (
             f"Active model: {self.backend_version} (the configured backend; no version promoted)."
         )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
 from brain.types import Feedback, Inbound, Turn
 
@@ -35,11 +36,9 @@ class ConversationStore:
     ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.history_turns = history_turns
         self.ttl_seconds = ttl_seconds
-
-    def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -49,20 +48,21 @@ class ConversationStore:
 
     async def history(self, conversation_id: str) -> list[Turn]:
         raw = await self._call(
-            "reading history", lambda: self.redis.lrange(self.key("conv", conversation_id), 0, -1)
+            "reading history",
+            lambda: self.redis.lrange(self.keys.conversation(conversation_id), 0, -1),
         )
         return [Turn.from_json(json.loads(item)) for item in raw]
 
     async def append(self, inbound: Inbound, *turns: Turn) -> None:
         """Append turns to the history (trimmed, TTL refreshed) and to the transcripts."""
-        key = self.key("conv", inbound.conversation_id)
+        key = self.keys.conversation(inbound.conversation_id)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for turn in turns:
                     pipe.rpush(key, json.dumps(turn.to_json(), ensure_ascii=False))
                     pipe.xadd(
-                        self.key("transcripts"),
+                        self.keys.transcripts,
                         self._event("turn", inbound, {"turn": turn.to_json()}),
                         maxlen=TRANSCRIPTS_MAXLEN,
                         approximate=True,
@@ -78,7 +78,7 @@ class ConversationStore:
         await self._call(
             f"recording a {kind} event",
             lambda: self.redis.xadd(
-                self.key("transcripts"),
+                self.keys.transcripts,
                 self._event(kind, inbound, data),
                 maxlen=TRANSCRIPTS_MAXLEN,
                 approximate=True,
@@ -115,7 +115,7 @@ class ConversationStore:
         await self._call(
             "resetting the conversation",
             lambda: self.redis.delete(
-                self.key("conv", conversation_id), self.key("handoff", conversation_id), *thread
+                self.keys.conversation(conversation_id), self.keys.handoff(conversation_id), *thread
             ),
         )
 
@@ -123,7 +123,7 @@ class ConversationStore:
         self, conversation_id: str, reason: str, *, channel: str = "", user_id: str = ""
     ) -> None:
         """Hand the conversation to a person; `channel` and `user_id` say whose it is."""
-        key = self.key("handoff", conversation_id)
+        key = self.keys.handoff(conversation_id)
         fields: dict[Any, Any] = {"reason": reason, "since": f"{time.time():.3f}"}
         fields.update({name: v for name, v in (("channel", channel), ("user", user_id)) if v})
 
@@ -141,10 +141,10 @@ class ConversationStore:
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(
-                    self.key("handoff", conversation_id),
+                    self.keys.handoff(conversation_id),
                     mapping={"staff_channel": staff_channel, "staff_ts": ts},
                 )
-                pipe.set(self.key("handoff", "thread", ts), conversation_id, ex=self.ttl_seconds)
+                pipe.set(self.keys.handoff_thread(ts), conversation_id, ex=self.ttl_seconds)
                 await pipe.execute()
 
         await self._call("remembering a staff thread", write)
@@ -152,7 +152,7 @@ class ConversationStore:
     async def conversation_of_thread(self, ts: str) -> str | None:
         """The handed-off conversation whose staff thread starts at `ts`, if any."""
         value = await self._call(
-            "reading a staff thread", lambda: self.redis.get(self.key("handoff", "thread", ts))
+            "reading a staff thread", lambda: self.redis.get(self.keys.handoff_thread(ts))
         )
         if value is None:
             return None
@@ -161,17 +161,17 @@ class ConversationStore:
     async def _staff_thread_key(self, conversation_id: str) -> list[str]:
         ts = await self._call(
             "reading handoff state",
-            lambda: self.redis.hget(self.key("handoff", conversation_id), "staff_ts"),
+            lambda: self.redis.hget(self.keys.handoff(conversation_id), "staff_ts"),
         )
         if not ts:
             return []
-        return [self.key("handoff", "thread", ts.decode() if isinstance(ts, bytes) else str(ts))]
+        return [self.keys.handoff_thread(ts.decode() if isinstance(ts, bytes) else str(ts))]
 
     async def handoff(self, conversation_id: str) -> dict[str, str] | None:
         """The handoff record if a human holds the conversation, else None."""
         state = await self._call(
             "reading handoff state",
-            lambda: self.redis.hgetall(self.key("handoff", conversation_id)),
+            lambda: self.redis.hgetall(self.keys.handoff(conversation_id)),
         )
         return {str(k): str(v) for k, v in state.items()} if state else None
 
@@ -179,5 +179,5 @@ class ConversationStore:
         thread = await self._staff_thread_key(conversation_id)
         await self._call(
             "ending a handoff",
-            lambda: self.redis.delete(self.key("handoff", conversation_id), *thread),
+            lambda: self.redis.delete(self.keys.handoff(conversation_id), *thread),
         )

@@ -96,9 +96,33 @@ def cited_numbers(answer: str) -> list[int]:
     return seen
 
 
+class PromptFormatError(ValueError):
+    """The tokenizer has no chat template, so the prompt contract cannot be rendered."""
+
+
 def render_prompt(tokenizer: Any, messages: Messages) -> str:
-    """The prompt text in the model's own chat template, ready for the assistant's turn."""
+    """The prompt text in the model's own chat template, ready for the assistant's turn.
+
+    Serving and training both render with this, so a model learns what it is asked."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise PromptFormatError("the model's tokenizer has no chat template; use an instruct model")
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+# The system prompt tells the model to say it doesn't know and offer a person; this is how
+# such an answer is recognised, when serving (a handoff) and when evaluating (handoff rate).
+_DOES_NOT_KNOW = re.compile(
+    r"\b(?:(?:don'?t|do not|can'?t|cannot|couldn'?t|could not)\s+(?:know|find|answer|tell|say|help)"
+    r"|not (?:sure|covered|mentioned|in the (?:faq|passages))|no information"
+    r"|(?:connect|transfer|pass)(?:ing)? you (?:with|to)|(?:a|to a) (?:person|human|member of)\b"
+    r"|support team|human agent)",
+    re.IGNORECASE,
+)
+
+
+def says_it_does_not_know(text: str) -> bool:
+    """Whether an answer declines: it doesn't know, or offers a person instead."""
+    return _DOES_NOT_KNOW.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bots.faq_sync import FAQ_VERSION, FaqWatcher
+from bots.faq_sync import FaqWatcher
 from bots.indexing import import_faq
 from bots.staff import StaffCommands
+from brain.keys import RedisKeys
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex, IndexLoadError
 from retrieval.retriever import Retriever
@@ -55,7 +56,7 @@ async def test_a_reload_in_one_process_is_served_by_the_others(
         write_faq(faq, [*ENTRIES, NEW])
         reply = await asyncio.wait_for(staff_of(first, redis, shared).run("faq reload"), 60)
         assert reply.startswith("Reloaded 3 FAQ entries")
-        assert await redis.get("dm:" + FAQ_VERSION) == first.index.content_hash
+        assert await redis.get(RedisKeys("dm:").faq_version) == first.index.content_hash
         await asyncio.wait_for(polling.changed.wait(), timeout=10)
         assert await asyncio.wait_for(by_hand.check(), 60)  # rebuilt from its own disk's files
         assert not await asyncio.wait_for(by_hand.check(), 60)  # once
@@ -71,11 +72,11 @@ async def test_a_version_published_before_start_or_not_found_keeps_the_served_in
     write_faq(faq, ENTRIES)
     retriever = process(tmp_path / "index", faq, embedder)
     served = retriever.index.content_hash
-    await redis.set("dm:" + FAQ_VERSION, "published-last-week")
+    await redis.set(RedisKeys("dm:").faq_version, "published-last-week")
     watcher = FaqWatcher(redis, "dm:", retriever, tmp_path / "index", interval=60)
     async with watcher:
         assert not await watcher.check()  # older than this process: its own index stands
-        await redis.set("dm:" + FAQ_VERSION, "nowhere-to-be-found")
+        await redis.set(RedisKeys("dm:").faq_version, "nowhere-to-be-found")
         assert not await watcher.check()  # neither saved nor rebuilt from the files
         assert retriever.index.content_hash == served
         assert FaqIndex.load(tmp_path / "index").content_hash == served
@@ -106,7 +107,7 @@ async def test_a_failing_check_does_not_stop_the_watcher(
         write_faq(faq, [*ENTRIES, NEW])
         newer = process(tmp_path / "other", faq, embedder)
         newer.index.save(directory)
-        await redis.set("dm:" + FAQ_VERSION, newer.index.content_hash)
+        await redis.set(RedisKeys("dm:").faq_version, newer.index.content_hash)
         await asyncio.wait_for(watcher.changed.wait(), timeout=10)
     assert watcher._poller.failures == 2
     assert retriever.index.content_hash == newer.index.content_hash

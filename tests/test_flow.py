@@ -20,15 +20,16 @@ from bots.web import make_web_app, serve_web
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.flow.sender import Sender
-from brain.flow.stream import FlowKeys, Intake, flow_status
+from brain.flow.stream import Intake, flow_status
 from brain.flow.worker import AnswerFunction, BrainWorker
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.types import Inbound
 from retrieval.retriever import Retriever
 from tests.fakes.callback_server import CallbackServer
 
-KEYS = FlowKeys("dm:")
+KEYS = RedisKeys("dm:")
 QUESTIONS = [
     "how do I track my parcel?",
     "how many days do I have to send an item back?",

@@ -31,8 +31,9 @@ from bots.slack.staff_desk import (
 from bots.web import make_web_app, serve_web
 from brain.flow.sender import Sender
 from brain.flow.staff_notices import STAFF_CHANNEL, staff_notice
-from brain.flow.stream import FlowKeys, Intake
+from brain.flow.stream import Intake
 from brain.flow.worker import BrainWorker
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Reply, Turn
@@ -162,7 +163,7 @@ async def running(
             slack_api_url=f"{fake_slack.url}/api",
             slack_staff_channel=staff_channel,
         )
-        keys = FlowKeys(settings.redis_prefix)
+        keys = RedisKeys(settings.redis_prefix)
         intake = Intake(redis, keys)
         channels = build_channels(settings, intake.handler, brain.feedback, redis)
         for channel in channels:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from brain.answering.batching import BatchingOptions
-from brain.answering.hf_generator import HFGenerator, HFOptions, apply_adapter, quantize_int8
-from brain.answering.model_loading import ModelLoadError
+from brain.answering.hf_generator import HFGenerator, HFOptions, apply_adapter
+from brain.answering.model_loading import ModelLoadError, quantize_int8
 from brain.prompt import Messages, Passage, build_messages
 from tests.models import smollm_tokenizer, tiny_llama
 

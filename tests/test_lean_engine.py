@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from brain.answering.batching import ContinuousBatcher, GenerationError
-from brain.answering.hf_generator import HFGenerator, HFOptions, quantize_int8
+from brain.answering.hf_generator import HFGenerator, HFOptions
 from brain.answering.lean_engine import LlamaEngine, supports
-from brain.answering.model_loading import ModelLoadError
+from brain.answering.model_loading import ModelLoadError, quantize_int8
 from brain.prompt import build_messages
 from tests.models import smollm_tokenizer, tiny_llama
 

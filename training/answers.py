@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from training.dataset import render_prompt
+from brain.prompt import render_prompt
 
 
 def generate_answers(

@@ -88,7 +88,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _import(args)
     if args.command == "train":
         from brain.answering.model_loading import ModelLoadError
-        from training.dataset import PromptFormatError
+        from brain.prompt import PromptFormatError
         from training.report import summary
         from training.train import TrainingError, config_from_args, main
 

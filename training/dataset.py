@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brain.evaluation.metrics import answer_tokens, token_f1
-from brain.prompt import Passage, build_messages, cited_numbers
+from brain.prompt import Passage, PromptFormatError, build_messages, cited_numbers, render_prompt
 from brain.types import Role, Turn
 from retrieval.retriever import Retriever
 from training.transcripts import Conversation, Message
@@ -228,18 +228,6 @@ def build_examples(
             )
         )
     return examples
-
-
-class PromptFormatError(ValueError):
-    """The tokenizer has no chat template, so the prompt contract cannot be rendered."""
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt text the model sees, ending where the assistant's answer begins."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise PromptFormatError("the model's tokenizer has no chat template; use an instruct model")
-    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text
 
 
 def encode_example(

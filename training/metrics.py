@@ -14,23 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from brain.evaluation.metrics import rouge_l, token_f1
-from brain.prompt import cited_numbers
+from brain.prompt import cited_numbers, says_it_does_not_know
 
 __all__ = ["cites_correctly", "is_handoff", "rouge_l", "score_answers", "token_f1"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
 _CITATION_MARK = re.compile(r"\[\d{1,2}\]")
-_HANDOFF = re.compile(
-    r"\b(?:i don'?t know|i do not know|not sure|can'?t help|cannot help|connect you|"
-    r"pass(?:ing)? you|a (?:person|human|member of (?:our|the) (?:support )?team)|"
-    r"support team|human agent)\b",
-    re.IGNORECASE,
-)
 
 
 def is_handoff(text: str) -> bool:
-    return _HANDOFF.search(text) is not None
+    """An answer that hands off instead of answering (the serving rule)."""
+    return says_it_does_not_know(text)
 
 
 def cites_correctly(answer: str, passage_ids: Sequence[str], expected_id: str) -> bool:

@@ -30,6 +30,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from brain.keys import RedisKeys
+
 ROLES = ("user", "assistant", "agent")
 
 
@@ -166,7 +168,7 @@ async def read_events(
     batch: int = 1000,
 ) -> list[dict[str, Any]]:
     """Transcript events between two times (stream ids are millisecond timestamps)."""
-    key = f"{prefix}transcripts"
+    key = RedisKeys(prefix).transcripts
     start = f"{int(since * 1000)}-0" if since is not None else "-"
     end = f"{int(until * 1000) - 1}-18446744073709551615" if until is not None else "+"
     events = []

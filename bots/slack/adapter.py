@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -39,6 +38,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.errors import delivering
 from bots.slack.render import (
     CHOICE_ACTION_PATTERN,
     FEEDBACK_ACTION_PATTERN,
@@ -47,24 +47,21 @@ from bots.slack.render import (
     acknowledge_choice,
     acknowledge_feedback,
     escape,
+    plain_text,
     render_reply,
 )
+from bots.slack.staff_desk import StaffDesk
 from bots.staff import StaffCommands
-from brain.channel import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
-from brain.redis_server import RedisUnavailable
+from brain.channel import FeedbackHandler, Handler
+from brain.keys import PLACEHOLDER_TTL_SECONDS, SEEN_TTL_SECONDS, RedisKeys
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
-
-if TYPE_CHECKING:
-    from bots.slack.staff_desk import StaffDesk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLASH_COMMAND = "/deskmate"
 EVENTS_PATH = "/slack/events"
-SEEN_TTL = 24 * 3600
-PLACEHOLDER_TTL = 3600
 RATE_LIMIT_RETRIES = 3
 MAX_IN_FLIGHT = 32  # messages handled at once; Slack is acked at once, the rest wait here
 APOLOGY = "Sorry, something went wrong answering that. Please try again in a moment."
@@ -72,7 +69,6 @@ REFUSAL = (
     "Sorry, `/deskmate` commands are for the support team. "
     "Ask your question by mentioning me or in a direct message instead."
 )
-_ENTITY = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 
 
 class SlackStartError(SettingsError):
@@ -88,25 +84,6 @@ def parse_conversation(conversation: str) -> tuple[str, str | None]:
     """(channel, thread ts or None) back from a conversation id."""
     channel, _, thread_ts = conversation.partition(":")
     return channel, thread_ts or None
-
-
-def plain_text(text: str, bot_user_id: str) -> str:
-    """Slack message text as a person reads it: the bot's own mention removed, other
-    mentions and links by their label, and `&amp;` `&lt;` `&gt;` unescaped."""
-
-    def label(match: re.Match[str]) -> str:
-        target, name = match[1], match[2]
-        if target == f"@{bot_user_id}":
-            return ""
-        if target[0] in "@#":
-            return target[0] + (name or target[1:])
-        if target[0] == "!":  # <!here>, <!subteam^S123|@team>
-            return name or "@" + target[1:].split("^")[0]
-        return name or target
-
-    text = _ENTITY.sub(label, text)
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    return " ".join(text.split())
 
 
 def to_inbound(
@@ -201,23 +178,6 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-async def delivering(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run Slack calls, mapping failures to the adapter's delivery errors: the sender
-    retries `RetryAfter` (429, honouring Retry-After) and `NetworkError` (5xx, network,
-    Redis), not `DeliveryFailed` (Slack refused the request)."""
-    try:
-        return await operation()
-    except SlackApiError as exc:
-        if exc.response.status_code == 429:
-            retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
-            raise RetryAfter(retry_after, str(exc)) from exc
-        if exc.response.status_code >= 500:
-            raise NetworkError(str(exc)) from exc
-        raise DeliveryFailed(str(exc)) from exc
-    except (aiohttp.ClientError, TimeoutError, RedisUnavailable) as exc:
-        raise NetworkError(str(exc)) from exc
-
-
 class SlackAdapter:
     """The Slack channel (see the module docstring). Enter it to check the bot token
     (auth.test) and, in Socket Mode, to connect."""
@@ -241,6 +201,7 @@ class SlackAdapter:
         self.on_feedback = on_feedback
         self.redis = redis
         self.prefix = settings.redis_prefix
+        self.keys = RedisKeys(settings.redis_prefix)
         self.staff = staff
         self.staff_users = frozenset(settings.slack_staff_users)
         self.bot_user_id = ""
@@ -259,8 +220,6 @@ class SlackAdapter:
         )
         self.desk: StaffDesk | None = None
         if settings.slack_staff_channel:
-            from bots.slack.staff_desk import StaffDesk  # it imports this module
-
             # Registered first: bolt runs the first matching listener, so messages in the
             # staff channel never reach `_on_event` (and are never answered as questions).
             self.desk = StaffDesk(settings, self.client, redis, on_message)
@@ -332,9 +291,6 @@ class SlackAdapter:
 
     # -- inbound --------------------------------------------------------------------
 
-    def _key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
-
     async def _on_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         inbound = to_inbound(event, self.bot_user_id, self.staff_users)
         if inbound is None:
@@ -344,7 +300,9 @@ class SlackAdapter:
 
     async def _handle(self, inbound: Inbound, body: dict[str, Any], event: dict[str, Any]) -> None:
         event_id = str(body.get("event_id") or f"{event.get('channel')}:{inbound.message_id}")
-        first = await self.redis.set(self._key("seen", "slack", event_id), 1, nx=True, ex=SEEN_TTL)
+        first = await self.redis.set(
+            self.keys.slack_event_seen(event_id), 1, nx=True, ex=SEEN_TTL_SECONDS
+        )
         if not first:
             log.info("slack: event %s delivered again; already handled", event_id)
             return
@@ -368,10 +326,10 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.warning("conversation %s: no placeholder (%s)", conversation, exc)
             return
-        key = self._key("slack", "placeholder", conversation)
+        key = self.keys.slack_placeholder(conversation)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, str(posted["ts"]))
-            pipe.expire(key, PLACEHOLDER_TTL)
+            pipe.expire(key, PLACEHOLDER_TTL_SECONDS)
             await pipe.execute()
 
     async def _on_feedback_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -453,7 +411,7 @@ class SlackAdapter:
         placeholder. Rate limits are retried by the client, honouring Retry-After; what
         still fails is raised as the adapter's delivery errors for the sender to retry.
         """
-        placeholders = self._key("slack", "placeholder", conversation_id)
+        placeholders = self.keys.slack_placeholder(conversation_id)
         # Peek, deliver, then drop: a delivery retried after a failure still finds it.
         peeked = await self.redis.lindex(placeholders, 0)
         placeholder = peeked.decode() if isinstance(peeked, bytes) else peeked

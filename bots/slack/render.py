@@ -145,3 +145,25 @@ def acknowledge_feedback(blocks: list[Block], rating: Rating, user_id: str) -> l
     kept = [block for block in blocks if block.get("block_id") != FEEDBACK_BLOCK]
     mark = "👍" if rating == "up" else "👎"
     return [*kept, _context(f"{mark} Thanks for the feedback, <@{escape(user_id)}>.")]
+
+
+_ENTITY = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+def plain_text(text: str, bot_user_id: str) -> str:
+    """Slack message text as a person reads it: the bot's own mention removed, other
+    mentions and links by their label, and `&amp;` `&lt;` `&gt;` unescaped."""
+
+    def label(match: re.Match[str]) -> str:
+        target, name = match[1], match[2]
+        if target == f"@{bot_user_id}":
+            return ""
+        if target[0] in "@#":
+            return target[0] + (name or target[1:])
+        if target[0] == "!":  # <!here>, <!subteam^S123|@team>
+            return name or "@" + target[1:].split("^")[0]
+        return name or target
+
+    text = _ENTITY.sub(label, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(text.split())

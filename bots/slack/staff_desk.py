@@ -34,8 +34,8 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.adapter import delivering, plain_text
-from bots.slack.render import Block, escape, split_text, to_mrkdwn
+from bots.slack.errors import delivering
+from bots.slack.render import Block, escape, plain_text, split_text, to_mrkdwn
 from brain.channel import Handler
 from brain.conversations import ConversationStore
 from brain.flow.staff_notices import STAFF_CHANNEL

@@ -51,6 +51,7 @@ from bots.telegram.render import (
     render_reply,
 )
 from brain.channel import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
+from brain.keys import SEEN_TTL_SECONDS, RedisKeys
 from brain.pipeline import COMMANDS
 from brain.settings import Settings, SettingsError
 from brain.types import Feedback, Inbound, Reply
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES: Final = ["message", "callback_query"]
 SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
-SEEN_TTL_SECONDS: Final = 24 * 3600
 APOLOGY: Final = "Sorry, something went wrong answering that. Please try again."
 # Message fields that carry something other than text, checked in this order (an
 # animation also sets `document`), with the noun the customer is told about.
@@ -361,7 +361,7 @@ class TelegramAdapter:
 
     async def _first_delivery(self, update_id: int) -> bool:
         """True the first time an update id is seen (within 24 h, across restarts)."""
-        key = f"{self._prefix}seen:telegram:update:{self._application.bot.id}:{update_id}"
+        key = RedisKeys(self._prefix).telegram_update_seen(self._application.bot.id, update_id)
         return bool(await self._redis.set(key, "1", nx=True, ex=SEEN_TTL_SECONDS))
 
     async def _on_update(self, update: Update, _context: object) -> None:

@@ -29,7 +29,13 @@ from prometheus_client import Counter
 from brain.answering.backends import Answer, quote
 from brain.answering.batching import GenerationError, Generator
 from brain.answering.registry import ModelVersion
-from brain.prompt import Passage, cited_numbers, fit_prompt, renumber_citations
+from brain.prompt import (
+    Passage,
+    cited_numbers,
+    fit_prompt,
+    renumber_citations,
+    says_it_does_not_know,
+)
 from brain.types import Turn
 from retrieval.index import FaqHit
 
@@ -43,12 +49,6 @@ FALLBACKS = Counter(
 
 Verdict = Literal["grounded", "bad_citation", "uncited", "abstained"]
 
-_DONT_KNOW = re.compile(
-    r"\b(?:(?:don'?t|do not|can'?t|cannot|couldn'?t|could not)\s+(?:know|find|answer|tell|say)"
-    r"|not (?:sure|covered|mentioned|in the (?:faq|passages))|no information"
-    r"|(?:connect|transfer|pass) you (?:with|to)|(?:a|to a) (?:person|human|member of)\b)",
-    re.IGNORECASE,
-)
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d{1,2}\])*(?=\s|$)")
 
 
@@ -67,7 +67,7 @@ def check_citations(text: str, passage_count: int) -> CitationCheck:
         return CitationCheck("bad_citation", ())
     if numbers:
         return CitationCheck("grounded", tuple(numbers))
-    if _DONT_KNOW.search(text):
+    if says_it_does_not_know(text):
         return CitationCheck("abstained", ())
     return CitationCheck("uncited", ())
 

@@ -32,7 +32,7 @@ from brain.answering.batching import (
     GenerationError,
 )
 from brain.answering.lean_engine import LlamaEngine, supports
-from brain.answering.model_loading import ModelLoadError, load_causal_lm
+from brain.answering.model_loading import ModelLoadError, load_causal_lm, quantize_int8
 from brain.prompt import Messages, render_prompt
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,6 @@ class HFOptions:
 def model_name(model: str) -> str:
     """A short name for a hub id or path: "HuggingFaceTB/SmolLM2-135M-Instruct" -> "SmolLM2-..."."""
     return model.rstrip("/").rsplit("/", 1)[-1]
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every linear layer (weights per output channel).
-
-    Per-channel scales keep small models usable where one scale per tensor does not.
-    """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    return quantize_dynamic(  # type: ignore[no-untyped-call]
-        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
-    )
 
 
 ENGINES = ("auto", "lean", "generate")

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brain.answering.model_loading import quantize_int8
+
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 MIN_SHARED_PREFIX = 16  # tokens; shorter shared starts are recomputed
 
@@ -174,8 +176,6 @@ class LlamaEngine:
         on others), so both are measured on the calibration prompts against fp32 logits
         at every position, and the closer one serves. Without calibration: plain.
         """
-        from brain.answering.hf_generator import quantize_int8
-
         fp32_head, fp32_blocks = head[0], self.blocks
         self.lm_head = quantize_int8(head)[0]
         self.blocks = list(quantize_int8(nn.ModuleList(fp32_blocks)))  # a copy: plain

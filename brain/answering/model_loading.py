@@ -100,3 +100,16 @@ def load_causal_lm(model: str, cache_dir: Path, **kwargs: Any) -> tuple[Any, Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return loaded, tokenizer
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every linear layer (weights per output channel).
+
+    Per-channel scales keep small models usable where one scale per tensor does not.
+    """
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(  # type: ignore[no-untyped-call]
+        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+    )

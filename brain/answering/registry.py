@@ -32,6 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from brain.keys import RedisKeys
 from brain.polling import Poller
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class ModelRegistry:
 
 
 def active_key(prefix: str) -> str:
-    return f"{prefix}model:active"
+    return RedisKeys(prefix).model_active
 
 
 async def read_active(redis: aioredis.Redis, prefix: str, registry: ModelRegistry) -> str:

@@ -32,7 +32,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from brain.flow.stream import FINISH, FlowKeys, call_redis
+from brain.flow.stream import FINISH, call_redis
+from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class OrderedConsumer(ABC, Generic[R]):
     def __init__(
         self,
         redis: aioredis.Redis,
-        keys: FlowKeys,
+        keys: RedisKeys,
         *,
         stream: str,
         group: str,

@@ -32,7 +32,8 @@ from tenacity.wait import wait_base
 
 from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
 from brain.flow.consumer import OrderedConsumer, Postpone
-from brain.flow.stream import OUTBOX_GROUP, FlowKeys, Outgoing
+from brain.flow.stream import OUTBOX_GROUP, Outgoing
+from brain.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 UNDELIVERED_MAXLEN = 100_000
@@ -59,7 +60,7 @@ class Sender(OrderedConsumer[Outgoing]):
     def __init__(
         self,
         redis: aioredis.Redis,
-        keys: FlowKeys,
+        keys: RedisKeys,
         adapters: Mapping[str, Adapter],
         consumer: str,
         *,
@@ -133,7 +134,7 @@ class Sender(OrderedConsumer[Outgoing]):
         }
         try:
             await self.redis.xadd(
-                self.keys.prefix + "undelivered",
+                self.keys.undelivered,
                 entry,  # type: ignore[arg-type]
                 maxlen=UNDELIVERED_MAXLEN,
                 approximate=True,

@@ -1,6 +1,6 @@
 """The durable message flow on Redis: intake, stream records, the exactly-once step, status.
 
-Keys under the configured prefix (DESIGN.md, "Message flow"):
+Keys under the configured prefix (DESIGN.md, "Message flow"; names in `brain.keys`):
 
 - `seen:{channel}:{conversation}:{message_id}` dedupe marker, 24 h.
 - `inbox` / `outbox` streams with consumer groups `brain` / `senders`.
@@ -29,11 +29,11 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from brain.keys import SEEN_TTL_SECONDS, RedisKeys
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply, Source
 
 T = TypeVar("T")
-SEEN_SECONDS = 24 * 3600
 INBOX_GROUP = "brain"
 OUTBOX_GROUP = "senders"
 
@@ -68,41 +68,6 @@ for i = 3, #ARGV do
 end
 return id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class FlowKeys:
-    """Names of the flow's Redis keys under one prefix."""
-
-    prefix: str = "dm:"
-
-    @property
-    def inbox(self) -> str:
-        return self.prefix + "inbox"
-
-    @property
-    def outbox(self) -> str:
-        return self.prefix + "outbox"
-
-    @property
-    def model_active(self) -> str:
-        return self.prefix + "model:active"
-
-    def seen(self, channel: str, conversation_id: str, message_id: str) -> str:
-        """Dedupe key of one platform message. Platform message ids are only unique
-        within a chat on some platforms (Telegram), so the conversation is part of it."""
-        return f"{self.prefix}seen:{channel}:{conversation_id}:{message_id}"
-
-    def queue(self, stream: str, conversation_id: str) -> str:
-        """The conversation's list of unfinished entry ids of `stream`."""
-        return f"{stream}:{conversation_id}"
-
-    def lock(self, stream: str, conversation_id: str) -> str:
-        name = "lock" if stream == self.inbox else "sendlock"
-        return f"{self.prefix}{name}:{conversation_id}"
-
-    def process(self, name: str) -> str:
-        return f"{self.prefix}process:{name}"
 
 
 async def call_redis(what: str, operation: Awaitable[T]) -> T:
@@ -191,9 +156,9 @@ class Outgoing:
 class Intake:
     """Makes inbound messages durable before the platform is acknowledged."""
 
-    def __init__(self, redis: aioredis.Redis, keys: FlowKeys | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys | None = None) -> None:
         self.redis = redis
-        self.keys = keys or FlowKeys()
+        self.keys = keys or RedisKeys()
         self._submit = redis.register_script(SUBMIT)
 
     async def submit(self, inbound: Inbound) -> bool:
@@ -211,7 +176,7 @@ class Intake:
                     keys.inbox,
                     keys.queue(keys.inbox, inbound.conversation_id),
                 ],
-                args=[SEEN_SECONDS, inbound_to_json(inbound)],
+                args=[SEEN_TTL_SECONDS, inbound_to_json(inbound)],
             ),
         )
         return entry_id is not None
@@ -266,7 +231,7 @@ async def _stream_status(redis: aioredis.Redis, name: str, stream: str, group: s
     return StreamStatus(name, length, pending, age)
 
 
-async def flow_status(redis: aioredis.Redis, keys: FlowKeys) -> FlowStatus:
+async def flow_status(redis: aioredis.Redis, keys: RedisKeys) -> FlowStatus:
     """Queue depths, pending entries, their age, live processes and the active model."""
 
     async def read() -> FlowStatus:

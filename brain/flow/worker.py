@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 
 from brain.flow.consumer import OrderedConsumer
 from brain.flow.staff_notices import staff_notice
-from brain.flow.stream import INBOX_GROUP, FlowKeys, Outgoing, inbound_from_json
+from brain.flow.stream import INBOX_GROUP, Outgoing, inbound_from_json
+from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply
 
@@ -39,7 +40,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
     def __init__(
         self,
         redis: aioredis.Redis,
-        keys: FlowKeys,
+        keys: RedisKeys,
         answer: AnswerFunction,
         consumer: str,
         *,

@@ -1,0 +1,104 @@
+"""Every Redis key deskmate uses: names, shapes and lifetimes, in one place.
+
+All keys live under one configurable prefix (`DESKMATE_REDIS_PREFIX`, default `dm:`).
+Other modules ask `RedisKeys(prefix)` for a key; none spells one itself. The README's
+"Redis keys" table lists the same keys for operators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+SEEN_TTL_SECONDS: Final = 24 * 3600  # dedupe of platform messages and events
+PLACEHOLDER_TTL_SECONDS: Final = 3600  # Slack "thinking..." placeholders awaiting a reply
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Names of deskmate's Redis keys under one prefix."""
+
+    prefix: str = "dm:"
+
+    # -- the message flow (streams and their bookkeeping) ------------------------------
+
+    @property
+    def inbox(self) -> str:
+        """Stream: inbound messages, durable before the platform is acknowledged."""
+        return self.prefix + "inbox"
+
+    @property
+    def outbox(self) -> str:
+        """Stream: replies and staff notices waiting for their sender."""
+        return self.prefix + "outbox"
+
+    @property
+    def undelivered(self) -> str:
+        """Stream: replies a platform refused for good, kept for staff (capped)."""
+        return self.prefix + "undelivered"
+
+    def seen(self, channel: str, conversation_id: str, message_id: str) -> str:
+        """Dedupe key of one platform message. Platform message ids are only unique
+        within a chat on some platforms (Telegram), so the conversation is part of it."""
+        return f"{self.prefix}seen:{channel}:{conversation_id}:{message_id}"
+
+    def telegram_update_seen(self, bot_id: int, update_id: int) -> str:
+        """Dedupe key of one Telegram update (webhook redeliveries)."""
+        return f"{self.prefix}seen:telegram:update:{bot_id}:{update_id}"
+
+    def slack_event_seen(self, event_id: str) -> str:
+        """Dedupe key of one Slack event (Events API retries)."""
+        return f"{self.prefix}seen:slack:{event_id}"
+
+    def slack_placeholder(self, conversation_id: str) -> str:
+        """List: placeholder messages shown while a Slack conversation waits for a reply."""
+        return f"{self.prefix}slack:placeholder:{conversation_id}"
+
+    def queue(self, stream: str, conversation_id: str) -> str:
+        """List: the conversation's unfinished entry ids of `stream` (a stream key)."""
+        return f"{stream}:{conversation_id}"
+
+    def lock(self, stream: str, conversation_id: str) -> str:
+        """Lock: one worker (inbox) or sender (outbox) per conversation at a time."""
+        name = "lock" if stream == self.inbox else "sendlock"
+        return f"{self.prefix}{name}:{conversation_id}"
+
+    def process(self, name: str) -> str:
+        """Hash: a running process's heartbeat (for `deskmate status`)."""
+        return f"{self.prefix}process:{name}"
+
+    # -- conversations ----------------------------------------------------------------
+
+    def conversation(self, conversation_id: str) -> str:
+        """List of JSON turns: recent history, trimmed, expiring when idle."""
+        return f"{self.prefix}conv:{conversation_id}"
+
+    def handoff(self, conversation_id: str) -> str:
+        """Hash: the conversation is held by a person (the bot stays quiet)."""
+        return f"{self.prefix}handoff:{conversation_id}"
+
+    def handoff_thread(self, ts: str) -> str:
+        """String: the conversation an escalation's staff thread belongs to."""
+        return f"{self.prefix}handoff:thread:{ts}"
+
+    @property
+    def transcripts(self) -> str:
+        """Stream: every turn, feedback and handoff event, for export and training."""
+        return self.prefix + "transcripts"
+
+    # -- what every process follows ----------------------------------------------------
+
+    @property
+    def model_active(self) -> str:
+        """String: the model version every process serves."""
+        return self.prefix + "model:active"
+
+    @property
+    def faq_version(self) -> str:
+        """String: content hash of the FAQ index every process serves."""
+        return self.prefix + "faq:version"
+
+    @property
+    def evaluation_prefix(self) -> str:
+        """Prefix of `deskmate eval answers`' throwaway conversations (deleted after)."""
+        return self.prefix + "eval:"
