@@ -11,7 +11,7 @@ from bots.cli import main
 from training.importers import import_slack, import_telegram
 from training.transcripts import TranscriptFormatError, read_conversations
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 @pytest.fixture
