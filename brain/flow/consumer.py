@@ -63,7 +63,10 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 
 
 class OrderedConsumer(ABC, Generic[R]):
-    """Consumes `stream` in consumer group `group` as `consumer`; see the module doc."""
+    """Consumes `stream` in consumer group `group` as `consumer`; see the module doc.
+
+    One read waits up to `block_seconds` for a new entry, so `run` notices `stop` within
+    about that long when idle."""
 
     def __init__(
         self,

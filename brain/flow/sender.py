@@ -68,6 +68,7 @@ class Sender(OrderedConsumer[Outgoing]):
         reclaim_idle: float = 60.0,
         give_up_after: float = 60.0,
         longest_wait: float = 30.0,
+        block_seconds: float = 1.0,
     ) -> None:
         super().__init__(
             redis,
@@ -77,6 +78,7 @@ class Sender(OrderedConsumer[Outgoing]):
             consumer=consumer,
             lock_timeout=lock_timeout,
             reclaim_idle=reclaim_idle,
+            block_seconds=block_seconds,
         )
         self.adapters = adapters
         self.give_up_after = give_up_after

@@ -47,6 +47,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
         lock_timeout: float = 10.0,
         reclaim_idle: float = 60.0,
         staff_channel: str | None = None,
+        block_seconds: float = 1.0,
     ) -> None:
         super().__init__(
             redis,
@@ -57,6 +58,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
             next_stream=keys.outbox,
             lock_timeout=lock_timeout,
             reclaim_idle=reclaim_idle,
+            block_seconds=block_seconds,
         )
         self.answer = answer
         self.staff_channel = staff_channel
