@@ -26,10 +26,10 @@ from bots.web import make_web_app, serve_web
 from brain.channel import Adapter, FeedbackHandler, Handler
 from brain.conversations import ConversationStore
 from brain.flow.consumer import OrderedConsumer
-from brain.flow.sender import Sender
 from brain.flow.staff_notices import STAFF_CHANNEL
-from brain.flow.stream import FlowStatus, Intake, flow_status
-from brain.flow.worker import BrainWorker
+from brain.flow.stream import FlowStatus, flow_status
+from brain.flow.wiring import Flow
+from brain.flow.worker import AnswerFunction
 from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
@@ -113,6 +113,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
     name = process_name()
     async with AsyncExitStack() as stack:
         on_feedback: FeedbackHandler
+        answer: AnswerFunction | None = None
         staff: StaffCommands | None = None
         if workers:
             app = await stack.enter_async_context(build_app(settings, show_progress=False))
@@ -130,41 +131,30 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                 open_redis(settings.redis_url, settings.data_dir)
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
-        intake = Intake(redis, keys)
-        channels = build_channels(settings, intake.handler, on_feedback, redis, staff)
+        flow = Flow(
+            redis,
+            keys,
+            name=name,
+            lock_timeout=settings.lock_timeout,
+            reclaim_idle=settings.reclaim_idle,
+        )
+        channels = build_channels(settings, flow.intake.handler, on_feedback, redis, staff)
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
         port = await stack.enter_async_context(serve_web(make_web_app(routes), settings.http_addr))
         host = settings.http_addr.rpartition(":")[0]
 
-        consumers: list[OrderedConsumer[Any]] = []
-        for n in range(workers):
-            consumers.append(
-                BrainWorker(
-                    redis,
-                    keys,
-                    answer,
-                    f"{name}-worker{n}",
-                    lock_timeout=settings.lock_timeout,
-                    reclaim_idle=settings.reclaim_idle,
-                    staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
-                )
-            )
         adapters = {channel.channel: channel for channel in channels}
-        sender_count = senders if adapters else 0
-        for n in range(sender_count):
-            consumers.append(
-                Sender(
-                    redis,
-                    keys,
-                    adapters,
-                    f"{name}-sender{n}",
-                    lock_timeout=settings.lock_timeout,
-                    reclaim_idle=settings.reclaim_idle,
-                )
-            )
-
+        tasks = flow.start(
+            answer,
+            adapters,
+            workers=workers,
+            senders=senders,
+            stop=stop,
+            staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
+        )
+        sender_count = len(flow.senders)
         names = ", ".join(adapters) or (
             "none (set DESKMATE_TELEGRAM_TOKEN, DESKMATE_SLACK_BOT_TOKEN or "
             "DESKMATE_HTTP_CALLBACK_URL)"
@@ -186,8 +176,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             "channels": list(adapters),
             "started": time.time(),
         }
-        tasks = [asyncio.create_task(c.run(stop), name=c.consumer) for c in consumers]
-        tasks.append(asyncio.create_task(_heartbeat(redis, keys, info, consumers, stop)))
+        tasks.append(asyncio.create_task(_heartbeat(redis, keys, info, flow.consumers, stop)))
         return await _until_stopped(stop, tasks, out)
 
 
