@@ -36,9 +36,7 @@ from aiohttp import web
 from bots.indexing import import_faq
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
-from brain.flow.sender import Sender
-from brain.flow.stream import Intake
-from brain.flow.worker import BrainWorker
+from brain.flow.wiring import Flow
 from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
@@ -159,24 +157,17 @@ async def core_rate(redis_url: str, workers: int, count: int) -> float:
     async def answer(inbound: Inbound) -> Reply:
         return Reply("hello", "none")
 
-    stop = asyncio.Event()
-    consumers: list[BrainWorker | Sender] = [
-        BrainWorker(redis, keys, answer, f"core-worker{n}") for n in range(workers)
-    ]
-    consumers += [Sender(redis, keys, {"http": channel}, f"core-sender{n}") for n in range(4)]
-    tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
-    intake = Intake(redis, keys)
-    started = time.time()
+    flow = Flow(redis, keys, name="core")
+    async with flow.running(answer, {"http": channel}, workers=workers, senders=4):
+        started = time.time()
 
-    async def submit(offset: int) -> None:
-        for n in range(offset, count, 16):
-            await intake.submit(Inbound("http", f"core-c{n % 100}", "u", f"{n}", "hi"))
+        async def submit(offset: int) -> None:
+            for n in range(offset, count, 16):
+                await flow.intake.submit(Inbound("http", f"core-c{n % 100}", "u", f"{n}", "hi"))
 
-    await asyncio.gather(*(submit(offset) for offset in range(16)))
-    await asyncio.wait_for(channel.done.wait(), 300)
-    rate = count / (time.time() - started)
-    stop.set()
-    await asyncio.gather(*tasks)
+        await asyncio.gather(*(submit(offset) for offset in range(16)))
+        await asyncio.wait_for(channel.done.wait(), 300)
+        rate = count / (time.time() - started)
     await redis.aclose()
     return rate
 

@@ -29,10 +29,8 @@ from bots.slack.staff_desk import (
     to_thread_reply,
 )
 from bots.web import make_web_app, serve_web
-from brain.flow.sender import Sender
 from brain.flow.staff_notices import STAFF_CHANNEL, staff_notice
-from brain.flow.stream import Intake
-from brain.flow.worker import BrainWorker
+from brain.flow.wiring import Flow
 from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
@@ -163,28 +161,21 @@ async def running(
             slack_api_url=f"{fake_slack.url}/api",
             slack_staff_channel=staff_channel,
         )
-        keys = RedisKeys(settings.redis_prefix)
-        intake = Intake(redis, keys)
-        channels = build_channels(settings, intake.handler, brain.feedback, redis)
+        flow = Flow(redis, RedisKeys(settings.redis_prefix), name="test", block_seconds=0.1)
+        channels = build_channels(settings, flow.intake.handler, brain.feedback, redis)
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
         port = await stack.enter_async_context(serve_web(make_web_app(routes), "127.0.0.1:0"))
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        staff = STAFF_CHANNEL if handoffs_posted(settings) else None
-        consumers = [
-            BrainWorker(redis, keys, brain.handle, "worker0", staff_channel=staff),
-            Sender(redis, keys, {c.channel: c for c in channels}, "sender0"),
-        ]
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(consumer.run(stop)) for consumer in consumers]
-        try:
-            yield Running(
-                telegram, fake_slack, f"http://127.0.0.1:{port}/slack/events", session, redis
+        await stack.enter_async_context(
+            flow.running(
+                brain.handle,
+                {channel.channel: channel for channel in channels},
+                staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
             )
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
+        )
+        yield Running(telegram, fake_slack, f"http://127.0.0.1:{port}/slack/events", session, redis)
 
 
 async def test_telegram_customer_is_handed_to_an_agent_and_back(

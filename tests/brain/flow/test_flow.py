@@ -19,8 +19,8 @@ from bots.serve import format_status
 from bots.web import make_web_app, serve_web
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
-from brain.flow.sender import Sender
 from brain.flow.stream import Intake, flow_status
+from brain.flow.wiring import Flow
 from brain.flow.worker import AnswerFunction, BrainWorker
 from brain.keys import RedisKeys
 from brain.pipeline import Brain
@@ -52,25 +52,15 @@ async def running_flow(
     reclaim_idle: float = 60.0,
 ) -> AsyncIterator[str]:
     """Intake behind the http channel, workers and senders; yields the messages URL."""
-    channel = HttpChannel(callback_url, Intake(redis, KEYS).handler)
-    async with channel, serve_web(make_web_app(channel.web_routes()), "127.0.0.1:0") as port:
-        stop = asyncio.Event()
-        consumers: list[BrainWorker | Sender] = [
-            BrainWorker(redis, KEYS, answer, f"test-worker{n}", lock_timeout=2.0,
-                        reclaim_idle=reclaim_idle)
-            for n in range(workers)
-        ]  # fmt: skip
-        consumers += [
-            Sender(redis, KEYS, {"http": channel}, f"test-sender{n}", lock_timeout=2.0,
-                   reclaim_idle=reclaim_idle)
-            for n in range(senders)
-        ]  # fmt: skip
-        tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
-        try:
-            yield f"http://127.0.0.1:{port}/v1/messages"
-        finally:
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    flow = Flow(redis, KEYS, name="test", lock_timeout=2.0, reclaim_idle=reclaim_idle,
+                block_seconds=0.1)  # fmt: skip
+    channel = HttpChannel(callback_url, flow.intake.handler)
+    async with (
+        channel,
+        serve_web(make_web_app(channel.web_routes()), "127.0.0.1:0") as port,
+        flow.running(answer, {"http": channel}, workers=workers, senders=senders),
+    ):
+        yield f"http://127.0.0.1:{port}/v1/messages"
 
 
 async def post(
