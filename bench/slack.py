@@ -22,7 +22,6 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from slack_sdk.signature import SignatureVerifier
 
 from bots.slack.adapter import SlackAdapter
 from bots.web import make_web_app, serve_web
@@ -36,7 +35,7 @@ from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, signed_headers
 
 SECRET = "bench-signing-secret"
 QUESTIONS = [
@@ -108,15 +107,7 @@ async def run(messages: int, concurrency: int) -> dict[str, float]:
                             "event": event,
                         }
                     )
-                    stamp = str(int(time.time()))
-                    signature = SignatureVerifier(SECRET).generate_signature(
-                        timestamp=stamp, body=body
-                    )
-                    headers = {
-                        "Content-Type": "application/json",
-                        "X-Slack-Request-Timestamp": stamp,
-                        "X-Slack-Signature": signature or "",
-                    }
+                    headers = signed_headers(body, SECRET)
                     async with gate:
                         start = time.monotonic()
                         sent[channel] = start

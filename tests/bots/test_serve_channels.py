@@ -16,11 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
-from slack_sdk.signature import SignatureVerifier
 
 from bots.web import serve_web
 from brain.redis_server import EmbeddedRedis
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, signed_headers
 from tests.fakes.telegram import FakeTelegram, text_message
 
 DESKMATE = str(Path(sys.executable).with_name("deskmate"))
@@ -39,14 +38,7 @@ def signed_event(event: dict[str, object], event_id: str) -> tuple[bytes, dict[s
             "event": event,
         }
     )
-    stamp = str(int(time.time()))
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": signature or "",
-    }
-    return body.encode(), headers
+    return body.encode(), signed_headers(body, SECRET)
 
 
 async def test_serve_answers_telegram_and_slack_once_each(

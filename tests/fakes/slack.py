@@ -3,7 +3,7 @@
 It speaks the documented wire format (`POST/GET /api/{method}`, `Authorization: Bearer`,
 `{"ok": ...}` bodies, 429 with `Retry-After`) and records every call's payload, so tests
 assert on what deskmate actually sent. `/response/{id}` stands in for slash-command
-response URLs.
+response URLs. `signed_headers` signs requests sent to deskmate as Slack does.
 """
 
 from __future__ import annotations
@@ -18,8 +18,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
 
 JSON = dict[str, Any]
+
+
+def signed_headers(
+    body: str,
+    secret: str,
+    content_type: str = "application/json",
+    *,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """The headers Slack sends with a request `body`: its content type, the timestamp, and
+    the signature over both with the app's signing secret (slack_sdk's implementation of
+    Slack's algorithm). `timestamp` defaults to now; an old one makes a stale request."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    return {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature or "",
+    }
 
 
 @dataclass

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from slack_sdk.signature import SignatureVerifier
 
 from bots.indexing import import_faq
 from bots.slack.adapter import APOLOGY, REFUSAL, SlackAdapter, SlackStartError
@@ -33,7 +32,7 @@ from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 from tests.direct import DirectFlow
-from tests.fakes.slack import JSON, FakeSlack
+from tests.fakes.slack import JSON, FakeSlack, signed_headers
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RETURNS = "how many days do I have to send an item back?"
@@ -65,12 +64,8 @@ class Slack:
         timestamp: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
-        signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
         sent = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": signature or "",
+            **signed_headers(body, secret, content_type, timestamp=timestamp),
             **(headers or {}),
         }
         async with self.session.post(self.endpoint, data=body.encode(), headers=sent) as response:

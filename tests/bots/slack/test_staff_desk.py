@@ -19,7 +19,6 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from slack_sdk.signature import SignatureVerifier
 
 from bots.serve import build_channels, describe_handoffs, handoffs_posted
 from bots.slack.staff_desk import (
@@ -35,7 +34,7 @@ from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Reply, Turn
-from tests.fakes.slack import JSON, FakeSlack
+from tests.fakes.slack import JSON, FakeSlack, signed_headers
 from tests.fakes.telegram import FakeTelegram, text_message, visible_text
 from training.dataset import pick_pairs
 from training.transcripts import export_transcripts
@@ -61,13 +60,7 @@ class Running:
     redis: aioredis.Redis
 
     async def _post(self, body: str, content_type: str) -> int:
-        stamp = str(int(time.time()))
-        signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
-        headers = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": signature or "",
-        }
+        headers = signed_headers(body, SECRET, content_type)
         async with self.session.post(self.endpoint, data=body.encode(), headers=headers) as reply:
             return reply.status
 
