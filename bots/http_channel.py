@@ -113,9 +113,12 @@ class HttpChannel:
         )
 
     async def send(self, conversation_id: str, reply: Reply) -> None:
-        """POST the reply to the callback URL; failures map to the delivery exceptions."""
+        """POST the reply to the callback URL; failures map to the delivery exceptions.
+        A silent reply (a person holds the conversation) is not posted."""
         if self._session is None:
             raise RuntimeError("HttpChannel.send outside `async with`")
+        if reply.action == "none" and not reply.text:
+            return
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
             async with self._session.post(

@@ -84,8 +84,11 @@ class BrainWorker(OrderedConsumer[Inbound]):
             staff = Outgoing(
                 self.staff_channel, record.conversation_id, notice, record.time
             ).to_json()
-        if reply.action == "none" and not reply.text:
-            return staff or None  # a human holds the conversation: nothing to send
+        if reply.action == "none" and not reply.text and record.agent:
+            return staff or None  # an agent's message after the handoff ended: nothing to do
+        # A silent reply to the customer's own message (a person holds the conversation) is
+        # passed on too: the channel clears what it shows meanwhile (Slack's placeholder,
+        # Telegram's typing indicator) and sends nothing.
         reply = replace(reply, in_reply_to=record.message_id)
         customer = Outgoing(record.channel, record.conversation_id, reply, record.time).to_json()
         return (customer, staff) if staff else customer

@@ -198,6 +198,25 @@ async def test_a_permanent_delivery_failure_is_recorded_not_retried(
     assert await redis.xlen("dm:outbox") == 0
 
 
+async def test_a_message_to_a_conversation_a_person_holds_is_recorded_and_not_answered(
+    redis: aioredis.Redis, brain: Brain
+) -> None:
+    await brain.store.start_handoff("http:c1", "asked for a person")
+    async with (
+        CallbackServer() as callback,
+        aiohttp.ClientSession() as session,
+        running_flow(redis, brain.handle, callback.url) as url,
+    ):
+        assert await post(session, url, "m1") == 202
+        deadline = time.monotonic() + 20
+        while await redis.xlen("dm:inbox") or await redis.xlen("dm:outbox"):
+            assert time.monotonic() < deadline, "the held message was not finished"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # a reply would arrive now
+    assert callback.received == []  # the silent reply went through the outbox, unposted
+    assert [turn.text for turn in await brain.store.history("http:c1")] == [QUESTIONS[0]]
+
+
 async def test_http_channel_refuses_bad_requests_and_wrong_tokens(redis: aioredis.Redis) -> None:
     channel = HttpChannel("http://127.0.0.1:9/unused", Intake(redis, KEYS).handler, token="s3")
     good = {"conversation_id": "c1", "user_id": "u1", "message_id": "m1", "text": "hi"}
