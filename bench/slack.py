@@ -1,12 +1,13 @@
 """Slack channel benchmark: signed Events API requests through the whole stack.
 
-Real bolt app, real slack_sdk client, real brain (sample FAQ, MiniLM, quote backend) and an
+Real bolt app, real slack_sdk client, real brain (sample FAQ, MiniLM, quote backend), and
+the durable flow of `deskmate serve` (intake, inbox, brain workers, outbox, senders) on an
 embedded Redis; Slack's Web API is the local fake from the tests. Each message is a DM in
 its own channel; `--concurrency` users each send a question and wait for its answer before
 sending the next (closed loop). Reports how fast Slack gets its acknowledgement (it must be
 under 3 s) and how long until the answer replaces the placeholder (polled every 5 ms).
 
-    python -m bench.slack [--messages 200] [--concurrency 20]
+    python -m bench.slack [--messages 200] [--concurrency 20] [--workers 4] [--senders 4]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bots.slack.adapter import SlackAdapter
 from bots.web import make_web_app, serve_web
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
+from brain.flow.wiring import Flow
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ, Secret, Settings
@@ -34,7 +37,6 @@ from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
-from tests.direct import DirectFlow
 from tests.fakes.slack import FakeSlack, signed_headers
 
 SECRET = "bench-signing-secret"
@@ -46,7 +48,7 @@ QUESTIONS = [
 ]
 
 
-async def run(messages: int, concurrency: int) -> dict[str, float]:
+async def run(messages: int, concurrency: int, workers: int, senders: int) -> dict[str, float]:
     embedder = Embedder()
     index = FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder)
     fake = FakeSlack()
@@ -62,14 +64,16 @@ async def run(messages: int, concurrency: int) -> dict[str, float]:
                 slack_signing_secret=Secret(SECRET),
                 slack_api_url=f"{fake.url}/api",
             )
-            flow = DirectFlow(brain)
-            adapter = SlackAdapter(settings, flow.on_message, brain.feedback, redis=redis)
-            flow.attach(adapter.channel, adapter.send)
+            flow = Flow(redis, RedisKeys(), name="bench")
+            adapter = SlackAdapter(settings, flow.intake.handler, brain.feedback, redis=redis)
             web_app = make_web_app(adapter.web_routes())
             async with (
                 adapter,
                 serve_web(web_app, "127.0.0.1:0") as port,
                 aiohttp.ClientSession() as session,
+                flow.running(
+                    brain.handle, {adapter.channel: adapter}, workers=workers, senders=senders
+                ),
             ):
                 endpoint = f"http://127.0.0.1:{port}/slack/events"
                 sent: dict[str, float] = {}
@@ -146,9 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.slack", description=__doc__)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=4, help="brain workers (serve's default)")
+    parser.add_argument("--senders", type=int, default=4, help="reply senders (serve's default)")
     args = parser.parse_args(argv)
-    figures = asyncio.run(run(args.messages, args.concurrency))
-    print(f"Slack HTTP mode, {args.messages} DMs, {args.concurrency} in flight")
+    figures = asyncio.run(run(args.messages, args.concurrency, args.workers, args.senders))
+    print(
+        f"Slack HTTP mode, {args.messages} DMs, {args.concurrency} in flight, "
+        f"{args.workers} brain workers, {args.senders} senders"
+    )
     print(f"  {'metric':16} {'value':>10}")
     for name, value in figures.items():
         print(f"  {name:16} {value:10.1f}")

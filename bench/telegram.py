@@ -1,7 +1,9 @@
 """Telegram channel latency: a customer's message to the bot's answer, end to end.
 
-The real python-telegram-bot client long-polls the fake Bot API server of the tests; the
-brain answers from the sample FAQ with the quote backend, on an embedded Redis. Measures
+The real python-telegram-bot client long-polls the fake Bot API server of the tests;
+messages go through the durable flow as in `deskmate serve` (intake, inbox, a brain
+worker, outbox, a sender) on an embedded Redis, and the brain answers from the sample FAQ
+with the quote backend. Measures
 the time from an update becoming available to the sendMessage arriving at the server,
 one conversation at a time, and the renderer alone on a long answer.
 
@@ -21,6 +23,8 @@ from bots.telegram.adapter import TelegramAdapter
 from bots.telegram.render import render_reply
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
+from brain.flow.wiring import Flow
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ, Secret, Settings
@@ -29,7 +33,6 @@ from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
-from tests.direct import DirectFlow
 from tests.fakes.telegram import FakeTelegram, text_message
 
 QUESTIONS = [
@@ -54,17 +57,15 @@ async def end_to_end(messages: int) -> list[float]:
         brain = Brain(retriever, ConversationStore(redis), QuoteBackend())
         async with FakeTelegram() as fake:
             settings = Settings(telegram_token=Secret(fake.token), telegram_api_url=fake.url)
-            flow = DirectFlow(brain)
-            adapter = TelegramAdapter(settings, flow.on_message, brain.feedback, redis=redis)
-            flow.attach(adapter.channel, adapter.send)
+            flow = Flow(redis, RedisKeys(), name="bench")
+            adapter = TelegramAdapter(settings, flow.intake.handler, brain.feedback, redis=redis)
             latencies = []
-            async with adapter:
+            async with adapter, flow.running(brain.handle, {adapter.channel: adapter}):
                 for n in range(messages):
                     started = time.perf_counter()
                     fake.push(text_message(QUESTIONS[n % len(QUESTIONS)]))
                     await fake.wait_for_messages(n + 1)
                     latencies.append((time.perf_counter() - started) * 1000)
-                await flow.drain()
         await redis.aclose()
     return latencies
 

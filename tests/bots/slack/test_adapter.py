@@ -23,7 +23,11 @@ from bots.slack.render import PLACEHOLDER
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
 from brain.answering.backends import QuoteBackend
+from brain.channel import Handler
 from brain.conversations import ConversationStore
+from brain.flow.stream import Intake
+from brain.flow.wiring import Flow
+from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import client
 from brain.settings import Secret, Settings
@@ -31,12 +35,13 @@ from brain.types import Inbound
 from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
-from tests.direct import DirectFlow
 from tests.fakes.slack import JSON, FakeSlack, signed_headers
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RETURNS = "how many days do I have to send an item back?"
 TRACKING = "how do I track my parcel?"
+KEYS = RedisKeys("dm:")
+BLOCK_SECONDS = 0.1  # how long idle consumers wait for work: stopping takes no longer
 _ids = itertools.count(1)
 
 
@@ -159,6 +164,31 @@ def section_text(payload: JSON) -> str:
     return "\n".join(b["text"]["text"] for b in payload["blocks"] if b["type"] == "section")
 
 
+@asynccontextmanager
+async def slack_on_flow(
+    fake: FakeSlack,
+    settings: Settings,
+    brain: Brain,
+    redis: aioredis.Redis,
+    *,
+    staff: StaffCommands | None = None,
+    wrap: Callable[[Handler], Handler] = lambda handler: handler,
+) -> AsyncIterator[Slack]:
+    """The Slack channel on the durable flow (intake, a brain worker, a sender), as
+    `deskmate serve` runs it; `wrap` may wrap the handler adapters hand messages to."""
+    flow = Flow(redis, KEYS, name="test", block_seconds=BLOCK_SECONDS)
+    adapter = SlackAdapter(
+        settings, wrap(flow.intake.handler), brain.feedback, redis=redis, staff=staff
+    )
+    async with (
+        adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as session,
+        flow.running(brain.handle, {adapter.channel: adapter}),
+    ):
+        yield Slack(fake, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+
+
 SlackFactory = Callable[..., AbstractAsyncContextManager[Slack]]
 
 
@@ -191,7 +221,6 @@ def make_slack(
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Slack]:
         configured = replace(settings, **overrides)
-        flow = DirectFlow(brain)
         staff = StaffCommands(
             brain.retriever,
             redis,
@@ -199,17 +228,8 @@ def make_slack(
             index_dir=configured.index_dir,
             backend_version=brain.backend.version,
         )
-        adapter = SlackAdapter(
-            configured, flow.on_message, brain.feedback, redis=redis, staff=staff
-        )
-        flow.attach(adapter.channel, adapter.send)
-        web_app = make_web_app(adapter.web_routes())
-        async with (
-            adapter,
-            serve_web(web_app, "127.0.0.1:0") as port,
-            aiohttp.ClientSession() as session,
-        ):
-            yield Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+        async with slack_on_flow(fake_slack, configured, brain, redis, staff=staff) as running:
+            yield running
 
     return start
 
@@ -407,9 +427,6 @@ async def test_faq_reload_serves_the_edited_file(
     staff = StaffCommands(
         retriever, redis, prefix="dm:", index_dir=settings.index_dir, backend_version="quote"
     )
-    flow = DirectFlow(brain)
-    adapter = SlackAdapter(settings, flow.on_message, brain.feedback, redis=redis, staff=staff)
-    flow.attach(adapter.channel, adapter.send)
     parking = {
         "id": "parking",
         "question": "Where can I park my car at the office?",
@@ -417,12 +434,7 @@ async def test_faq_reload_serves_the_edited_file(
         "alternates": ["car park"],
     }
     faq.write_text(json.dumps(entry) + "\n" + json.dumps(parking) + "\n")
-    async with (
-        adapter,
-        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
-        aiohttp.ClientSession() as session,
-    ):
-        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+    async with slack_on_flow(fake_slack, settings, brain, redis, staff=staff) as slack:
         await slack.form(command("faq reload", "USTAFF", f"{fake_slack.url}/response/3"))
         await fake_slack.wait_for(lambda: len(fake_slack.payloads("response")) == 1)
         assert "Reloaded 2 FAQ entries from faq.jsonl" in fake_slack.payloads("response")[0]["text"]
@@ -446,10 +458,9 @@ async def test_the_bots_own_and_other_bots_messages_are_ignored(
 async def test_a_rejected_bot_token_fails_at_start_naming_the_variable(
     settings: Settings, brain: Brain, redis: aioredis.Redis
 ) -> None:
-    flow = DirectFlow(brain)
     adapter = SlackAdapter(
         replace(settings, slack_bot_token=Secret("xoxb-wrong")),
-        flow.on_message,
+        Intake(redis, KEYS).handler,
         brain.feedback,
         redis=redis,
     )
@@ -500,21 +511,15 @@ async def test_while_a_person_holds_the_conversation_the_placeholder_is_removed(
 async def test_a_failure_answering_is_apologised_for_and_serving_goes_on(
     settings: Settings, fake_slack: FakeSlack, brain: Brain, redis: aioredis.Redis
 ) -> None:
-    flow = DirectFlow(brain)
+    def flaky(queue: Handler) -> Handler:
+        async def accept(inbound: Inbound) -> None:
+            if "explode" in inbound.text:
+                raise RuntimeError("backend fell over")
+            await queue(inbound)
 
-    async def flaky(inbound: Inbound) -> None:
-        if "explode" in inbound.text:
-            raise RuntimeError("backend fell over")
-        await flow.on_message(inbound)
+        return accept
 
-    adapter = SlackAdapter(settings, flaky, brain.feedback, redis=redis)
-    flow.attach(adapter.channel, adapter.send)
-    async with (
-        adapter,
-        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
-        aiohttp.ClientSession() as session,
-    ):
-        slack = Slack(fake_slack, adapter, f"http://127.0.0.1:{port}/slack/events", session)
+    async with slack_on_flow(fake_slack, settings, brain, redis, wrap=flaky) as slack:
         await slack.event(dm("please explode"))
         [apology] = await slack.answers("D1", 1)
         assert apology["text"] == APOLOGY
@@ -527,9 +532,8 @@ async def test_redis_down_makes_slack_redeliver(
 ) -> None:
     """An event that cannot be made durable is refused with 503, so Slack sends it again."""
     dead = client(f"unix://{tmp_path / 'no-redis.sock'}", retries=0)
-    flow = DirectFlow(brain)
-    adapter = SlackAdapter(settings, flow.on_message, brain.feedback, redis=dead)
-    flow.attach(adapter.channel, adapter.send)
+    # The flow's intake alone: with Redis down, nothing reaches a worker or a sender.
+    adapter = SlackAdapter(settings, Intake(dead, KEYS).handler, brain.feedback, redis=dead)
     async with (
         adapter,
         serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,

@@ -18,13 +18,15 @@ from bots.telegram.adapter import TelegramAdapter, TelegramStartError, check_set
 from bots.web import make_web_app, serve_web
 from brain.answering.backends import Answer, QuoteBackend
 from brain.conversations import ConversationStore
+from brain.flow.stream import Intake
+from brain.flow.wiring import Flow
+from brain.keys import RedisKeys
 from brain.pipeline import COMMANDS, Brain
 from brain.redis_server import client
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
-from tests.direct import DirectFlow
 from tests.fakes.telegram import (
     CUSTOMER,
     GROUP,
@@ -38,6 +40,8 @@ from tests.fakes.telegram import (
 
 WEBHOOK_URL = "https://bot.example.com/telegram/hook"
 WEBHOOK_SECRET = "s3cret-Token_for-tests"
+KEYS = RedisKeys("dm:")
+BLOCK_SECONDS = 0.1  # how long idle consumers wait for work: stopping takes no longer
 
 
 @pytest.fixture
@@ -58,15 +62,14 @@ async def telegram_bot(
     settings: Settings | None = None,
     **options: Any,
 ) -> AsyncIterator[TelegramAdapter]:
-    """The channel with the direct wiring, as `deskmate telegram` runs it."""
-    flow = DirectFlow(brain)
+    """The channel on the durable flow (intake, a brain worker, a sender), as `deskmate
+    serve` runs it."""
+    flow = Flow(redis, KEYS, name="test", block_seconds=BLOCK_SECONDS)
     adapter = TelegramAdapter(
-        settings or settings_for(fake), flow.on_message, brain.feedback, redis=redis, **options
+        settings or settings_for(fake), flow.intake.handler, brain.feedback, redis=redis, **options
     )
-    flow.attach(adapter.channel, adapter.send)
-    async with adapter:
+    async with adapter, flow.running(brain.handle, {adapter.channel: adapter}):
         yield adapter
-        await flow.drain()
 
 
 class ScriptedBackend:
@@ -287,6 +290,28 @@ async def test_typing_is_shown_until_the_answer_is_sent(
     assert fake.sent("sendChatAction")[0] == {"chat_id": CUSTOMER["id"], "action": "typing"}
 
 
+async def test_typing_stops_when_a_person_holds_the_conversation(
+    fake: FakeTelegram, brain: Brain, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    await store.start_handoff(str(CUSTOMER["id"]), "asked for a person")
+    async with telegram_bot(fake, brain, redis, typing_interval=0.1):
+        fake.push(text_message("hello? anyone there?"))
+        deadline = asyncio.get_running_loop().time() + 15
+        # Finished once recorded and nothing is left in the inbox or the outbox.
+        while (
+            not await store.history(str(CUSTOMER["id"]))
+            or await redis.xlen("dm:inbox")
+            or await redis.xlen("dm:outbox")
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the message was not finished"
+            await asyncio.sleep(0.02)
+        typed = len(fake.sent("sendChatAction"))
+        await asyncio.sleep(0.4)  # four typing intervals: the indicator would be re-sent
+        assert len(fake.sent("sendChatAction")) == typed
+    assert fake.sent("sendMessage") == []  # the bot stays quiet
+    assert (await store.history(str(CUSTOMER["id"])))[-1].text == "hello? anyone there?"
+
+
 async def test_an_update_seen_before_a_restart_is_not_answered_again(
     fake: FakeTelegram, brain: Brain, redis: aioredis.Redis
 ) -> None:
@@ -352,8 +377,10 @@ async def test_webhook_refuses_updates_while_redis_is_down(
     settings = settings_for(
         fake, telegram_webhook_url=WEBHOOK_URL, telegram_webhook_secret=Secret(WEBHOOK_SECRET)
     )
+    # The flow's intake alone: with Redis down, nothing reaches a worker or a sender.
+    adapter = TelegramAdapter(settings, Intake(dead, KEYS).handler, brain.feedback, redis=dead)
     async with (
-        telegram_bot(fake, brain, dead, settings) as adapter,
+        adapter,
         serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
         aiohttp.ClientSession() as http,
     ):
