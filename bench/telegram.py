@@ -3,9 +3,9 @@
 The real python-telegram-bot client long-polls the fake Bot API server of the tests;
 messages go through the durable flow as in `deskmate serve` (intake, inbox, a brain
 worker, outbox, a sender) on an embedded Redis, and the brain answers from the sample FAQ
-with the quote backend. Measures
-the time from an update becoming available to the sendMessage arriving at the server,
-one conversation at a time, and the renderer alone on a long answer.
+with the quote backend. Measures the time from an update becoming available to the
+sendMessage arriving at the server, one conversation at a time, and the renderer alone on
+a long answer.
 
     .venv/bin/python -m bench.telegram [--messages 50]
 """
