@@ -277,7 +277,7 @@ def _answering(peft_model: Any, adapter: str | None) -> Iterator[Any]:
     """The model that answers with `adapter` (None = the base model alone).
 
     On CPU a merged plain copy, which the lean engine runs as it is served; on GPU the
-    peft model itself with that adapter switched on.
+    peft model itself with that adapter switched on (`generate` runs it as it is).
     """
     if next(peft_model.parameters()).device.type == "cpu":
         plain = copy.deepcopy(peft_model)
@@ -286,16 +286,15 @@ def _answering(peft_model: Any, adapter: str | None) -> Iterator[Any]:
         else:
             yield plain.merge_and_unload(adapter_names=[adapter])
         return
-    if adapter is None:
-        with peft_model.disable_adapter():
-            yield peft_model
-        return
-    previous = peft_model.active_adapter
-    peft_model.set_adapter(adapter)
-    try:
+    with contextlib.ExitStack() as restore:
+        # The serving generator switches the model to eval mode; training mode comes back.
+        restore.callback(peft_model.train, peft_model.training)
+        if adapter is None:
+            restore.enter_context(peft_model.disable_adapter())
+        else:
+            restore.callback(peft_model.set_adapter, peft_model.active_adapter)
+            peft_model.set_adapter(adapter)
         yield peft_model
-    finally:
-        peft_model.set_adapter(previous)
 
 
 def evaluate(
@@ -322,6 +321,7 @@ def evaluate(
             batch_size=cfg.eval_batch_size,
             progress=bar.update,
             int8=cfg.eval_int8,
+            version=label,
         )
     scores = score_answers(
         answers,
