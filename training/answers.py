@@ -1,104 +1,73 @@
-"""Greedy answers from a causal LM over the prompt contract, for evaluation.
+"""Held-out answers for the evaluation, written by the serving `hf` generator.
 
-On CPU, Llama-architecture models are answered the way they are served: the lean engine
-under continuous batching (int8 unless asked otherwise), which is also several times
-faster than `generate`. Elsewhere (GPU, other architectures) a plain, batched,
-deterministic `generate`, so two models are compared on the same prompts.
+Training does not decode on its own: it wraps the model in memory in `HFGenerator`, the
+code that answers customers, so evaluation measures what serving would say. The same
+engine is chosen (on CPU, Llama models run on the lean engine under continuous batching,
+int8 unless asked otherwise; on GPU and for other architectures transformers' `generate`
+over dynamically batched prompts), with the same greedy decoding, stop tokens and
+prompt rendering.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from brain.prompt import render_prompt
+from brain.answering.batching import BatchingOptions
+from brain.answering.hf_generator import HFGenerator, HFOptions, lean_engine_fits
+from brain.prompt import Messages
+
+LEAN_ROWS = 16  # conversations the lean engine decodes together
 
 
 def generate_answers(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[list[dict[str, str]]],
+    prompts: Sequence[Messages],
     *,
     max_new_tokens: int = 160,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
     int8: bool = True,
+    version: str = "evaluation",
 ) -> list[str]:
-    """One greedy answer per prompt (chat messages), in the order given."""
-    import torch
+    """One greedy answer per prompt (chat messages), in the order given.
 
-    from brain.answering.lean_engine import supports
-
-    texts = [render_prompt(tokenizer, messages) for messages in prompts]
-    device = next(model.parameters()).device
-    if device.type == "cpu" and supports(model) is None:
-        return _lean_answers(model, tokenizer, texts, max_new_tokens, int8, progress)
-    # Similar lengths together: less padding, faster batches.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    answers: list[str] = [""] * len(texts)
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in chunk],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
-            with torch.inference_mode():
-                output = model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
-            for i, tokens in zip(chunk, new_tokens, strict=True):
-                answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            if progress is not None:
-                progress(len(chunk))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return answers
+    `batch_size` is how many prompts share one `generate` call (the lean engine decodes
+    16 together); `progress` is called with 1 as each answer is done; `version` names the
+    model in generation errors. Runs its own event loop: call it from synchronous code.
+    """
+    # Held-out prompts are not trimmed to a serving budget: the model's window bounds them.
+    window = getattr(model.config, "max_position_embeddings", None) or HFOptions().context_tokens
+    options = HFOptions(int8=int8, max_new_tokens=max_new_tokens, context_tokens=window)
+    rows = LEAN_ROWS if lean_engine_fits(model, options) else batch_size
+    options = replace(options, batching=BatchingOptions(max_batch=rows))
+    generator = HFGenerator.from_model(model, tokenizer, version, options)
+    return asyncio.run(_answer_all(generator, prompts, progress))
 
 
-def _lean_answers(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    max_new_tokens: int,
-    int8: bool,
+async def _answer_all(
+    generator: HFGenerator,
+    prompts: Sequence[Messages],
     progress: Callable[[int], None] | None,
 ) -> list[str]:
-    """Answers from the lean engine with continuous batching (16 rows)."""
-    from brain.answering.batching import ContinuousBatcher
-    from brain.answering.hf_generator import calibration_prompts, stop_ids
-    from brain.answering.lean_engine import LlamaEngine
+    """Every prompt submitted at once, as concurrent conversations; closes `generator`."""
 
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    window = getattr(model.config, "max_position_embeddings", None) or 2048
-    longest = max((len(ids) for ids in encoded), default=0)
-    engine = LlamaEngine(
-        model,
-        slots=16,
-        max_tokens=min(window, longest + max_new_tokens),
-        int8=int8,
-        calibration=calibration_prompts(tokenizer) if int8 else (),
-    )
-    batcher = ContinuousBatcher(engine, stop_ids(model, tokenizer), max_new_tokens)
+    async def answer(messages: Messages) -> str:
+        (text,) = await generator.generate([messages])
+        if progress is not None:
+            progress(1)
+        return text
+
+    # Similar lengths together: less padding in `generate`'s batches.
+    order = sorted(range(len(prompts)), key=lambda i: generator.count_tokens(prompts[i]))
     try:
-        futures = [batcher.submit(ids) for ids in encoded]
-        answers = []
-        for future in futures:
-            answers.append(tokenizer.decode(future.result(), skip_special_tokens=True).strip())
-            if progress is not None:
-                progress(1)
+        texts = await asyncio.gather(*(answer(prompts[i]) for i in order))
     finally:
-        batcher.close()
+        await generator.aclose()
+    answers = [""] * len(prompts)
+    for i, text in zip(order, texts, strict=True):
+        answers[i] = text
     return answers

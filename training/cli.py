@@ -1,7 +1,9 @@
 """The support-staff commands: `deskmate transcripts`, `deskmate train`, `deskmate model`.
 
 bots/cli.py adds these to its parser with `add_commands` and hands parsed arguments to
-`dispatch`. Heavy imports (torch, transformers) happen only when a command needs them.
+`dispatch`. Heavy imports (torch, models) happen only when a command needs them; the
+`train` options come from transformers' HfArgumentParser, so building the parser imports
+the transformers package root (not torch).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ COMMANDS = ("transcripts", "train", "model")
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the transcripts / train / model sub-commands."""
-    from training.train import add_arguments
+    from training.train import DESCRIPTION, USAGE, HelpFormatter, build_parser
 
     formatter = argparse.RawDescriptionHelpFormatter
     transcripts = commands.add_parser(
@@ -61,15 +63,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Telegram: a support-team member in group chats (repeatable)",
     )
 
-    train = commands.add_parser(
+    commands.add_parser(
         "train",
+        parents=[build_parser(add_help=False)],  # TrainConfig's options, by HfArgumentParser
         help="fine-tune a LoRA adapter on conversations and register it",
-        description="Pick answers to learn (agent answers, 👍 bot answers, corrections), redact "
-        "personal data, ground them in the FAQ, fine-tune, compare with the serving model on "
-        "held-out conversations, write a report and register a new (inactive) version.",
-        formatter_class=formatter,
+        description=DESCRIPTION,
+        usage=USAGE,
+        formatter_class=HelpFormatter,
     )
-    add_arguments(train)
 
     model = commands.add_parser("model", help="list, promote and roll back model versions")
     model_actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")

@@ -22,9 +22,12 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from transformers import HfArgumentParser
+from transformers.hf_argparser import DataClassType
 
 from brain.answering.registry import BASE, ModelRegistry, ModelVersion
 from brain.settings import Settings
@@ -36,8 +39,14 @@ from training.transcripts import read_conversations
 
 log = logging.getLogger(__name__)
 
+DESCRIPTION = (
+    "Pick answers to learn (agent answers, 👍 bot answers, corrections), redact personal data, "
+    "ground them in the FAQ, fine-tune, compare with the serving model on held-out "
+    "conversations, write a report and register a new (inactive) version."
+)
 
-def option(help: str, default: Any = MISSING) -> Any:
+
+def option(help: str, default: Any) -> Any:
     """A config field with help text (shown by --help)."""
     return field(default=default, metadata={"help": help})
 
@@ -46,10 +55,17 @@ def option(help: str, default: Any = MISSING) -> Any:
 class TrainConfig:
     """Options of `deskmate train`; each field is also a command-line flag."""
 
-    conversations: Path = option("conversations JSONL from `deskmate transcripts export/import`")
+    conversations: Path = field(
+        metadata={
+            "help": "conversations JSONL from `deskmate transcripts export/import`",
+            "positional": True,
+        }
+    )
     base: str = option("base model: hub id or local path (default: DESKMATE_MODEL)", "")
     epochs: float = option("passes over the training examples", 2.0)
-    learning_rate: float = option("peak learning rate (cosine schedule, 5% warm-up)", 2e-4)
+    learning_rate: float = option(
+        "peak learning rate (cosine schedule after a warm-up over 5 percent of the steps)", 2e-4
+    )
     batch_size: int = option("examples per device per step", 4)
     grad_accum: int = option("steps whose gradients add up to one update", 1)
     max_length: int = option("tokens per example; longer ones lose history, then answer tail", 384)
@@ -113,27 +129,57 @@ class TrainResult:
     model: Any = None  # the trained peft model, still in memory
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, with its help text; `conversations` is positional."""
-    for spec in fields(TrainConfig):
-        help_text = spec.metadata["help"].replace("%", "%%")
-        if spec.name == "conversations":
-            parser.add_argument("conversations", type=Path, metavar="CONVERSATIONS", help=help_text)
-            continue
-        flag = "--" + spec.name.replace("_", "-")
-        if spec.default is True or spec.default is False:
+class TrainArgumentParser(HfArgumentParser):
+    """transformers' dataclass parser with `deskmate train`'s command-line conventions.
+
+    HfArgumentParser turns each field into a typed `--flag` with its help text (and also
+    accepts the `--under_scored` spelling). Two kinds of field read better otherwise:
+    one marked `positional` is a positional argument (`deskmate train t.jsonl`), and a bool
+    is an on/off pair (`--resume` / `--no-resume`) that never takes a value, so
+    `--quiet t.jsonl` leaves the file name to the positional.
+    """
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, spec: Any) -> None:
+        metadata = dict(spec.metadata)
+        if metadata.pop("positional", False):
+            parser.add_argument(spec.name, type=spec.type, metavar=spec.name.upper(), **metadata)
+        elif spec.type is bool:
+            flag = "--" + spec.name.replace("_", "-")
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, help=help_text, default=spec.default
+                flag, action=argparse.BooleanOptionalAction, default=spec.default, **metadata
             )
-            continue
-        kind: Any = {int: int, float: float}.get(type(spec.default), str)
-        if "Path" in str(spec.type):
-            kind = Path
-        default = f" (default {spec.default})" if spec.default not in (None, "") else ""
-        parser.add_argument(flag, type=kind, default=spec.default, help=help_text + default)
+        else:
+            HfArgumentParser._parse_dataclass_field(parser, spec)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option once, in its `--hyphenated` spelling, with its default where it has one."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hyphenated = [option for option in action.option_strings if "_" not in option]
+        if hyphenated and hyphenated != action.option_strings:
+            action = copy.copy(action)
+            action.option_strings = hyphenated
+        return super()._format_action_invocation(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        shown = action.option_strings and action.default not in (None, "", argparse.SUPPRESS)
+        return f"{action.help} (default %(default)s)" if shown else action.help or ""
+
+
+USAGE = "%(prog)s [options] CONVERSATIONS"
+
+
+def build_parser(**kwargs: Any) -> TrainArgumentParser:
+    """The TrainConfig parser; `kwargs` go to argparse (prog, description, add_help)."""
+    return TrainArgumentParser(
+        DataClassType(TrainConfig), usage=USAGE, formatter_class=HelpFormatter, **kwargs
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a parsed `deskmate train` command line."""
     return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)})
 
 
@@ -231,7 +277,7 @@ def _answering(peft_model: Any, adapter: str | None) -> Iterator[Any]:
     """The model that answers with `adapter` (None = the base model alone).
 
     On CPU a merged plain copy, which the lean engine runs as it is served; on GPU the
-    peft model itself with that adapter switched on.
+    peft model itself with that adapter switched on (`generate` runs it as it is).
     """
     if next(peft_model.parameters()).device.type == "cpu":
         plain = copy.deepcopy(peft_model)
@@ -240,16 +286,15 @@ def _answering(peft_model: Any, adapter: str | None) -> Iterator[Any]:
         else:
             yield plain.merge_and_unload(adapter_names=[adapter])
         return
-    if adapter is None:
-        with peft_model.disable_adapter():
-            yield peft_model
-        return
-    previous = peft_model.active_adapter
-    peft_model.set_adapter(adapter)
-    try:
+    with contextlib.ExitStack() as restore:
+        # The serving generator switches the model to eval mode; training mode comes back.
+        restore.callback(peft_model.train, peft_model.training)
+        if adapter is None:
+            restore.enter_context(peft_model.disable_adapter())
+        else:
+            restore.callback(peft_model.set_adapter, peft_model.active_adapter)
+            peft_model.set_adapter(adapter)
         yield peft_model
-    finally:
-        peft_model.set_adapter(previous)
 
 
 def evaluate(
@@ -276,6 +321,7 @@ def evaluate(
             batch_size=cfg.eval_batch_size,
             progress=bar.update,
             int8=cfg.eval_int8,
+            version=label,
         )
     scores = score_answers(
         answers,
@@ -448,19 +494,10 @@ def main(
     return TrainResult(output, report, version, peft_model)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deskmate train",
-        description="Fine-tune a LoRA adapter on support conversations and register it.",
-    )
-    add_arguments(parser)
-    return parser
-
-
 def cli(argv: Sequence[str] | None = None) -> int:
     """`python -m training.train` (and torchrun/accelerate launch) entry point."""
-    args = build_parser().parse_args(argv)
-    result = main(config_from_args(args))
+    parser = build_parser(prog="deskmate train", description=DESCRIPTION)
+    result = main(config_from_args(parser.parse_args(argv)))
     if result.report:
         print(summary(result.report))
     return 0

@@ -135,6 +135,8 @@ class HFGenerator:
         window = getattr(model.config, "max_position_embeddings", None) or options.context_tokens
         self.context_tokens = max(64, min(options.context_tokens, window - options.max_new_tokens))
         self.device = next(model.parameters(), torch.empty(0)).device
+        # Both engines end an answer on the same tokens.
+        self.stop_ids = stop_ids(model, tokenizer)
         self._batcher: DynamicBatcher[Messages] = DynamicBatcher(
             self.generate_batch, options.batching
         )
@@ -149,9 +151,7 @@ class HFGenerator:
                 int8=options.int8,
                 calibration=calibration_prompts(tokenizer) if options.int8 else (),
             )
-            self.continuous = ContinuousBatcher(
-                engine, stop_ids(model, tokenizer), options.max_new_tokens
-            )
+            self.continuous = ContinuousBatcher(engine, self.stop_ids, options.max_new_tokens)
             self.lean = engine
             self.model = None  # the engine holds its own (fused, quantised) copy
 
@@ -186,10 +186,8 @@ class HFGenerator:
             loaded = apply_adapter(loaded, adapter)
         if device == "cuda":
             loaded = loaded.to(device)
-        elif options.int8 and not lean_engine_fits(loaded, options):
-            loaded = quantize_int8(loaded)
         version = f"{model_name(model)}@{adapter_version or (adapter.name if adapter else 'base')}"
-        generator = cls(loaded, tokenizer, version, options)
+        generator = cls.from_model(loaded, tokenizer, version, options)
         log.info(
             "dialogue model %s on %s%s, %s engine, loaded in %.1f s",
             version,
@@ -205,6 +203,21 @@ class HFGenerator:
                 ", ".join(f"{k} {v:.3f}" for k, v in generator.lean.int8_errors.items()),
             )
         return generator
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, version: str, options: HFOptions = HFOptions()
+    ) -> HFGenerator:
+        """Serve a model already in memory, on the device it is on: what `load` does after
+        loading, and how training answers its held-out prompts as serving would.
+
+        On CPU where the lean engine does not run, `options.int8` quantises a copy of the
+        weights. The caller's tokenizer is left as it is (a copy is set up for serving).
+        """
+        on_cpu = next(model.parameters(), torch.empty(0)).device.type == "cpu"
+        if on_cpu and options.int8 and not lean_engine_fits(model, options):
+            model = quantize_int8(model)
+        return cls(model, copy.deepcopy(tokenizer), version, options)
 
     def count_tokens(self, messages: Messages) -> int:
         """Prompt length in tokens, with the chat template applied."""
@@ -239,6 +252,7 @@ class HFGenerator:
                     max_new_tokens=self.options.max_new_tokens,
                     do_sample=False,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=sorted(self.stop_ids) or None,
                 )
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(f"{self.version} failed to generate: {exc}") from exc

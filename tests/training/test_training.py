@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 import torch
 
+from bots.cli import build_parser as cli_parser
 from bots.cli import main as cli
 from brain.answering import grounded
 from brain.answering.batching import Generator
@@ -25,9 +27,130 @@ from brain.answering.registry import (
 from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ, Settings
 from retrieval.retriever import Retriever
-from training.train import TrainConfig, main
+from training.train import TrainConfig, build_parser, config_from_args, main
 
 REJECTED = "Rated-down answer that must never be learned."
+
+# `deskmate train`'s options are a public interface (README, scripts): every flag and
+# default as released. A flag lost, renamed or given a new default fails here.
+DEFAULTS = {
+    "base": "",
+    "epochs": 2.0,
+    "learning_rate": 2e-4,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "max_length": 384,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_layers": 0,
+    "target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    "heldout_fraction": 0.2,
+    "max_heldout": 100,
+    "top_k": 3,
+    "passage_chars": 600,
+    "history_turns": 4,
+    "include_unrated": False,
+    "min_words": 2,
+    "phone_region": "US",
+    "max_new_tokens": 160,
+    "eval_passage_chars": 0,
+    "eval_batch_size": 8,
+    "eval_int8": True,
+    "eval_loss": True,
+    "compare_with": "",
+    "index_dir": None,
+    "output_dir": None,
+    "resume": False,
+    "save_steps": 50,
+    "logging_steps": 5,
+    "register": True,
+    "seed": 0,
+    "quiet": False,
+}
+VALUE_FLAGS = [
+    ("--base", "org/model", "base", "org/model"),
+    ("--epochs", "1.5", "epochs", 1.5),
+    ("--learning-rate", "1e-3", "learning_rate", 1e-3),
+    ("--batch-size", "2", "batch_size", 2),
+    ("--grad-accum", "3", "grad_accum", 3),
+    ("--max-length", "128", "max_length", 128),
+    ("--lora-r", "8", "lora_r", 8),
+    ("--lora-alpha", "4", "lora_alpha", 4),
+    ("--lora-dropout", "0.1", "lora_dropout", 0.1),
+    ("--lora-layers", "2", "lora_layers", 2),
+    ("--target-modules", "q_proj,v_proj", "target_modules", "q_proj,v_proj"),
+    ("--heldout-fraction", "0.5", "heldout_fraction", 0.5),
+    ("--max-heldout", "7", "max_heldout", 7),
+    ("--top-k", "2", "top_k", 2),
+    ("--passage-chars", "300", "passage_chars", 300),
+    ("--history-turns", "1", "history_turns", 1),
+    ("--min-words", "5", "min_words", 5),
+    ("--phone-region", "DE", "phone_region", "DE"),
+    ("--max-new-tokens", "32", "max_new_tokens", 32),
+    ("--eval-passage-chars", "800", "eval_passage_chars", 800),
+    ("--eval-batch-size", "1", "eval_batch_size", 1),
+    ("--compare-with", "base", "compare_with", "base"),
+    ("--index-dir", "idx", "index_dir", Path("idx")),
+    ("--output-dir", "run", "output_dir", Path("run")),
+    ("--save-steps", "10", "save_steps", 10),
+    ("--logging-steps", "1", "logging_steps", 1),
+    ("--seed", "3", "seed", 3),
+]
+SWITCHES = ["include_unrated", "eval_int8", "eval_loss", "resume", "register", "quiet"]
+
+
+def parse_train(*argv: str) -> TrainConfig:
+    """`deskmate train ARGV` as the real `deskmate` command line parses it."""
+    return config_from_args(cli_parser().parse_args(["train", *argv]))
+
+
+def test_train_keeps_every_default() -> None:
+    cfg = parse_train("t.jsonl")
+    assert cfg == TrainConfig(conversations=Path("t.jsonl"))
+    assert {name: getattr(cfg, name) for name in DEFAULTS} == DEFAULTS
+    assert set(DEFAULTS) | {"conversations"} == {spec.name for spec in fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(("flag", "value", "name", "expected"), VALUE_FLAGS)
+def test_train_flag_sets_its_option(flag: str, value: str, name: str, expected: object) -> None:
+    assert getattr(parse_train("t.jsonl", flag, value), name) == expected
+    # Before the file too, and in the --under_scored spelling of HF scripts.
+    assert getattr(parse_train(flag, value, "t.jsonl"), name) == expected
+    assert getattr(parse_train("--" + name, value, "t.jsonl"), name) == expected
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_train_switch_turns_on_and_off(name: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    # A switch takes no value: the file name after it is still the conversations file.
+    on = parse_train(flag, "t.jsonl")
+    off = parse_train("--no-" + flag[2:], "t.jsonl")
+    assert (getattr(on, name), getattr(off, name)) == (True, False)
+    assert on.conversations == off.conversations == Path("t.jsonl")
+
+
+def test_train_help_teaches_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert out.startswith("usage: deskmate train [options] CONVERSATIONS")
+    for spec in fields(TrainConfig):
+        assert " ".join(spec.metadata["help"].split()) in out, spec.name
+    for flag, *_ in VALUE_FLAGS:
+        assert flag in out
+    assert "--epochs EPOCHS passes over the training examples (default 2.0)" in out
+    assert "--eval-int8, --no-eval-int8" in out and "--eval_int8" not in out
+
+
+def test_python_m_training_train_parses_the_same_options() -> None:
+    """`torchrun -m training.train` reads its command line into the same TrainConfig."""
+    argv = ["t.jsonl", "--epochs", "1", "--no-eval-int8", "--output-dir", "run"]
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert cfg == parse_train(*argv)
+    # It is an HfArgumentParser: straight into the dataclass too.
+    assert build_parser().parse_args_into_dataclasses(argv, look_for_args_file=False) == (cfg,)
+    assert (cfg.epochs, cfg.eval_int8, cfg.output_dir) == (1.0, False, Path("run"))
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,28 @@ def test_int8_quantisation_replaces_linear_layers_and_still_generates(
     assert isinstance(model.lm_head, dynamic_linear)
     generator = HFGenerator(model, smollm_tokenizer, "tiny@base", HFOptions(max_new_tokens=4))
     assert len(generator.generate_batch(prompts()[:2])) == 2
+
+
+async def test_from_model_serves_a_model_in_memory_as_load_does(smollm_tokenizer: Any) -> None:
+    """Training evaluates through this: the engine serving would pick, the caller's
+    tokenizer untouched, int8 on a copy where `generate` serves on CPU."""
+    tokenizer = copy.deepcopy(smollm_tokenizer)
+    tokenizer.padding_side = "right"
+    lean = HFGenerator.from_model(
+        tiny_llama(len(tokenizer)), tokenizer, "tiny@new", HFOptions(int8=False)
+    )
+    model = tiny_llama(len(tokenizer))
+    plain = HFGenerator.from_model(model, tokenizer, "tiny@new", HFOptions(engine="generate"))
+    try:
+        assert (lean.engine, plain.engine) == ("lean", "generate")
+        assert tokenizer.padding_side == "right" and plain.tokenizer.padding_side == "left"
+        assert isinstance(plain.model.lm_head, torch.ao.nn.quantized.dynamic.Linear)
+        assert isinstance(model.lm_head, torch.nn.Linear)
+        # Both engines stop on the same tokens, the tokenizer's end of turn among them.
+        assert tokenizer.eos_token_id in lean.stop_ids and plain.stop_ids == lean.stop_ids
+    finally:
+        await lean.aclose()
+        await plain.aclose()
 
 
 def save_tiny(tmp_path: Path, tokenizer: Any) -> Path:
