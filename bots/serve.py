@@ -28,6 +28,7 @@ from brain.conversations import ConversationStore
 from brain.flow.consumer import OrderedConsumer
 from brain.flow.staff_notices import STAFF_CHANNEL
 from brain.flow.stream import FlowStatus, flow_status
+from brain.flow.upgrade import requeue_legacy_entries
 from brain.flow.wiring import Flow
 from brain.flow.worker import AnswerFunction
 from brain.keys import RedisKeys
@@ -131,6 +132,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                 open_redis(settings.redis_url, settings.data_dir)
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
+        await requeue_legacy_entries(redis, keys)  # left by an earlier version: before intake
         flow = Flow(
             redis,
             keys,

@@ -3,6 +3,11 @@
 All keys live under one configurable prefix (`DESKMATE_REDIS_PREFIX`, default `dm:`).
 Other modules ask `RedisKeys(prefix)` for a key; none spells one itself. The README's
 "Redis keys" table lists the same keys for operators.
+
+Keys of one conversation name its channel beside its id (`inbox:{channel}:{id}`): ids are
+the platforms' (a Telegram chat id, a Slack channel) and only unique within a channel.
+The `legacy_*` names are the same keys as deskmate wrote them before that; only the
+upgrade path reads them (`brain.flow.upgrade`).
 """
 
 from __future__ import annotations
@@ -54,14 +59,18 @@ class RedisKeys:
         """List: placeholder messages shown while a Slack conversation waits for a reply."""
         return f"{self.prefix}slack:placeholder:{conversation_id}"
 
-    def queue(self, stream: str, conversation_id: str) -> str:
+    def queue(self, stream: str, channel: str, conversation_id: str) -> str:
         """List: the conversation's unfinished entry ids of `stream` (a stream key)."""
+        return f"{stream}:{channel}:{conversation_id}"
+
+    def legacy_queue(self, stream: str, conversation_id: str) -> str:
+        """`queue` as named before it carried the channel."""
         return f"{stream}:{conversation_id}"
 
-    def lock(self, stream: str, conversation_id: str) -> str:
+    def lock(self, stream: str, channel: str, conversation_id: str) -> str:
         """Lock: one worker (inbox) or sender (outbox) per conversation at a time."""
         name = "lock" if stream == self.inbox else "sendlock"
-        return f"{self.prefix}{name}:{conversation_id}"
+        return f"{self.prefix}{name}:{channel}:{conversation_id}"
 
     def process(self, name: str) -> str:
         """Hash: a running process's heartbeat (for `deskmate status`)."""

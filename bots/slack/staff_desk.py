@@ -38,7 +38,7 @@ from bots.slack.errors import delivering
 from bots.slack.render import Block, escape, plain_text, split_text, to_mrkdwn
 from brain.channel import Handler
 from brain.conversations import ConversationStore
-from brain.flow.staff_notices import STAFF_CHANNEL
+from brain.flow.staff_notices import STAFF_CHANNEL, customer_conversation
 from brain.pipeline import RESOLVE
 from brain.settings import Settings
 from brain.types import Channel, Inbound, Reply, Turn
@@ -228,8 +228,10 @@ class StaffDesk:
     # -- from the brain: escalations and the customer's messages ---------------------
 
     async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Deliver a staff notice: open an escalation, or post the customer's message
-        into its thread."""
+        """Deliver a staff notice about the customer's conversation `conversation_id`
+        (`{channel}:{id}`): open an escalation, or post the customer's message into its
+        thread."""
+        _, conversation_id = customer_conversation(conversation_id)
         if reply.action == "handoff":
             await delivering(lambda: self._escalate(conversation_id, reply))
         else:

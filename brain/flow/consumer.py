@@ -41,6 +41,8 @@ R = TypeVar("R")
 # What `process` passes on: one record, several (in order), or nothing.
 Result = str | tuple[str, ...] | None
 Entry = tuple[str, dict[str, str] | None]
+# A conversation as the flow orders and locks it: (channel, conversation id).
+Conversation = tuple[str, str]
 DEPARTED_AFTER_MS = 3600 * 1000
 OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
 
@@ -55,6 +57,11 @@ def _records(result: Result) -> list[str]:
     if isinstance(result, tuple):
         return [record for record in result if record] or [""]
     return [result or ""]
+
+
+def _name(conversation: Conversation) -> str:
+    """A conversation as logs name it: `telegram:42`."""
+    return ":".join(conversation)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -105,7 +112,7 @@ class OrderedConsumer(ABC, Generic[R]):
         """The record stored in an entry's `data` field."""
 
     @abstractmethod
-    def conversation_of(self, record: R) -> str:
+    def conversation_of(self, record: R) -> Conversation:
         """The conversation a record belongs to (what orders and locks it)."""
 
     @abstractmethod
@@ -237,7 +244,7 @@ class OrderedConsumer(ABC, Generic[R]):
         record = self.decode(data)
         conversation = self.conversation_of(record)
         lock = self.redis.lock(
-            self.keys.lock(self.stream, conversation),
+            self.keys.lock(self.stream, *conversation),
             timeout=self.lock_timeout,
             sleep=0.005,
             blocking_timeout=self.lock_timeout * 3,
@@ -246,12 +253,14 @@ class OrderedConsumer(ABC, Generic[R]):
         give_up = asyncio.get_running_loop().time() + OWNER_WAIT_SECONDS
         while True:
             if not await call_redis("taking a conversation lock", lock.acquire()):
-                log.warning("%s: conversation %s stayed locked", self.consumer, conversation)
+                log.warning("%s: conversation %s stayed locked", self.consumer, _name(conversation))
                 return  # still pending with us: reclaimed after reclaim_idle
             try:
                 done = await self._work_off(conversation, entry_id, record, lock)
             except Postpone as exc:
-                log.warning("%s: conversation %s postponed: %s", self.consumer, conversation, exc)
+                log.warning(
+                    "%s: conversation %s postponed: %s", self.consumer, _name(conversation), exc
+                )
                 done = True
             finally:
                 with contextlib.suppress(LockError, RedisError, OSError):
@@ -262,10 +271,12 @@ class OrderedConsumer(ABC, Generic[R]):
                 return  # still pending with us: taken again after reclaim_idle
             await asyncio.sleep(0.02)  # an earlier entry's owner is alive: let it finish
 
-    async def _work_off(self, conversation: str, entry_id: str, record: R, lock: Any) -> bool:
+    async def _work_off(
+        self, conversation: Conversation, entry_id: str, record: R, lock: Any
+    ) -> bool:
         """Finish the conversation's entries up to ours; False: wait for an earlier one's
         live owner (it may have done the work already and only lost Redis for a while)."""
-        queue = self.keys.queue(self.stream, conversation)
+        queue = self.keys.queue(self.stream, *conversation)
         while True:
             head: Any = await call_redis("reading a queue", self.redis.lindex(queue, 0))
             if head is None or _id_key(head) > _id_key(entry_id):
@@ -330,10 +341,12 @@ class OrderedConsumer(ABC, Generic[R]):
                 if self._held_lock is lock:
                     log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
 
-    async def _finish_entry(self, entry_id: str, conversation: str, result: Result) -> None:
-        queue = self.keys.queue(self.stream, conversation)
+    async def _finish_entry(
+        self, entry_id: str, conversation: Conversation, result: Result
+    ) -> None:
+        queue = self.keys.queue(self.stream, *conversation)
         next_stream = self.next_stream or self.stream
-        next_queue = self.keys.queue(next_stream, conversation)
+        next_queue = self.keys.queue(next_stream, *conversation)
         outcome = await call_redis(
             "finishing an entry",
             self._finish(

@@ -31,7 +31,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
-from brain.flow.consumer import OrderedConsumer, Postpone
+from brain.flow.consumer import Conversation, OrderedConsumer, Postpone
 from brain.flow.stream import OUTBOX_GROUP, Outgoing
 from brain.keys import RedisKeys
 
@@ -88,8 +88,8 @@ class Sender(OrderedConsumer[Outgoing]):
     def decode(self, data: str) -> Outgoing:
         return Outgoing.from_json(data)
 
-    def conversation_of(self, record: Outgoing) -> str:
-        return record.conversation_id
+    def conversation_of(self, record: Outgoing) -> Conversation:
+        return record.conversation
 
     async def process(self, record: Outgoing) -> str | None:
         adapter = self.adapters.get(record.channel)

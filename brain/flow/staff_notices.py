@@ -2,9 +2,11 @@
 
 When a staff desk is configured (DESKMATE_SLACK_STAFF_CHANNEL), brain workers write, beside
 the customer's reply and in the same atomic step, an `Outgoing` record of channel
-`STAFF_CHANNEL` for the customer's conversation. The sender delivers it to the desk like any
-reply (ordered with the conversation's replies, retried through platform outages, never
-lost). Its `Reply` is the customer's message as the team should see it:
+`STAFF_CHANNEL` about the customer's conversation (`Outgoing.about`; on the desk the
+conversation is named `{channel}:{id}`, see `desk_conversation_id`). The sender delivers it
+to the desk like any reply (ordered with the conversation's replies, retried through
+platform outages, never lost). Its `Reply` is the customer's message as the team should
+see it:
 
 - action "handoff": the conversation was just handed off; open an escalation (the desk
   reads the reason, the customer and the conversation so far from the conversation store);
@@ -21,6 +23,18 @@ from __future__ import annotations
 from brain.types import Inbound, Reply
 
 STAFF_CHANNEL = "staff"
+
+
+def desk_conversation_id(channel: str, conversation_id: str) -> str:
+    """How a staff notice names the customer's conversation it is about: `{channel}:{id}`
+    (conversation ids are only unique within their channel; channel names hold no colon)."""
+    return f"{channel}:{conversation_id}"
+
+
+def customer_conversation(desk_conversation_id: str) -> tuple[str, str]:
+    """(channel, conversation id) of the customer's conversation a staff notice is about."""
+    channel, _, conversation_id = desk_conversation_id.partition(":")
+    return channel, conversation_id
 
 
 def staff_notice(inbound: Inbound, reply: Reply) -> Reply | None:

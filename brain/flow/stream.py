@@ -4,12 +4,13 @@ Keys under the configured prefix (DESIGN.md, "Message flow"; names in `brain.key
 
 - `seen:{channel}:{conversation}:{message_id}` dedupe marker, 24 h.
 - `inbox` / `outbox` streams with consumer groups `brain` / `senders`.
-- `inbox:{conversation}` / `outbox:{conversation}` lists of the stream entry ids of one
-  conversation not yet answered / delivered, oldest first. They keep a conversation's turns
-  in order across any number of workers, and they are the exactly-once gate: an entry is
-  finished by whoever removes its id from the list, in one atomic script with the
-  acknowledgement and the write of the next record (see `FINISH`).
-- `lock:{conversation}` / `sendlock:{conversation}`: one worker / sender per conversation.
+- `inbox:{channel}:{conversation}` / `outbox:{channel}:{conversation}` lists of the stream
+  entry ids of one conversation not yet answered / delivered, oldest first. They keep a
+  conversation's turns in order across any number of workers, and they are the
+  exactly-once gate: an entry is finished by whoever removes its id from the list, in one
+  atomic script with the acknowledgement and the write of the next record (see `FINISH`).
+- `lock:{channel}:{conversation}` / `sendlock:{channel}:{conversation}`: one worker / sender
+  per conversation.
 - `process:{name}` heartbeats of running `deskmate serve` processes (expire when one dies).
 - `model:active` the model version replicas serve.
 
@@ -124,32 +125,43 @@ def reply_from_dict(data: dict[str, Any]) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An outbox record: a reply and where it goes. `received` is the inbound's time."""
+    """An outbox record: a reply and where it goes, in the delivering adapter's terms.
+    `received` is the inbound's time. `about` is the customer's conversation (channel, id)
+    when the record goes elsewhere (a staff notice): it is ordered with that
+    conversation's replies."""
 
     channel: str
     conversation_id: str
     reply: Reply
     received: float = 0.0
+    about: tuple[str, str] | None = None
+
+    @property
+    def conversation(self) -> tuple[str, str]:
+        """(channel, id) of the conversation the record belongs to: what orders and locks it."""
+        return self.about or (self.channel, self.conversation_id)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "channel": self.channel,
-                "conversation_id": self.conversation_id,
-                "reply": reply_to_dict(self.reply),
-                "received": self.received,
-            },
-            ensure_ascii=False,
-        )
+        data: dict[str, Any] = {
+            "channel": self.channel,
+            "conversation_id": self.conversation_id,
+            "reply": reply_to_dict(self.reply),
+            "received": self.received,
+        }
+        if self.about is not None:
+            data["about"] = list(self.about)
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> Outgoing:
         data = json.loads(text)
+        about = data.get("about")
         return cls(
             data["channel"],
             data["conversation_id"],
             reply_from_dict(data["reply"]),
             float(data.get("received", 0.0)),
+            (str(about[0]), str(about[1])) if about else None,
         )
 
 
@@ -174,7 +186,7 @@ class Intake:
                 keys=[
                     keys.seen(inbound.channel, inbound.conversation_id, inbound.message_id),
                     keys.inbox,
-                    keys.queue(keys.inbox, inbound.conversation_id),
+                    keys.queue(keys.inbox, inbound.channel, inbound.conversation_id),
                 ],
                 args=[SEEN_TTL_SECONDS, inbound_to_json(inbound)],
             ),

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 
-from brain.flow.consumer import OrderedConsumer
-from brain.flow.staff_notices import staff_notice
+from brain.flow.consumer import Conversation, OrderedConsumer
+from brain.flow.staff_notices import desk_conversation_id, staff_notice
 from brain.flow.stream import INBOX_GROUP, Outgoing, inbound_from_json
 from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
@@ -66,8 +66,8 @@ class BrainWorker(OrderedConsumer[Inbound]):
     def decode(self, data: str) -> Inbound:
         return inbound_from_json(data)
 
-    def conversation_of(self, record: Inbound) -> str:
-        return record.conversation_id
+    def conversation_of(self, record: Inbound) -> Conversation:
+        return record.channel, record.conversation_id
 
     async def process(self, record: Inbound) -> str | tuple[str, ...] | None:
         try:
@@ -82,7 +82,11 @@ class BrainWorker(OrderedConsumer[Inbound]):
         staff = ""
         if self.staff_channel and notice is not None:
             staff = Outgoing(
-                self.staff_channel, record.conversation_id, notice, record.time
+                self.staff_channel,
+                desk_conversation_id(record.channel, record.conversation_id),
+                notice,
+                record.time,
+                about=(record.channel, record.conversation_id),
             ).to_json()
         if reply.action == "none" and not reply.text and record.agent:
             return staff or None  # an agent's message after the handoff ended: nothing to do

@@ -99,7 +99,7 @@ async def test_intake_queues_a_message_once_and_in_conversation_order(
         "m2",
         "m1",
     ]
-    assert await redis.lrange("dm:inbox:http:c1", 0, -1) == [e for e, _ in entries[:2]]
+    assert await redis.lrange("dm:inbox:http:http:c1", 0, -1) == [e for e, _ in entries[:2]]
     assert 0 < await redis.ttl("dm:seen:http:http:c1:m1") <= 86400
 
 
@@ -159,7 +159,7 @@ async def test_work_left_by_a_dead_consumer_is_reclaimed_and_answered_once(
         await callback.wait_for(2, timeout=20)
         # The "dead" worker was only slow: its late finish must not answer again.
         late = await dead.process(inbound("m1"))
-        await dead._finish_entry(taken[0][0], "http:c1", late)
+        await dead._finish_entry(taken[0][0], ("http", "http:c1"), late)
         await asyncio.sleep(0.3)
     assert callback.order() == {"c1": ["m1", "m2"]}
     assert (await redis.xpending("dm:inbox", "brain"))["pending"] == 0
