@@ -1,9 +1,16 @@
 """Conversation state in Redis: recent history, handoff state and the transcripts stream.
 
-Keys (under the configured prefix): `conv:{id}` list of JSON turns trimmed to N and
-expiring after the idle TTL; `handoff:{id}` hash while a human holds the conversation;
-`transcripts` stream with every turn, feedback and handoff event. A handoff posted to the
-support team's channel also has `handoff:thread:{staff thread ts}` naming its conversation.
+A conversation is its channel and its id (ids are only unique within a channel). Keys
+(under the configured prefix): `conv:{channel}:{id}` list of JSON turns trimmed to N and
+expiring after the idle TTL; `handoff:{channel}:{id}` hash while a human holds the
+conversation; `transcripts` stream with every turn, feedback and handoff event. A handoff
+posted to the support team's channel also has `handoff:thread:{staff thread ts}` naming
+its conversation.
+
+Upgrading: earlier versions named the first two `conv:{id}` and `handoff:{id}`. Whatever
+the store does to a conversation first moves such keys to their new names (`UPGRADE`, in
+the same round trip), so a deployment's conversations carry on; the old names are gone
+once every conversation of the old version has been touched or has expired.
 """
 
 from __future__ import annotations
@@ -11,17 +18,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
-from brain.types import Feedback, Inbound, Turn
+from brain.types import Channel, Feedback, Inbound, Turn
 
 T = TypeVar("T")
 TRANSCRIPTS_MAXLEN = 5_000_000  # approximate cap; export before it is reached
+CHANNELS: tuple[str, ...] = get_args(Channel)
+
+# KEYS: pairs (key, its name before it carried the channel). A key found only under its
+# old name is renamed (its TTL goes with it).
+UPGRADE = """
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 0 and redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    redis.call('RENAME', KEYS[i + 1], KEYS[i])
+  end
+end
+return 0
+"""
 
 
 class ConversationStore:
@@ -46,19 +66,37 @@ class ConversationStore:
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis failed while {what}: {exc}") from exc
 
-    async def history(self, conversation_id: str) -> list[Turn]:
-        raw = await self._call(
-            "reading history",
-            lambda: self.redis.lrange(self.keys.conversation(conversation_id), 0, -1),
+    def _upgrade(self, pipe: Pipeline, channel: str, conversation_id: str) -> None:
+        """Queue on `pipe`, first: move the conversation's keys of an earlier version.
+        (EVAL, not EVALSHA: a server that lost its script cache cannot fail it halfway
+        through a transaction, and a pipeline need not ask whether the script is loaded.)"""
+        keys = self.keys
+        pipe.eval(
+            UPGRADE,
+            4,
+            keys.conversation(channel, conversation_id),
+            keys.legacy_conversation(conversation_id),
+            keys.handoff(channel, conversation_id),
+            keys.legacy_handoff(conversation_id),
         )
+
+    async def history(self, channel: str, conversation_id: str) -> list[Turn]:
+        async def read() -> list[Any]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self._upgrade(pipe, channel, conversation_id)
+                pipe.lrange(self.keys.conversation(channel, conversation_id), 0, -1)
+                return list((await pipe.execute())[-1])
+
+        raw = await self._call("reading history", read)
         return [Turn.from_json(json.loads(item)) for item in raw]
 
     async def append(self, inbound: Inbound, *turns: Turn) -> None:
         """Append turns to the history (trimmed, TTL refreshed) and to the transcripts."""
-        key = self.keys.conversation(inbound.conversation_id)
+        key = self.keys.conversation(inbound.channel, inbound.conversation_id)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
+                self._upgrade(pipe, inbound.channel, inbound.conversation_id)
                 for turn in turns:
                     pipe.rpush(key, json.dumps(turn.to_json(), ensure_ascii=False))
                     pipe.xadd(
@@ -110,74 +148,108 @@ class ConversationStore:
             "data": json.dumps(data, ensure_ascii=False),
         }
 
-    async def reset(self, conversation_id: str) -> None:
-        thread = await self._staff_thread_key(conversation_id)
-        await self._call(
-            "resetting the conversation",
-            lambda: self.redis.delete(
-                self.keys.conversation(conversation_id), self.keys.handoff(conversation_id), *thread
-            ),
-        )
+    async def reset(self, channel: str, conversation_id: str) -> None:
+        """Forget the conversation: history, handoff and its staff thread."""
+        await self._forget("resetting the conversation", channel, conversation_id, history=True)
 
     async def start_handoff(
-        self, conversation_id: str, reason: str, *, channel: str = "", user_id: str = ""
+        self, channel: str, conversation_id: str, reason: str, *, user_id: str = ""
     ) -> None:
-        """Hand the conversation to a person; `channel` and `user_id` say whose it is."""
-        key = self.keys.handoff(conversation_id)
+        """Hand the conversation to a person; `user_id` says who the customer is."""
+        key = self.keys.handoff(channel, conversation_id)
         fields: dict[Any, Any] = {"reason": reason, "since": f"{time.time():.3f}"}
         fields.update({name: v for name, v in (("channel", channel), ("user", user_id)) if v})
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
+                self._upgrade(pipe, channel, conversation_id)
                 pipe.hset(key, mapping=fields)
                 pipe.expire(key, self.ttl_seconds)
                 await pipe.execute()
 
         await self._call("starting a handoff", write)
 
-    async def attach_staff_thread(self, conversation_id: str, staff_channel: str, ts: str) -> None:
+    async def attach_staff_thread(
+        self, channel: str, conversation_id: str, staff_channel: str, ts: str
+    ) -> None:
         """Remember the staff thread a handoff was posted as (both ways round)."""
+        conversation = json.dumps([channel, conversation_id], ensure_ascii=False)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
+                self._upgrade(pipe, channel, conversation_id)
                 pipe.hset(
-                    self.keys.handoff(conversation_id),
+                    self.keys.handoff(channel, conversation_id),
                     mapping={"staff_channel": staff_channel, "staff_ts": ts},
                 )
-                pipe.set(self.keys.handoff_thread(ts), conversation_id, ex=self.ttl_seconds)
+                pipe.set(self.keys.handoff_thread(ts), conversation, ex=self.ttl_seconds)
                 await pipe.execute()
 
         await self._call("remembering a staff thread", write)
 
-    async def conversation_of_thread(self, ts: str) -> str | None:
-        """The handed-off conversation whose staff thread starts at `ts`, if any."""
+    async def conversation_of_thread(self, ts: str) -> tuple[str, str] | None:
+        """(channel, id) of the handed-off conversation whose staff thread starts at `ts`."""
         value = await self._call(
             "reading a staff thread", lambda: self.redis.get(self.keys.handoff_thread(ts))
         )
         if value is None:
             return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if text.startswith("["):
+            channel, conversation_id = json.loads(text)
+            return str(channel), str(conversation_id)
+        return await self._legacy_thread(text, ts)
 
-    async def _staff_thread_key(self, conversation_id: str) -> list[str]:
-        ts = await self._call(
-            "reading handoff state",
-            lambda: self.redis.hget(self.keys.handoff(conversation_id), "staff_ts"),
-        )
-        if not ts:
-            return []
-        return [self.keys.handoff_thread(ts.decode() if isinstance(ts, bytes) else str(ts))]
+    async def _legacy_thread(self, conversation_id: str, ts: str) -> tuple[str, str] | None:
+        """An earlier version remembered a staff thread as the bare conversation id: the
+        channel is that of the handoff (under its old or new name) posted as `ts`."""
+        candidates = [(self.keys.legacy_handoff(conversation_id), "")]
+        candidates += [(self.keys.handoff(c, conversation_id), c) for c in CHANNELS]
 
-    async def handoff(self, conversation_id: str) -> dict[str, str] | None:
+        async def read() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, _ in candidates:
+                    pipe.hmget(key, ["channel", "staff_ts"])
+                return list(await pipe.execute())
+
+        found = await self._call("reading a staff thread", read)
+        for (_, channel), (recorded_channel, staff_ts) in zip(candidates, found, strict=True):
+            if staff_ts == ts and (channel or recorded_channel):
+                return channel or recorded_channel, conversation_id
+        return None
+
+    async def handoff(self, channel: str, conversation_id: str) -> dict[str, str] | None:
         """The handoff record if a human holds the conversation, else None."""
-        state = await self._call(
-            "reading handoff state",
-            lambda: self.redis.hgetall(self.keys.handoff(conversation_id)),
-        )
+
+        async def read() -> dict[Any, Any]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self._upgrade(pipe, channel, conversation_id)
+                pipe.hgetall(self.keys.handoff(channel, conversation_id))
+                return dict((await pipe.execute())[-1])
+
+        state = await self._call("reading handoff state", read)
         return {str(k): str(v) for k, v in state.items()} if state else None
 
-    async def end_handoff(self, conversation_id: str) -> None:
-        thread = await self._staff_thread_key(conversation_id)
-        await self._call(
-            "ending a handoff",
-            lambda: self.redis.delete(self.keys.handoff(conversation_id), *thread),
-        )
+    async def end_handoff(self, channel: str, conversation_id: str) -> None:
+        """Give the conversation back to the bot (its staff thread is forgotten)."""
+        await self._forget("ending a handoff", channel, conversation_id, history=False)
+
+    async def _forget(
+        self, what: str, channel: str, conversation_id: str, *, history: bool
+    ) -> None:
+        """Delete the handoff (and the history), under their new and old names, and the
+        staff thread that points at them."""
+        state = await self.handoff(channel, conversation_id)  # moves the old names first
+        # The old names too: one left beside a new one would otherwise move in later.
+        keys = [
+            self.keys.handoff(channel, conversation_id),
+            self.keys.legacy_handoff(conversation_id),
+        ]
+        if history:
+            keys += [
+                self.keys.conversation(channel, conversation_id),
+                self.keys.legacy_conversation(conversation_id),
+            ]
+        if state and state.get("staff_ts"):
+            keys.append(self.keys.handoff_thread(state["staff_ts"]))
+        await self._call(what, lambda: self.redis.delete(*keys))

@@ -4,10 +4,10 @@ All keys live under one configurable prefix (`DESKMATE_REDIS_PREFIX`, default `d
 Other modules ask `RedisKeys(prefix)` for a key; none spells one itself. The README's
 "Redis keys" table lists the same keys for operators.
 
-Keys of one conversation name its channel beside its id (`inbox:{channel}:{id}`): ids are
+Keys of one conversation name its channel beside its id (`conv:{channel}:{id}`): ids are
 the platforms' (a Telegram chat id, a Slack channel) and only unique within a channel.
 The `legacy_*` names are the same keys as deskmate wrote them before that; only the
-upgrade path reads them (`brain.flow.upgrade`).
+upgrade paths read them (`brain.conversations`, `brain.flow.upgrade`).
 """
 
 from __future__ import annotations
@@ -78,16 +78,25 @@ class RedisKeys:
 
     # -- conversations ----------------------------------------------------------------
 
-    def conversation(self, conversation_id: str) -> str:
+    def conversation(self, channel: str, conversation_id: str) -> str:
         """List of JSON turns: recent history, trimmed, expiring when idle."""
+        return f"{self.prefix}conv:{channel}:{conversation_id}"
+
+    def legacy_conversation(self, conversation_id: str) -> str:
+        """`conversation` as named before it carried the channel."""
         return f"{self.prefix}conv:{conversation_id}"
 
-    def handoff(self, conversation_id: str) -> str:
+    def handoff(self, channel: str, conversation_id: str) -> str:
         """Hash: the conversation is held by a person (the bot stays quiet)."""
+        return f"{self.prefix}handoff:{channel}:{conversation_id}"
+
+    def legacy_handoff(self, conversation_id: str) -> str:
+        """`handoff` as named before it carried the channel."""
         return f"{self.prefix}handoff:{conversation_id}"
 
     def handoff_thread(self, ts: str) -> str:
-        """String: the conversation an escalation's staff thread belongs to."""
+        """String: the conversation an escalation's staff thread belongs to, as JSON
+        `[channel, conversation id]` (a bare conversation id before channels were named)."""
         return f"{self.prefix}handoff:thread:{ts}"
 
     @property

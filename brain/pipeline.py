@@ -154,7 +154,7 @@ class Brain:
         if command and command[1].lower() in COMMANDS:
             return await self._command(command[1].lower(), inbound, user_turn)
 
-        if await self.store.handoff(inbound.conversation_id) is not None:
+        if await self.store.handoff(inbound.channel, inbound.conversation_id) is not None:
             # A human agent holds the conversation: record, stay quiet.
             await self.store.append(inbound, user_turn)
             return Reply("", "none", notice=notice)
@@ -170,7 +170,7 @@ class Brain:
             await self.store.append(inbound, user_turn, self._bot_turn(reply))
             return reply
 
-        history = await self.store.history(inbound.conversation_id)
+        history = await self.store.history(inbound.channel, inbound.conversation_id)
         chosen = self._chosen_option(question, history)
         if chosen is not None:
             hits = [chosen]
@@ -247,7 +247,7 @@ class Brain:
 
     async def _handoff(self, inbound: Inbound, reason: str, hits: Sequence[FaqHit]) -> Reply:
         await self.store.start_handoff(
-            inbound.conversation_id, reason, channel=inbound.channel, user_id=inbound.user_id
+            inbound.channel, inbound.conversation_id, reason, user_id=inbound.user_id
         )
         await self.store.record_event(
             "handoff", inbound, {"reason": reason, "text": inbound.text[:2000]}
@@ -270,13 +270,13 @@ class Brain:
         kept as an `agent` turn, or `RESOLVE`, which gives the conversation back to the bot.
         Nothing is said once the conversation is no longer handed off (resolved, reset)."""
         text = inbound.text.strip()
-        if not text or await self.store.handoff(inbound.conversation_id) is None:
+        if not text or await self.store.handoff(inbound.channel, inbound.conversation_id) is None:
             log.info(
                 "conversation %s: agent message after the handoff ended", inbound.conversation_id
             )
             return Reply("", "none")
         if text == RESOLVE:
-            await self.store.end_handoff(inbound.conversation_id)
+            await self.store.end_handoff(inbound.channel, inbound.conversation_id)
             await self.store.record_event("resolved", inbound, {"agent": inbound.user_id})
             return Reply(BACK_WITH_BOT, "none")
         turn = Turn("agent", text, inbound.time, inbound.message_id, inbound.user_id)
@@ -311,7 +311,7 @@ class Brain:
 
     async def _command(self, command: str, inbound: Inbound, user_turn: Turn) -> Reply:
         if command == "/reset":
-            await self.store.reset(inbound.conversation_id)
+            await self.store.reset(inbound.channel, inbound.conversation_id)
             await self.store.record_event("reset", inbound, {})
             return Reply("Done: I've cleared our conversation. What can I help you with?", "none")
         if command == "/human":

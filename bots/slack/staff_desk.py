@@ -5,7 +5,7 @@ With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
 - Escalations. When the brain hands a conversation off, the sender delivers a staff
   notice (see `brain.flow.staff_notices`) here: the desk posts the reason, who and
   where, the conversation so far and a Resolve button to the staff channel, and keeps
-  the message's ts on the conversation (`handoff:{id}` fields `staff_channel`,
+  the message's ts on the conversation (`handoff:{channel}:{id}` fields `staff_channel`,
   `staff_ts`; reverse key `handoff:thread:{ts}`). What the customer writes meanwhile
   is posted into that thread.
 - Agents. A person's reply in an escalation's thread goes into the durable inbox as an
@@ -231,21 +231,21 @@ class StaffDesk:
         """Deliver a staff notice about the customer's conversation `conversation_id`
         (`{channel}:{id}`): open an escalation, or post the customer's message into its
         thread."""
-        _, conversation_id = customer_conversation(conversation_id)
+        channel, customer_id = customer_conversation(conversation_id)
         if reply.action == "handoff":
-            await delivering(lambda: self._escalate(conversation_id, reply))
+            await delivering(lambda: self._escalate(channel, customer_id, reply))
         else:
-            await delivering(lambda: self._post_in_thread(conversation_id, reply))
+            await delivering(lambda: self._post_in_thread(channel, customer_id, reply))
 
-    async def _escalate(self, conversation_id: str, reply: Reply) -> None:
-        state = await self.store.handoff(conversation_id)
+    async def _escalate(self, channel: str, conversation_id: str, reply: Reply) -> None:
+        state = await self.store.handoff(channel, conversation_id)
         if state is None:
             log.info("conversation %s: handoff ended before it was posted", conversation_id)
             return
         if state.get("staff_ts"):  # asked again, or a delivery retried after posting
-            await self._post_in_thread(conversation_id, reply)
+            await self._post_in_thread(channel, conversation_id, reply)
             return
-        history = await self.store.history(conversation_id)
+        history = await self.store.history(channel, conversation_id)
         text, blocks = render_escalation(conversation_id, state, history)
         posted = await self.client.chat_postMessage(
             channel=self.staff_channel,
@@ -254,11 +254,13 @@ class StaffDesk:
             unfurl_links=False,
             unfurl_media=False,
         )
-        await self.store.attach_staff_thread(conversation_id, self.staff_channel, str(posted["ts"]))
+        await self.store.attach_staff_thread(
+            channel, conversation_id, self.staff_channel, str(posted["ts"])
+        )
         log.info("conversation %s: escalated to %s", conversation_id, self.staff_channel)
 
-    async def _post_in_thread(self, conversation_id: str, reply: Reply) -> None:
-        state = await self.store.handoff(conversation_id)
+    async def _post_in_thread(self, channel: str, conversation_id: str, reply: Reply) -> None:
+        state = await self.store.handoff(channel, conversation_id)
         thread_ts = (state or {}).get("staff_ts")
         if not thread_ts or not reply.text:
             log.info("conversation %s: no escalation thread to post into", conversation_id)
@@ -286,10 +288,10 @@ class StaffDesk:
         found = await self._conversation(message.thread_ts)
         if found is None:
             return
-        conversation_id, state, channel = found
+        channel, conversation_id, state = found
         text = plain_text(message.text, self.bot_user_id)
         if is_resolve(text):
-            await self._resolve(conversation_id, state, channel, message.thread_ts, message.user_id)
+            await self._resolve(channel, conversation_id, state, message.thread_ts, message.user_id)
             return
         if not text:
             return
@@ -316,36 +318,36 @@ class StaffDesk:
         found = await self._conversation(str(ts))
         if found is None:
             return
-        conversation_id, state, channel = found
+        channel, conversation_id, state = found
         await self._resolve(
-            conversation_id, state, channel, str(ts), str(agent), message.get("blocks")
+            channel, conversation_id, state, str(ts), str(agent), message.get("blocks")
         )
 
-    async def _conversation(self, thread_ts: str) -> tuple[str, dict[str, str], Channel] | None:
-        """The handed-off conversation an escalation thread belongs to, its state and
-        channel; None (logged) for a thread that is not, or no longer, one."""
-        conversation_id = await self.store.conversation_of_thread(thread_ts)
-        state = await self.store.handoff(conversation_id) if conversation_id else None
-        if conversation_id is None or state is None:
+    async def _conversation(self, thread_ts: str) -> tuple[Channel, str, dict[str, str]] | None:
+        """The channel and id of the handed-off conversation an escalation thread belongs
+        to, and its state; None (logged) for a thread that is not, or no longer, one."""
+        found = await self.store.conversation_of_thread(thread_ts)
+        state = await self.store.handoff(*found) if found else None
+        if found is None or state is None:
             log.info("staff thread %s: not a current handoff; ignored", thread_ts)
             return None
-        channel = state.get("channel", "")
+        channel, conversation_id = found
         if channel not in get_args(Channel):
             log.warning("conversation %s: handoff has no channel to answer on", conversation_id)
             return None
-        return conversation_id, state, cast(Channel, channel)
+        return cast(Channel, channel), conversation_id, state
 
     async def _resolve(
         self,
+        channel: Channel,
         conversation_id: str,
         state: Mapping[str, str],
-        channel: Channel,
         thread_ts: str,
         agent_id: str,
         blocks: Sequence[Block] | None = None,
     ) -> None:
         if blocks is None:
-            history = await self.store.history(conversation_id)
+            history = await self.store.history(channel, conversation_id)
             blocks = render_escalation(conversation_id, state, history)[1]
         # One resolve per escalation: the button and `resolve` typed share the message id.
         await self.on_message(

@@ -114,7 +114,7 @@ async def _new_home(
     notice = Outgoing.from_json(record)
     conversation_id = notice.conversation_id
     channel: Any = await call_redis(
-        "reading a handoff", redis.hget(keys.handoff(conversation_id), "channel")
+        "reading a handoff", redis.hget(keys.legacy_handoff(conversation_id), "channel")
     )
     if not channel:
         return None

@@ -38,11 +38,11 @@ async def test_confident_question_is_answered_by_quoting_and_citing_the_entry(br
 async def test_out_of_scope_question_is_handed_off(brain: Brain, store: ConversationStore) -> None:
     reply = await brain.handle(message("what's the best recipe for banana bread?"))
     assert reply.action == "handoff"
-    assert await store.handoff("c1") is not None
+    assert await store.handoff("console", "c1") is not None
     # While a human holds the conversation the bot stays quiet, but records the message.
     quiet = await brain.handle(message("hello? anyone?"))
     assert quiet.action == "none" and quiet.text == ""
-    history = await store.history("c1")
+    history = await store.history("console", "c1")
     assert history[-1].text == "hello? anyone?"
 
 
@@ -69,11 +69,11 @@ async def test_commands(brain: Brain, store: ConversationStore) -> None:
     assert "/reset" in help_reply.text
     human = await brain.handle(message("/human"))
     assert human.action == "handoff"
-    assert await store.handoff("c1") is not None
+    assert await store.handoff("console", "c1") is not None
     reset = await brain.handle(message("/reset"))
     assert "cleared" in reset.text
-    assert await store.handoff("c1") is None
-    assert await store.history("c1") == []
+    assert await store.handoff("console", "c1") is None
+    assert await store.history("console", "c1") == []
 
 
 async def test_asking_for_a_person_or_being_angry_hands_off(brain: Brain) -> None:
@@ -101,15 +101,15 @@ async def test_huge_message_is_read_in_part_and_kept_whole(
     text = "How do I track my parcel? " + "x" * 100_000
     reply = await brain.handle(message(text))
     assert "first 4,000" in reply.notice
-    history = await store.history("c1")
+    history = await store.history("console", "c1")
     assert history[0].text == text.strip()  # nothing lost: the whole message is stored
 
 
 async def test_history_is_trimmed_and_expires(brain: Brain, redis: aioredis.Redis) -> None:
     for _ in range(5):
         await brain.handle(message("how do I track my parcel?"))
-    assert await redis.llen("dm:conv:c1") == 6  # history_turns in the fixture
-    ttl = await redis.ttl("dm:conv:c1")
+    assert await redis.llen("dm:conv:console:c1") == 6  # history_turns in the fixture
+    ttl = await redis.ttl("dm:conv:console:c1")
     assert 0 < ttl <= 3600
 
 

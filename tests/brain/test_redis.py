@@ -85,7 +85,7 @@ async def test_redis_going_away_mid_conversation(tmp_path: Path, retriever: Retr
     try:
         reply = await brain.handle(Inbound("console", "c", "u", "2", "how do I track my parcel?"))
         assert reply.action == "answer"
-        history = await ConversationStore(connection).history("c")
+        history = await ConversationStore(connection).history("console", "c")
         assert [t.role for t in history] == ["user", "assistant", "user", "assistant"]
     finally:
         await connection.aclose()

@@ -256,7 +256,7 @@ async def test_direct_messages_over_several_turns(slack: Slack, store: Conversat
     await slack.event(dm(TRACKING))
     second = (await slack.answers("D1", 2))[1]
     assert "track" in section_text(second).lower()
-    history = await store.history("D1")
+    history = await store.history("slack", "D1")
     assert [turn.role for turn in history] == ["user", "assistant", "user", "assistant"]
     assert history[2].text == TRACKING
 
@@ -271,12 +271,12 @@ async def test_mention_is_answered_in_thread_and_follow_ups_keep_context(
     assert placeholder["thread_ts"] == question["ts"]
     assert answer["channel"] == "C1"
     assert "track" in section_text(answer).lower()
-    assert "<@UBOT>" not in (await store.history(f"C1:{question['ts']}"))[0].text
+    assert "<@UBOT>" not in (await store.history("slack", f"C1:{question['ts']}"))[0].text
 
     await slack.event(mention(RETURNS, thread_ts=question["ts"]))
     await slack.answers("C1", 2)
     assert [p["thread_ts"] for p in slack.posts("C1")] == [question["ts"], question["ts"]]
-    history = await store.history(f"C1:{question['ts']}")
+    history = await store.history("slack", f"C1:{question['ts']}")
     assert [turn.text for turn in history if turn.role == "user"] == [TRACKING, RETURNS]
 
 
@@ -350,7 +350,7 @@ async def test_pressing_an_option_of_a_clarifying_question_picks_it(
     assert not [b for b in picked["blocks"] if b["type"] == "actions"]
     answer = next(u for u in slack.updates("D1")[1:] if u["ts"] != offer["ts"])
     assert second_title in json.dumps(answer["blocks"])
-    history = await store.history("D1")
+    history = await store.history("slack", "D1")
     assert [t.text for t in history if t.role == "user"] == ["issue with delivery", "2"]
 
 
@@ -499,13 +499,13 @@ async def test_a_rejected_app_token_fails_at_start_naming_the_variable(
 async def test_while_a_person_holds_the_conversation_the_placeholder_is_removed(
     slack: Slack, store: ConversationStore
 ) -> None:
-    await store.start_handoff("D1", "asked for a person")
+    await store.start_handoff("slack", "D1", "asked for a person")
     await slack.event(dm("hello? anyone there?"))
     await slack.fake.wait_for(lambda: bool(slack.fake.payloads("chat.delete")))
     [placeholder] = slack.fake.responses("chat.postMessage")
     assert slack.fake.payloads("chat.delete") == [{"channel": "D1", "ts": placeholder["ts"]}]
     assert slack.updates("D1") == []
-    assert (await store.history("D1"))[-1].text == "hello? anyone there?"
+    assert (await store.history("slack", "D1"))[-1].text == "hello? anyone there?"
 
 
 async def test_a_failure_answering_is_apologised_for_and_serving_goes_on(

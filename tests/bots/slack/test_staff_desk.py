@@ -187,9 +187,9 @@ async def test_telegram_customer_is_handed_to_an_agent_and_back(
         assert "<!channel>" not in shown
         [button] = next(b for b in escalation["blocks"] if b["type"] == "actions")["elements"]
         assert button["action_id"] == RESOLVE_ACTION and button["text"]["text"] == "Resolve"
-        state = await brain.store.handoff("42")
+        state = await brain.store.handoff("telegram", "42")
         assert state is not None and state["staff_ts"] == escalation["ts"]
-        assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") == "42"
+        assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") == '["telegram", "42"]'
 
         # Their next message goes to the thread; the bot says nothing.
         run.telegram.push(text_message("my order 123 never arrived"))
@@ -251,7 +251,7 @@ async def test_telegram_customer_is_handed_to_an_agent_and_back(
         assert not [b for b in update["blocks"] if b["type"] == "actions"]
         assert f"Resolved by <@{AGENT}>" in json.dumps(update["blocks"])
         assert [e["data"] for e in await run.transcript("resolved")] == [{"agent": AGENT}]
-        assert await brain.store.handoff("42") is None
+        assert await brain.store.handoff("telegram", "42") is None
         assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") is None
 
         # The next question is the bot's again.
@@ -329,7 +329,7 @@ async def test_slack_dm_customer_and_resolve_typed_in_the_thread(
         await run.slack.wait_for(
             lambda: any(p["channel"] == STAFF for p in run.slack.payloads("chat.update"))
         )
-        assert await brain.store.handoff("D7") is None
+        assert await brain.store.handoff("slack", "D7") is None
         await asyncio.sleep(0.3)
         # Only the escalation was posted in the staff channel: no placeholder, no answer.
         assert [p.get("thread_ts") for p in run.posts(STAFF)] == [None]
@@ -344,7 +344,7 @@ async def test_without_a_staff_channel_handoffs_stay_quiet_as_before(
         await run.telegram.wait_for_messages(1)
         run.telegram.push(text_message("hello? anyone?"))
         deadline = time.monotonic() + 10
-        while (await brain.store.history("42"))[-1].text != "hello? anyone?":
+        while (await brain.store.history("telegram", "42"))[-1].text != "hello? anyone?":
             assert time.monotonic() < deadline, "the held message was not recorded"
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
@@ -402,12 +402,12 @@ async def test_agent_messages_after_the_handoff_ended_are_not_sent_and_reset_for
 ) -> None:
     customer = Inbound("telegram", "77", "77", "m1", "/human")
     assert (await brain.handle(customer)).action == "handoff"
-    await brain.store.attach_staff_thread("77", STAFF, "1700000000.000100")
-    assert await brain.store.conversation_of_thread("1700000000.000100") == "77"
+    await brain.store.attach_staff_thread("telegram", "77", STAFF, "1700000000.000100")
+    assert await brain.store.conversation_of_thread("1700000000.000100") == ("telegram", "77")
     assert await brain.handle(Inbound("telegram", "77", "77", "m2", "/reset"))
     assert await brain.store.conversation_of_thread("1700000000.000100") is None
 
     late = Inbound("telegram", "77", AGENT, "agent:1", "are you still there?", agent=True)
     assert await brain.handle(late) == Reply("", "none")
     assert staff_notice(late, Reply("", "none")) is None  # never echoed to the team
-    assert not [t for t in await brain.store.history("77") if t.role == "agent"]
+    assert not [t for t in await brain.store.history("telegram", "77") if t.role == "agent"]

@@ -137,7 +137,7 @@ async def test_private_conversation_keeps_context_and_registers_commands(
             [{"text": "👍", "callback_data": "fb:up"}, {"text": "👎", "callback_data": "fb:down"}]
         ]
     }
-    history = await store.history(str(CUSTOMER["id"]))
+    history = await store.history("telegram", str(CUSTOMER["id"]))
     assert [t.text for t in history if t.role == "user"] == ["/start", "issue with delivery", "2"]
 
 
@@ -160,7 +160,7 @@ async def test_pressing_an_option_of_a_clarifying_question_picks_it(
     assert len(fake.sent("sendMessage")) == 2
     [edit] = fake.sent("editMessageReplyMarkup")
     assert edit["message_id"] == fake.delivered[0]["message_id"] and not edit.get("reply_markup")
-    history = await store.history(str(CUSTOMER["id"]))
+    history = await store.history("telegram", str(CUSTOMER["id"]))
     assert [t.text for t in history if t.role == "user"] == ["issue with delivery", "2"]
 
 
@@ -180,7 +180,7 @@ async def test_group_answers_only_when_mentioned_or_replied_to(
     assert [r["chat_id"] for r in replies] == [GROUP["id"], GROUP["id"]]
     assert "track" in visible_text(reply["text"]).lower()
     assert "30 days" in visible_text(replies[1]["text"])
-    history = await store.history(str(GROUP["id"]))
+    history = await store.history("telegram", str(GROUP["id"]))
     user_texts = [t.text for t in history if t.role == "user"]
     # The mention is not part of the question; unaddressed messages are not recorded.
     assert user_texts == ["how do I track my parcel?", "and how long do returns take?"]
@@ -293,13 +293,13 @@ async def test_typing_is_shown_until_the_answer_is_sent(
 async def test_typing_stops_when_a_person_holds_the_conversation(
     fake: FakeTelegram, brain: Brain, store: ConversationStore, redis: aioredis.Redis
 ) -> None:
-    await store.start_handoff(str(CUSTOMER["id"]), "asked for a person")
+    await store.start_handoff("telegram", str(CUSTOMER["id"]), "asked for a person")
     async with telegram_bot(fake, brain, redis, typing_interval=0.1):
         fake.push(text_message("hello? anyone there?"))
         deadline = asyncio.get_running_loop().time() + 15
         # Finished once recorded and nothing is left in the inbox or the outbox.
         while (
-            not await store.history(str(CUSTOMER["id"]))
+            not await store.history("telegram", str(CUSTOMER["id"]))
             or await redis.xlen("dm:inbox")
             or await redis.xlen("dm:outbox")
         ):
@@ -309,7 +309,7 @@ async def test_typing_stops_when_a_person_holds_the_conversation(
         await asyncio.sleep(0.4)  # four typing intervals: the indicator would be re-sent
         assert len(fake.sent("sendChatAction")) == typed
     assert fake.sent("sendMessage") == []  # the bot stays quiet
-    assert (await store.history(str(CUSTOMER["id"])))[-1].text == "hello? anyone there?"
+    assert (await store.history("telegram", str(CUSTOMER["id"])))[-1].text == "hello? anyone there?"
 
 
 async def test_an_update_seen_before_a_restart_is_not_answered_again(

@@ -71,7 +71,7 @@ async def test_a_grounded_answer_is_sent_with_its_sources_and_model_version(
     hits = retriever.search("how many days do I have to send an item back?")
     assert reply.sources[0].id == hits[1].id
     assert reply.model_version == "openai:tiny-model"
-    history = await store.history("c1")
+    history = await store.history("console", "c1")
     assert history[-1].model_version == "openai:tiny-model"
     path, headers, body = fake.requests[0]
     assert path == "/v1/chat/completions"
@@ -112,7 +112,7 @@ async def test_a_model_that_does_not_know_hands_off(
         reply = await brain.handle(message("how many days do I have to send an item back?"))
     assert reply.action == "handoff"
     assert "member of our support team" in reply.text
-    assert await store.handoff("c1") is not None
+    assert await store.handoff("console", "c1") is not None
 
 
 async def test_server_errors_are_retried(retriever: Retriever, store: ConversationStore) -> None:

@@ -201,7 +201,7 @@ async def test_a_permanent_delivery_failure_is_recorded_not_retried(
 async def test_a_message_to_a_conversation_a_person_holds_is_recorded_and_not_answered(
     redis: aioredis.Redis, brain: Brain
 ) -> None:
-    await brain.store.start_handoff("http:c1", "asked for a person")
+    await brain.store.start_handoff("http", "http:c1", "asked for a person")
     async with (
         CallbackServer() as callback,
         aiohttp.ClientSession() as session,
@@ -214,7 +214,7 @@ async def test_a_message_to_a_conversation_a_person_holds_is_recorded_and_not_an
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # a reply would arrive now
     assert callback.received == []  # the silent reply went through the outbox, unposted
-    assert [turn.text for turn in await brain.store.history("http:c1")] == [QUESTIONS[0]]
+    assert [turn.text for turn in await brain.store.history("http", "http:c1")] == [QUESTIONS[0]]
 
 
 async def test_http_channel_refuses_bad_requests_and_wrong_tokens(redis: aioredis.Redis) -> None:
