@@ -59,6 +59,12 @@ class RedisKeys:
         """List: placeholder messages shown while a Slack conversation waits for a reply."""
         return f"{self.prefix}slack:placeholder:{conversation_id}"
 
+    def telegram_typing(self, conversation_id: str) -> str:
+        """Sorted set: a Telegram conversation's messages awaiting a reply, by arrival time;
+        the processes that received them show "typing..." while one is younger than the
+        typing limit (2 min), when the key expires."""
+        return f"{self.prefix}telegram:typing:{conversation_id}"
+
     def queue(self, stream: str, channel: str, conversation_id: str) -> str:
         """List: the conversation's unfinished entry ids of `stream` (a stream key)."""
         return f"{stream}:{channel}:{conversation_id}"

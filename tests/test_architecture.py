@@ -74,7 +74,8 @@ def test_no_import_circles() -> None:
 # A key name right after the prefix: `prefix + "inbox"`, f"{prefix}seen:...".
 KEY_SPELLING = re.compile(
     r"""(?:prefix\s*\+\s*["']|prefix\}|["'])(?:conv|lock|sendlock|seen|handoff|process|inbox"""
-    r"""|outbox|transcripts|undelivered|model:active|faq:version|slack:placeholder)[:"']"""
+    r"""|outbox|transcripts|undelivered|model:active|faq:version|slack:placeholder"""
+    r"""|telegram:typing)[:"']"""
 )
 
 

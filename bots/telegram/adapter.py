@@ -10,6 +10,12 @@ is set. Updates are translated by the pure `to_inbound` / `to_feedback`, dedupli
 update id in Redis, and handed to `on_message` / `on_feedback`; `send` renders a `Reply`
 with `bots.telegram.render`. Requests go through python-telegram-bot's `AIORateLimiter`,
 which also waits out 429 `retry_after` and retries.
+
+"typing..." is shown by the process that received a message until its reply is sent, by
+whichever process sends it: the conversation's messages awaiting a reply are kept in Redis
+(`telegram:typing:{conversation}`, by arrival time), sending a reply removes the oldest (a
+conversation's replies go out in order), and the typing loop stops when none younger than
+`typing_limit` is left.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -231,9 +238,8 @@ def to_choice(update: Update | Mapping[str, Any]) -> Inbound | None:
 
 @dataclass
 class _Typing:
-    """The typing indicator of one conversation, shown while any message of it is pending."""
+    """This process's typing indicator of one conversation."""
 
-    pending: int = 1
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -262,7 +268,7 @@ class TelegramAdapter:
         self._on_message = on_message
         self._on_feedback = on_feedback
         self._redis = redis
-        self._prefix = settings.redis_prefix
+        self._keys = RedisKeys(settings.redis_prefix)
         self.typing_interval = typing_interval
         self.typing_limit = typing_limit
         self._typing: dict[str, _Typing] = {}
@@ -361,7 +367,7 @@ class TelegramAdapter:
 
     async def _first_delivery(self, update_id: int) -> bool:
         """True the first time an update id is seen (within 24 h, across restarts)."""
-        key = RedisKeys(self._prefix).telegram_update_seen(self._application.bot.id, update_id)
+        key = self._keys.telegram_update_seen(self._application.bot.id, update_id)
         return bool(await self._redis.set(key, "1", nx=True, ex=SEEN_TTL_SECONDS))
 
     async def _on_update(self, update: Update, _context: object) -> None:
@@ -379,7 +385,7 @@ class TelegramAdapter:
 
     async def _accept(self, inbound: Inbound) -> None:
         """Pass a customer's message on, typing meanwhile; apologise if that fails."""
-        self._start_typing(inbound.conversation_id)
+        await self._start_typing(inbound.conversation_id, inbound.message_id)
         try:
             await self._on_message(inbound)
         except Exception:
@@ -428,26 +434,52 @@ class TelegramAdapter:
 
     # Typing indicator
 
-    def _start_typing(self, conversation_id: str) -> None:
+    async def _start_typing(self, conversation_id: str, message_id: str) -> None:
+        """A message of the conversation awaits its reply: note it, and show "typing..."
+        here while it (or another message of the conversation) does."""
+        key = self._keys.telegram_typing(conversation_id)
+        now = time.time()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now - self.typing_limit)
+                pipe.zadd(key, {message_id: now})
+                pipe.expire(key, math.ceil(self.typing_limit))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.debug("conversation %s: typing not noted: %s", conversation_id, exc)
         typing = self._typing.get(conversation_id)
-        if typing is not None:
-            typing.pending += 1
-            return
-        typing = self._typing[conversation_id] = _Typing()
-        typing.task = asyncio.create_task(self._keep_typing(conversation_id, typing))
+        if typing is None or typing.stop.is_set():  # none, or one about to end
+            typing = self._typing[conversation_id] = _Typing()
+            typing.task = asyncio.create_task(self._keep_typing(conversation_id, typing))
 
     async def _stop_typing(self, conversation_id: str) -> None:
-        """One pending message of the conversation is answered; stop typing if it was the
-        last, and wait until no chat action is in flight (so none lands after the answer)."""
+        """A message of the conversation is answered (by this process or another). When
+        none awaits a reply any more, stop typing here and wait until no chat action is in
+        flight, so none lands after the answer; other processes stop at their next beat."""
+        key = self._keys.telegram_typing(conversation_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zpopmin(key)
+                pipe.zcount(key, time.time() - self.typing_limit, "+inf")
+                waiting = int((await pipe.execute())[-1])
+        except (RedisError, OSError):
+            waiting = 0  # rather stop than type on
         typing = self._typing.get(conversation_id)
-        if typing is None:
-            return
-        typing.pending -= 1
-        if typing.pending > 0:
+        if waiting or typing is None:
             return
         typing.stop.set()
         if typing.task is not None:
             await typing.task
+
+    async def _awaiting_reply(self, conversation_id: str) -> bool:
+        """Whether a message of the conversation, younger than `typing_limit`, awaits its
+        reply."""
+        key = self._keys.telegram_typing(conversation_id)
+        try:
+            waiting = await self._redis.zcount(key, time.time() - self.typing_limit, "+inf")
+        except (RedisError, OSError):
+            return True  # Redis will tell again; until then, keep the customer informed
+        return int(waiting) > 0
 
     async def _keep_typing(self, conversation_id: str, typing: _Typing) -> None:
         chat_id, thread_id = parse_conversation_key(conversation_id)
@@ -455,6 +487,10 @@ class TelegramAdapter:
         deadline = loop.time() + self.typing_limit
         try:
             while not typing.stop.is_set() and loop.time() < deadline:
+                # Answered elsewhere? (Checked right before each action: one that is
+                # already on its way when another process answers is the most shown.)
+                if not await self._awaiting_reply(conversation_id):
+                    break
                 try:
                     await self._application.bot.send_chat_action(
                         chat_id, ChatAction.TYPING, message_thread_id=thread_id

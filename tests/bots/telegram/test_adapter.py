@@ -312,6 +312,32 @@ async def test_typing_stops_when_a_person_holds_the_conversation(
     assert (await store.history("telegram", str(CUSTOMER["id"])))[-1].text == "hello? anyone there?"
 
 
+async def test_typing_stops_when_another_process_sends_the_answer(
+    fake: FakeTelegram, retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    # Two processes on one Redis: the first receives (long polling) and has no senders;
+    # the second's worker and sender answer (webhook mode, so it does not poll as well).
+    brain = Brain(retriever, store, ScriptedBackend("Here you go [1]", delay=0.3))
+    flow = Flow(redis, KEYS, name="test", block_seconds=BLOCK_SECONDS)
+    webhook = settings_for(
+        fake, telegram_webhook_url=WEBHOOK_URL, telegram_webhook_secret=Secret(WEBHOOK_SECRET)
+    )
+    receiving = TelegramAdapter(
+        settings_for(fake), flow.intake.handler, brain.feedback, redis=redis, typing_interval=0.05
+    )
+    sending = TelegramAdapter(webhook, flow.intake.handler, brain.feedback, redis=redis)
+    async with receiving, sending, flow.running(brain.handle, {sending.channel: sending}):
+        fake.push(text_message("how do I track my parcel?"))
+        await fake.wait_for_messages(1)
+        await asyncio.sleep(0.4)  # eight beats of the receiving process's typing loop
+        answered = next(c.time for c in fake.calls if c.method == "sendMessage")
+        typing = [c.time for c in fake.calls if c.method == "sendChatAction"]
+        assert len(typing) >= 3  # shown while the brain worked
+        assert all(t < answered for t in typing)  # and not after the answer
+        assert not receiving._typing  # the receiving process's loop has ended
+    assert await redis.keys("dm:telegram:typing:*") == []
+
+
 async def test_an_update_seen_before_a_restart_is_not_answered_again(
     fake: FakeTelegram, brain: Brain, redis: aioredis.Redis
 ) -> None:
