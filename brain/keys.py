@@ -42,18 +42,28 @@ class RedisKeys:
         """Stream: replies a platform refused for good, kept for staff (capped)."""
         return self.prefix + "undelivered"
 
+    # Dedupe markers: one shape, `seen:{scope...}:{id}`, set with SET NX EX
+    # SEEN_TTL_SECONDS. The scope is what the platform's id is unique within, which is
+    # why each kind of id has its own method rather than callers composing scopes.
+
+    def _seen(self, *scope_and_id: object) -> str:
+        return f"{self.prefix}seen:" + ":".join(map(str, scope_and_id))
+
     def seen(self, channel: str, conversation_id: str, message_id: str) -> str:
         """Dedupe key of one platform message. Platform message ids are only unique
         within a chat on some platforms (Telegram), so the conversation is part of it."""
-        return f"{self.prefix}seen:{channel}:{conversation_id}:{message_id}"
+        return self._seen(channel, conversation_id, message_id)
 
     def telegram_update_seen(self, bot_id: int, update_id: int) -> str:
-        """Dedupe key of one Telegram update (webhook redeliveries)."""
-        return f"{self.prefix}seen:telegram:update:{bot_id}:{update_id}"
+        """Dedupe key of one Telegram update (redeliveries), checked before "typing..."
+        starts; button presses, whose feedback never reaches the inbox, have no other.
+        Update ids are counted per bot."""
+        return self._seen("telegram", "update", bot_id, update_id)
 
     def slack_event_seen(self, event_id: str) -> str:
-        """Dedupe key of one Slack event (Events API retries)."""
-        return f"{self.prefix}seen:slack:{event_id}"
+        """Dedupe key of one Slack event (Events API retries), checked before the
+        "thinking..." placeholder is posted. Event ids are unique per app."""
+        return self._seen("slack", event_id)
 
     def slack_placeholder(self, conversation_id: str) -> str:
         """List: placeholder messages shown while a Slack conversation waits for a reply."""
