@@ -7,10 +7,10 @@ conversation; `transcripts` stream with every turn, feedback and handoff event. 
 posted to the support team's channel also has `handoff:thread:{staff thread ts}` naming
 its conversation.
 
-Upgrading: earlier versions named the first two `conv:{id}` and `handoff:{id}`. Whatever
-the store does to a conversation first moves such keys to their new names (`UPGRADE`, in
-the same round trip), so a deployment's conversations carry on; the old names are gone
-once every conversation of the old version has been touched or has expired.
+Upgrading: earlier versions named the first two `conv:{id}` and `handoff:{id}`. The first
+time a store touches a conversation, before anything else, it moves such keys to their new
+names (`UPGRADE`), so a deployment's conversations carry on; the old names are gone once
+every conversation of the old version has been touched or has expired.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, get_args
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from brain.keys import RedisKeys
@@ -31,6 +30,7 @@ from brain.types import Channel, Feedback, Inbound, Turn
 T = TypeVar("T")
 TRANSCRIPTS_MAXLEN = 5_000_000  # approximate cap; export before it is reached
 CHANNELS: tuple[str, ...] = get_args(Channel)
+UPGRADED_MEMORY = 50_000  # conversations remembered as upgraded, per store
 
 # KEYS: pairs (key, its name before it carried the channel). A key found only under its
 # old name is renamed (its TTL goes with it).
@@ -59,6 +59,8 @@ class ConversationStore:
         self.keys = RedisKeys(prefix)
         self.history_turns = history_turns
         self.ttl_seconds = ttl_seconds
+        self._upgrade_script = redis.register_script(UPGRADE)
+        self._upgraded: set[tuple[str, str]] = set()
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -66,37 +68,44 @@ class ConversationStore:
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(f"Redis failed while {what}: {exc}") from exc
 
-    def _upgrade(self, pipe: Pipeline, channel: str, conversation_id: str) -> None:
-        """Queue on `pipe`, first: move the conversation's keys of an earlier version.
-        (EVAL, not EVALSHA: a server that lost its script cache cannot fail it halfway
-        through a transaction, and a pipeline need not ask whether the script is loaded.)"""
+    async def _upgrade(self, channel: str, conversation_id: str) -> None:
+        """Move the conversation's keys of an earlier version to their new names, the first
+        time this store touches it: nothing writes the old names any more, so once moved
+        (or found absent) they stay so."""
+        conversation = (channel, conversation_id)
+        if conversation in self._upgraded:
+            return
         keys = self.keys
-        pipe.eval(
-            UPGRADE,
-            4,
-            keys.conversation(channel, conversation_id),
-            keys.legacy_conversation(conversation_id),
-            keys.handoff(channel, conversation_id),
-            keys.legacy_handoff(conversation_id),
+        await self._call(
+            "moving keys of an earlier version",
+            lambda: self._upgrade_script(
+                keys=[
+                    keys.conversation(channel, conversation_id),
+                    keys.legacy_conversation(conversation_id),
+                    keys.handoff(channel, conversation_id),
+                    keys.legacy_handoff(conversation_id),
+                ]
+            ),
         )
+        if len(self._upgraded) >= UPGRADED_MEMORY:
+            self._upgraded.clear()  # forgotten ones are only checked again
+        self._upgraded.add(conversation)
 
     async def history(self, channel: str, conversation_id: str) -> list[Turn]:
-        async def read() -> list[Any]:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                self._upgrade(pipe, channel, conversation_id)
-                pipe.lrange(self.keys.conversation(channel, conversation_id), 0, -1)
-                return list((await pipe.execute())[-1])
-
-        raw = await self._call("reading history", read)
+        await self._upgrade(channel, conversation_id)
+        raw = await self._call(
+            "reading history",
+            lambda: self.redis.lrange(self.keys.conversation(channel, conversation_id), 0, -1),
+        )
         return [Turn.from_json(json.loads(item)) for item in raw]
 
     async def append(self, inbound: Inbound, *turns: Turn) -> None:
         """Append turns to the history (trimmed, TTL refreshed) and to the transcripts."""
+        await self._upgrade(inbound.channel, inbound.conversation_id)
         key = self.keys.conversation(inbound.channel, inbound.conversation_id)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                self._upgrade(pipe, inbound.channel, inbound.conversation_id)
                 for turn in turns:
                     pipe.rpush(key, json.dumps(turn.to_json(), ensure_ascii=False))
                     pipe.xadd(
@@ -156,13 +165,13 @@ class ConversationStore:
         self, channel: str, conversation_id: str, reason: str, *, user_id: str = ""
     ) -> None:
         """Hand the conversation to a person; `user_id` says who the customer is."""
+        await self._upgrade(channel, conversation_id)
         key = self.keys.handoff(channel, conversation_id)
         fields: dict[Any, Any] = {"reason": reason, "since": f"{time.time():.3f}"}
         fields.update({name: v for name, v in (("channel", channel), ("user", user_id)) if v})
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                self._upgrade(pipe, channel, conversation_id)
                 pipe.hset(key, mapping=fields)
                 pipe.expire(key, self.ttl_seconds)
                 await pipe.execute()
@@ -173,11 +182,11 @@ class ConversationStore:
         self, channel: str, conversation_id: str, staff_channel: str, ts: str
     ) -> None:
         """Remember the staff thread a handoff was posted as (both ways round)."""
+        await self._upgrade(channel, conversation_id)
         conversation = json.dumps([channel, conversation_id], ensure_ascii=False)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                self._upgrade(pipe, channel, conversation_id)
                 pipe.hset(
                     self.keys.handoff(channel, conversation_id),
                     mapping={"staff_channel": staff_channel, "staff_ts": ts},
@@ -220,14 +229,11 @@ class ConversationStore:
 
     async def handoff(self, channel: str, conversation_id: str) -> dict[str, str] | None:
         """The handoff record if a human holds the conversation, else None."""
-
-        async def read() -> dict[Any, Any]:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                self._upgrade(pipe, channel, conversation_id)
-                pipe.hgetall(self.keys.handoff(channel, conversation_id))
-                return dict((await pipe.execute())[-1])
-
-        state = await self._call("reading handoff state", read)
+        await self._upgrade(channel, conversation_id)
+        state = await self._call(
+            "reading handoff state",
+            lambda: self.redis.hgetall(self.keys.handoff(channel, conversation_id)),
+        )
         return {str(k): str(v) for k, v in state.items()} if state else None
 
     async def end_handoff(self, channel: str, conversation_id: str) -> None:
