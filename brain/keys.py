@@ -72,7 +72,7 @@ class RedisKeys:
     def telegram_typing(self, conversation_id: str) -> str:
         """Sorted set: a Telegram conversation's messages awaiting a reply, by arrival time;
         the processes that received them show "typing..." while one is younger than the
-        typing limit (2 min), when the key expires."""
+        adapter's typing limit (2 min by default), which is also the key's lifetime."""
         return f"{self.prefix}telegram:typing:{conversation_id}"
 
     def queue(self, stream: str, channel: str, conversation_id: str) -> str:
