@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="recall@1/@5, MRR, out-of-scope precision/recall/F1, latency",
         description="Evaluate retrieval on labelled queries: one JSON object a line, "
         '{"query": "...", "relevant": ["faq-id", ...]}; an empty "relevant" marks an '
-        "out-of-scope question that must not be answered from the FAQ.",
+        "out-of-scope question that must not be answered from the FAQ. A line may carry "
+        'the conversation so far, "history": [{"role": "user"|"agent"|"assistant", '
+        '"content": "..."}, ...], oldest first: the query is searched in its context.',
         formatter_class=formatter,
     )
     retr.add_argument(
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate",
         action="store_true",
         help="fit the thresholds on these queries, store them with the index, report with them",
+    )
+    retr.add_argument(
+        "--no-history",
+        action="store_true",
+        help="search each query alone, ignoring its history (to measure what context adds)",
     )
 
     serve = commands.add_parser(
@@ -168,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer quality end to end: token-F1, ROUGE-L, citations, handoff rates",
         description="Ask labelled questions through the whole brain (retrieval, policy and "
         "the DESKMATE_MODEL_BACKEND answer backend), each in its own conversation, and "
-        'compare the replies with the reference "answer" of each query line.',
+        'compare the replies with the reference "answer" of each query line. A line\'s '
+        '"history" (see `deskmate eval retrieval --help`) is written into its conversation '
+        "first, as a live chat would have it.",
         formatter_class=formatter,
     )
     answers.add_argument("--faq", type=Path, nargs="+", metavar="FILE", help="FAQ files")
@@ -223,7 +232,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.command == "eval" and args.eval_command == "retrieval":
         return commands.eval_retrieval(
-            settings, args.faq, args.queries, args.mode, args.calibrate, args.json
+            settings,
+            args.faq,
+            args.queries,
+            args.mode,
+            args.calibrate,
+            args.json,
+            with_history=not args.no_history,
         )
     if args.command == "serve":
         from bots.serve import serve

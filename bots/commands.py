@@ -88,6 +88,7 @@ def eval_retrieval(
     mode: SearchMode,
     do_calibrate: bool,
     as_json: bool,
+    with_history: bool = True,
 ) -> int:
     queries = load_queries(queries_path)
     embedder = Embedder(settings.embedding_model)
@@ -95,7 +96,13 @@ def eval_retrieval(
     retriever = Retriever(embedder, index)
     retriever.search("warm up")  # the first query pays one-off set-up costs
     with progress_bar("Evaluating", not as_json) as update:
-        scored = run_queries(retriever, queries, mode=mode, progress=counting(update, len(queries)))
+        scored = run_queries(
+            retriever,
+            queries,
+            mode=mode,
+            progress=counting(update, len(queries)),
+            with_history=with_history,
+        )
     if do_calibrate:
         index = index.with_thresholds(calibrate(scored, str(queries_path)))
         index.save(directory)

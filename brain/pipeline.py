@@ -36,65 +36,19 @@ BACK_WITH_BOT = (
 _COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
 CLARIFY_OPTIONS = 3
-FOLLOWUP_MAX_WORDS = 12
-FOLLOWUP_CANDIDATES = 20
-# Words by which a short message points back at what was just discussed.
-_REFERS_BACK = re.compile(
-    r"^\W*(and|also|but|so|what about|how about)\b"
-    r"|\b(it|its|that|this|these|those|them|they|there|then)\b",
-    re.IGNORECASE,
-)
 
 
-def refers_back(question: str) -> bool:
-    """Whether `question` points back at the previous topic ("and how long does that take?")."""
-    return _REFERS_BACK.search(question) is not None
-
-
-def followup_query(question: str, history: Sequence[Turn]) -> str | None:
-    """The previous question joined with `question`, if `question` may be a follow-up.
-
-    It may be when it is short and the bot answered the customer's previous question
-    (a follow-up to a handoff or a clarifying question has nothing to build on).
-    """
-    if len(question.split()) > FOLLOWUP_MAX_WORDS:
-        return None
-    if len(history) < 2:
-        return None
-    previous, last = history[-2], history[-1]
-    if last.role != "assistant" or last.action != "answer" or previous.role != "user":
-        return None
-    return f"{previous.text} {question}"
-
-
-def rerank_followup(
-    alone: Sequence[FaqHit], combined: Sequence[FaqHit], answered: set[str]
-) -> list[FaqHit]:
-    """Candidates of both searches, scored by the mean of their two scores.
-
-    `alone` is the follow-up searched by itself (its own words pick the aspect: "how
-    long", "is it free"), `combined` the previous question and the follow-up together
-    (it keeps the topic). An entry missing from one list counts that list's lowest
-    score. Entries in `answered` (the customer already has them) go last.
-    """
-    if not alone or not combined:
-        return list(alone or combined)
-    floor_alone, floor_combined = alone[-1].score, combined[-1].score
-    by_id = {hit.entry.id: hit for hit in [*combined, *alone]}
-    alone_scores = {hit.entry.id: hit.score for hit in alone}
-    combined_scores = {hit.entry.id: hit.score for hit in combined}
-    scored = [
-        replace(
-            hit,
-            score=(
-                alone_scores.get(entry_id, floor_alone)
-                + combined_scores.get(entry_id, floor_combined)
-            )
-            / 2,
-        )
-        for entry_id, hit in by_id.items()
+def conversation_context(history: Sequence[Turn]) -> list[str]:
+    """The turns a question is read with: what the customer, the bot and agents said
+    about the subject. Commands and the bot's canned lines (greetings, help, handoff
+    notices) carry no subject and are left out."""
+    return [
+        turn.text
+        for turn in history
+        if turn.text
+        and not (turn.role == "user" and turn.text.startswith("/"))
+        and not (turn.role == "assistant" and turn.action not in ("answer", "clarify"))
     ]
-    return sorted(scored, key=lambda hit: (hit.entry.id in answered, -hit.score))
 
 
 class Brain:
@@ -194,23 +148,20 @@ class Brain:
     async def _retrieve(self, question: str, history: list[Turn]) -> list[FaqHit]:
         """FAQ hits for the question, read in the context of the conversation.
 
-        A short follow-up to an answer ("and how long does that take?", "what about
-        Klarna?") often names no topic of its own. When it points back (and, it, that,
-        what about ...) or retrieves nothing confident alone, it is searched alone and
-        together with the previous question, and the candidates are re-ranked by both
-        (`rerank_followup`); the entry just answered goes last.
+        A follow-up ("does it have a patio?", "and how long does that take?") often names
+        no subject of its own: the retriever ranks entries by the question and by the
+        recent turns together (see `Retriever.search`). Entries the bot has just given
+        go after the others: a follow-up asks for something the customer does not have.
         """
-        context = followup_query(question, history)
-        if context is None:
-            return await asyncio.to_thread(self.retriever.search, question)
-        alone = await asyncio.to_thread(self.retriever.search, question, FOLLOWUP_CANDIDATES)
-        confident = bool(alone) and alone[0].score >= self.thresholds.answer
-        if confident and not refers_back(question):
-            return alone[: self.retriever.top_k]
-        combined = await asyncio.to_thread(self.retriever.search, context, FOLLOWUP_CANDIDATES)
-        hits = rerank_followup(alone, combined, set(history[-1].sources))
-        if hits:
-            log.info("follow-up read with the previous question: %r", context[:200])
+        given = set(history[-1].sources) if history and history[-1].role == "assistant" else set()
+        hits = await asyncio.to_thread(
+            self.retriever.search,
+            question,
+            self.retriever.top_k + len(given),
+            "hybrid",
+            conversation_context(history),
+        )
+        hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
         return hits[: self.retriever.top_k]
 
     async def _answer(

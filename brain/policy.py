@@ -74,6 +74,11 @@ def decide(text: str, hits: Sequence[FaqHit], thresholds: Thresholds) -> PolicyD
     if not hits or hits[0].score < thresholds.clarify:
         return PolicyDecision("handoff", "not covered by the FAQ")
     if hits[0].score < thresholds.answer:
+        if hits[0].entry.is_passage:
+            # A review or a note is no choice to offer ("Did you mean: Guest review?"):
+            # the answer is written from the best few passages, or the model says it
+            # does not know and the conversation goes to a person.
+            return PolicyDecision("answer", "passages that may cover it")
         return PolicyDecision("clarify", "weak FAQ match")
     if not hits[0].entry.answer:
         return PolicyDecision("handoff", "the matching FAQ entry has no answer on file")

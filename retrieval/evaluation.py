@@ -1,8 +1,11 @@
 """Retrieval evaluation and threshold calibration on labelled query files.
 
 A query line is `{"query", "relevant": [ids]}`; an empty `relevant` marks an out-of-scope
-question the bot must not answer from the FAQ. "Predicted out of scope" means the best
-hit scores below the answer threshold, which is exactly when the policy does not answer.
+question the bot must not answer from the FAQ. A line may carry the conversation so far,
+`"history": [{"role": "user"|"agent"|"assistant", "content": text}, ...]` (oldest first):
+the query is then searched in that context, as in a live chat. "Predicted out of scope"
+means the best hit scores below the answer threshold, which is exactly when the policy
+does not answer.
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ from retrieval.retriever import Retriever
 HANDOFF_PRECISION = 0.9
 
 
+HISTORY_ROLES = ("user", "agent", "assistant")
+
+
 @dataclass(frozen=True, slots=True)
 class LabelledQuery:
     query: str
     relevant: tuple[str, ...]
     answer: str | None = None
+    history: tuple[tuple[str, str], ...] = ()  # (role, content), oldest first
+
+    @property
+    def history_texts(self) -> list[str]:
+        return [content for _, content in self.history]
 
     @property
     def out_of_scope(self) -> bool:
@@ -45,12 +56,31 @@ def load_queries(path: Path | str) -> list[LabelledQuery]:
         answer = record.get("answer")
         queries.append(
             LabelledQuery(
-                record["query"], tuple(relevant), answer if isinstance(answer, str) else None
+                record["query"],
+                tuple(relevant),
+                answer if isinstance(answer, str) else None,
+                _history(record.get("history", []), path, number),
             )
         )
     if not queries:
         raise FaqFormatError(path, None, "no queries found")
     return queries
+
+
+def _history(value: object, path: Path, line: int) -> tuple[tuple[str, str], ...]:
+    shape = '\'history\' must be a list of {"role": "user"|"agent"|"assistant", "content": text}'
+    if not isinstance(value, list):
+        raise FaqFormatError(path, line, shape)
+    turns = []
+    for number, turn in enumerate(value, start=1):
+        if (
+            not isinstance(turn, dict)
+            or turn.get("role") not in HISTORY_ROLES
+            or not isinstance(turn.get("content"), str)
+        ):
+            raise FaqFormatError(path, line, f"{shape} (turn {number} is {turn!r:.80})")
+        turns.append((str(turn["role"]), str(turn["content"])))
+    return tuple(turns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +133,14 @@ def run_queries(
     mode: SearchMode = "hybrid",
     k: int = 10,
     progress: Callable[[int], None] | None = None,
+    with_history: bool = True,
 ) -> list[ScoredQuery]:
+    """Search every query (in the context of its history, unless `with_history` is off)."""
     scored = []
     for query in queries:
         start = time.perf_counter()
-        hits = retriever.search(query.query, k=k, mode=mode)
+        history = query.history_texts if with_history else []
+        hits = retriever.search(query.query, k=k, mode=mode, history=history)
         scored.append(ScoredQuery(query, hits, (time.perf_counter() - start) * 1000))
         if progress is not None:
             progress(1)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_FIELD_CHARS = 20_000
+PASSAGE_SENTENCE_MIN_WORDS = 3  # shorter fragments ("Great!") say too little to search by
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 class FaqFormatError(ValueError):
@@ -46,8 +48,29 @@ class FaqEntry:
 
     @property
     def phrasings(self) -> tuple[str, ...]:
-        """The texts that are embedded for this entry: the question first, then alternates."""
+        """The ways a customer may ask for this entry: the question first, then alternates."""
         return (self.question, *self.alternates)
+
+    @property
+    def is_passage(self) -> bool:
+        """Knowledge that is not a question and its answer: a review, a note, an article
+        section. Its title is a label ("Parking: guest review"), not a question, so what
+        it is found by is what its text says."""
+        return bool(self.answer) and not self.question.rstrip().endswith("?")
+
+    @property
+    def search_texts(self) -> tuple[str, ...]:
+        """The texts embedded for this entry: its phrasings and, for a passage, each of its
+        sentences (a question about one detail matches the sentence that mentions it; the
+        passage as a whole is about many things)."""
+        if not self.is_passage:
+            return self.phrasings
+        sentences = (
+            sentence.strip()
+            for sentence in _SENTENCE_BREAK.split(self.answer)
+            if len(sentence.split()) >= PASSAGE_SENTENCE_MIN_WORDS
+        )
+        return (*self.phrasings, *dict.fromkeys(sentences))
 
     def content_hash(self) -> str:
         payload = json.dumps(

@@ -1,9 +1,15 @@
 """The FAQ index: dense vectors in FAISS fused with a BM25 keyword score.
 
-Every phrasing of an entry (question and alternates) is embedded and counts as its entry;
-the keyword side indexes each entry's question, alternates and answer together, which
-catches product names, codes and numbers that embeddings blur. The index is saved with
-its metadata and a content hash, and a rebuild embeds only texts it has not seen.
+Every phrasing of an entry (question and alternates) is embedded and counts as its entry,
+and so does every sentence of a passage (an entry whose title is not a question: a review,
+a note); the keyword side indexes each entry's question, alternates and answer together,
+which catches product names, codes and numbers that embeddings blur.
+
+A search can be read in the context of a conversation (`context`: the recent turns,
+oldest first): entries that fit what the conversation is about (the hotel, order or
+product named turns ago) rank first, and the question's own words pick the detail. The
+index is saved with its metadata and a content hash, and a rebuild embeds only texts it
+has not seen.
 """
 
 from __future__ import annotations
@@ -28,9 +34,19 @@ from retrieval.embedder import Embedder, Vectors
 from retrieval.faq import FaqEntry
 
 FORMAT_VERSION = 1
+# What gets embedded per entry (see FaqEntry.search_texts); part of the content hash, so
+# an index built before passages were searched sentence by sentence is rebuilt.
+SEARCH_TEXTS = "phrasings+passage-sentences"
 HNSW_ABOVE = 20_000  # phrasings; below this an exact flat search is fast and exact
 DEFAULT_KEYWORD_WEIGHT = 0.2
 BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.5
+# Conversation context, tuned on multi-turn dev dialogues (bench/retrieval.py): each turn
+# counts half as much as the one after it; how much fitting the conversation moves an
+# entry up the ranking (dense and keyword), and how much it adds to the confidence.
+CONTEXT_DECAY = 0.5
+CONTEXT_DENSE_WEIGHT = 0.6
+CONTEXT_KEYWORD_WEIGHT = 1.0
+CONTEXT_CONFIDENCE = 0.1
 SearchMode = Literal["hybrid", "dense", "keyword"]
 
 
@@ -42,15 +58,19 @@ class IndexLoadError(RuntimeError):
 class FaqHit:
     """One retrieved FAQ entry with its scores.
 
-    `score` is the fused score used for ranking and as the policy's confidence;
-    `dense` is the best cosine similarity of any phrasing; `keyword` the BM25 score
-    squashed into 0..1 (score / (score + BM25_SATURATION)).
+    `score` is the fused score, the policy's confidence; `dense` is the best cosine
+    similarity of any phrasing; `keyword` the BM25 score squashed into 0..1
+    (score / (score + BM25_SATURATION)). `context` (0..1) is how well the entry fits the
+    conversation so far, relative to the best-fitting entry (0 without context); hits
+    read in context are ranked by question and context together, and `score` is the
+    question's own fused score plus CONTEXT_CONFIDENCE * context.
     """
 
     entry: FaqEntry
     score: float
     dense: float
     keyword: float
+    context: float = 0.0
 
     @property
     def id(self) -> str:
@@ -77,7 +97,7 @@ class Thresholds:
 
 def content_hash(entries: Sequence[FaqEntry], model: str) -> str:
     """Hash of the entries' content and the embedding model: equal hash, equal index."""
-    digest = hashlib.sha256(model.encode())
+    digest = hashlib.sha256(f"{model}\x00{SEARCH_TEXTS}".encode())
     for entry in entries:
         digest.update(entry.content_hash().encode())
     return digest.hexdigest()
@@ -110,6 +130,7 @@ class FaqIndex:
         thresholds: Thresholds | None = None,
         keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
         sources: Sequence[str] = (),
+        saved_hash: str | None = None,
     ) -> None:
         self.entries = list(entries)
         self.phrasing_entry = phrasing_entry
@@ -119,6 +140,9 @@ class FaqIndex:
         self.thresholds = thresholds or Thresholds()
         self.keyword_weight = keyword_weight
         self.sources = list(sources)
+        # A loaded index keeps the hash it was built under: recomputing it would hide a
+        # change in how entries are searched (SEARCH_TEXTS) or embedded.
+        self._content_hash = saved_hash or content_hash(self.entries, self.model)
         self._by_id = {entry.id: entry for entry in self.entries}
         self._faiss = self._build_faiss(vectors)
         self._bm25 = bm25s.BM25()
@@ -148,7 +172,7 @@ class FaqIndex:
         owners: list[int] = []
         texts: list[str] = []
         for number, entry in enumerate(entries):
-            for text in entry.phrasings:
+            for text in entry.search_texts:
                 keys.append(_text_key(embedder.name, text))
                 owners.append(number)
                 texts.append(text)
@@ -198,7 +222,7 @@ class FaqIndex:
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.entries, self.model)
+        return self._content_hash
 
     def with_thresholds(self, thresholds: Thresholds) -> FaqIndex:
         clone = object.__new__(FaqIndex)
@@ -216,11 +240,18 @@ class FaqIndex:
     # -- search ---------------------------------------------------------------------
 
     def search(
-        self, query: str, query_vector: Vectors, k: int = 5, mode: SearchMode = "hybrid"
+        self,
+        query: str,
+        query_vector: Vectors,
+        k: int = 5,
+        mode: SearchMode = "hybrid",
+        context: Sequence[tuple[str, Vectors]] = (),
     ) -> list[FaqHit]:
         """Top-k entries for a query, best first."""
         if not self.entries or not query.strip():
             return []
+        if context:
+            return self._search_in_context(query, query_vector, context, k, mode)
         k = min(k, len(self.entries))
         depth = min(len(self.vectors), max(64, 10 * k))
         sims, rows = self._faiss.search(query_vector.reshape(1, -1).astype(np.float32), depth)
@@ -257,6 +288,69 @@ class FaqIndex:
         ]
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
+
+    def _keyword_scores(self, text: str) -> npt.NDArray[np.float32]:
+        """Raw BM25 score of every entry for `text`."""
+        tokens = _tokenize([text])[0]
+        if not tokens:
+            return np.zeros(len(self.entries), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+
+    def _dense_scores(self, vector: Vectors) -> npt.NDArray[np.float32]:
+        """Best cosine similarity of any of each entry's search texts to `vector`."""
+        best = np.full(len(self.entries), -1.0, dtype=np.float32)
+        np.maximum.at(best, self.phrasing_entry, self.vectors @ vector.astype(np.float32))
+        return best
+
+    def _search_in_context(
+        self,
+        query: str,
+        query_vector: Vectors,
+        context: Sequence[tuple[str, Vectors]],
+        k: int,
+        mode: SearchMode,
+    ) -> list[FaqHit]:
+        """Every entry scored by the question and by the recent turns (oldest first).
+
+        The question's own fused score says whether an entry answers it; how well the
+        entry matches the turns, each weighing CONTEXT_DECAY times the next, says whether
+        it is about what the conversation is about. Rank by both; the confidence stays
+        the question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
+        """
+        weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
+        dense = self._dense_scores(query_vector)
+        raw = self._keyword_scores(query) if mode != "dense" else np.zeros_like(dense)
+        keyword = raw / (raw + BM25_SATURATION)
+        own = (1 - weight) * dense + weight * keyword
+        ages = np.arange(len(context))[::-1]
+        decay = CONTEXT_DECAY**ages
+        fit = np.zeros_like(own)
+        if mode != "keyword":
+            shares = decay / decay.sum()
+            for share, (_, vector) in zip(shares, context, strict=True):
+                fit += CONTEXT_DENSE_WEIGHT * share * self._dense_scores(vector)
+        if mode != "dense":
+            turns = sum(
+                (
+                    factor * self._keyword_scores(text)
+                    for factor, (text, _) in zip(decay, context, strict=True)
+                ),
+                np.zeros_like(own),
+            )
+            fit += CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
+        best_fit = float(fit.max())
+        relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
+        order = np.argsort(-(own + fit), kind="stable")[: min(k, len(self.entries))]
+        return [
+            FaqHit(
+                entry=self.entries[row],
+                score=float(own[row] + CONTEXT_CONFIDENCE * relative[row]),
+                dense=float(dense[row]),
+                keyword=float(keyword[row]),
+                context=float(relative[row]),
+            )
+            for row in order
+        ]
 
     # -- persistence ----------------------------------------------------------------
 
@@ -339,6 +433,9 @@ class FaqIndex:
             thresholds=thresholds,
             keyword_weight=keyword_weight,
             sources=meta.get("sources", []),
+            saved_hash=meta.get("content_hash")
+            if isinstance(meta.get("content_hash"), str)
+            else None,
         )
 
 

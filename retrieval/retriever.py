@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from retrieval.embedder import Embedder
 from retrieval.index import FaqHit, FaqIndex, SearchMode
+
+# How many recent turns (the customer's and the bot's or agent's) a question is read with.
+CONTEXT_TURNS = 4
 
 
 class Retriever:
@@ -14,8 +19,18 @@ class Retriever:
         self.index = index
         self.top_k = top_k
 
-    def search(self, text: str, k: int | None = None, mode: SearchMode = "hybrid") -> list[FaqHit]:
+    def search(
+        self,
+        text: str,
+        k: int | None = None,
+        mode: SearchMode = "hybrid",
+        history: Sequence[str] = (),
+    ) -> list[FaqHit]:
+        """Hits for `text`, read in the context of `history` (earlier turns' texts, oldest
+        first; the last CONTEXT_TURNS count) when given."""
         if not text.strip():
             return []
-        vector = self.embedder.encode_query(text)
-        return self.index.search(text, vector, k=k or self.top_k, mode=mode)
+        turns = [turn for turn in history[-CONTEXT_TURNS:] if turn.strip()]
+        vectors = self.embedder.encode([text, *turns])
+        context = list(zip(turns, vectors[1:], strict=True))
+        return self.index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)

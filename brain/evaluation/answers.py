@@ -1,10 +1,12 @@
 """End-to-end answer evaluation: labelled questions through the whole brain.
 
-`deskmate eval answers` runs each labelled query as a fresh conversation through
-`Brain.handle` (retrieval, policy, answer backend) and compares the reply with the
-reference answer: token-F1 and ROUGE-L (unanswered in-scope questions score 0), citation
-accuracy (answered and the first source is a relevant entry), and how often the bot hands
-off or clarifies when it should answer, or answers when it should not.
+`deskmate eval answers` runs each labelled query as a conversation of its own through
+`Brain.handle` (retrieval, policy, answer backend), starting from the query's `history`
+(written through the conversation store, as a live chat would have it), and compares
+the reply with the reference answer: token-F1 and ROUGE-L (unanswered in-scope questions
+score 0), citation accuracy (answered, citing at least one relevant entry), and how
+often the bot hands off or clarifies when it should answer, or answers when it should
+not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from brain.evaluation.metrics import rouge_l, token_f1
 from brain.pipeline import Brain
-from brain.types import Inbound
+from brain.types import Inbound, Turn
 from retrieval.evaluation import LabelledQuery
 
 
@@ -52,6 +54,11 @@ class AnswerReport:
         }
 
 
+def _turn(role: str, text: str) -> Turn:
+    """A history turn as the conversation would hold it (the bot's earlier turns answered)."""
+    return Turn(role, text, action="answer" if role == "assistant" else None)  # type: ignore[arg-type]
+
+
 def _rate(flags: Sequence[bool]) -> float:
     return float(np.mean(flags)) if flags else 0.0
 
@@ -67,6 +74,8 @@ async def evaluate_answers(
     f1s, rouges, cited, handoffs, oos_answered = [], [], [], [], []
     for number, query in enumerate(queries):
         inbound = Inbound("console", f"eval:{run}:{number}", "eval", str(number), query.query)
+        if query.history:
+            await brain.store.append(inbound, *(_turn(role, text) for role, text in query.history))
         started = time.perf_counter()
         reply = await brain.handle(inbound)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -76,7 +85,7 @@ async def evaluate_answers(
             oos_answered.append(answered)
         else:
             handoffs.append(reply.action == "handoff")
-            cited.append(answered and bool(reply.sources) and reply.sources[0].id in query.relevant)
+            cited.append(answered and any(s.id in query.relevant for s in reply.sources))
             if query.answer is not None:
                 f1s.append(token_f1(reply.text, query.answer) if answered else 0.0)
                 rouges.append(rouge_l(reply.text, query.answer) if answered else 0.0)

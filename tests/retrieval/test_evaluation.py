@@ -74,3 +74,33 @@ def test_query_file_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text('{"query": "ok", "relevant": "a"}\n')
     with pytest.raises(FaqFormatError, match="'relevant' must be a list"):
         load_queries(path)
+
+
+def test_a_query_line_may_carry_its_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"query": "is it free?", "relevant": ["a"], "history": ['
+        '{"role": "user", "content": "how do I return it?"},'
+        '{"role": "agent", "content": "Use the form."}]}\n'
+        '{"query": "alone", "relevant": []}\n'
+    )
+    first, second = load_queries(path)
+    assert first.history == (("user", "how do I return it?"), ("agent", "Use the form."))
+    assert first.history_texts == ["how do I return it?", "Use the form."]
+    assert second.history == ()
+
+
+@pytest.mark.parametrize(
+    ("history", "says"),
+    [
+        ('"user: hi"', "must be a list"),
+        ('[{"role": "customer", "content": "hi"}]', "turn 1"),
+        ('[{"role": "user", "content": "hi"}, {"role": "agent"}]', "turn 2"),
+        ('[["user", "hi"]]', "turn 1"),
+    ],
+)
+def test_a_malformed_history_names_the_line(tmp_path: Path, history: str, says: str) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text(f'{{"query": "ok", "relevant": []}}\n{{"query": "x", "history": {history}}}\n')
+    with pytest.raises(FaqFormatError, match=rf"q\.jsonl:2: .*history.*{says}"):
+        load_queries(path)

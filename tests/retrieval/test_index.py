@@ -124,3 +124,80 @@ def test_sample_faq_answers_its_own_questions(embedder: Embedder) -> None:
     retriever = Retriever(embedder, FaqIndex.build(entries, embedder))
     correct = sum(retriever.search(e.question, k=1)[0].id == e.id for e in entries)
     assert correct == len(entries)
+
+
+# Two places with the same kinds of knowledge: which one a question is about is only
+# said earlier in the conversation.
+PLACES = [
+    FaqEntry("harbour-parking", "Harbour Inn: Is there parking?", "Yes, 20 free spaces.", ()),
+    FaqEntry("maple-parking", "Maple Lodge: Is there parking?", "Street parking only.", ()),
+    FaqEntry(
+        "harbour-review",
+        "Harbour Inn: guest review",
+        "We came for a weekend by the sea. The staff upgraded our room without asking. "
+        "Breakfast was a feast of fresh pastries and local cheese. Checkout was quick.",
+    ),
+    FaqEntry(
+        "maple-review",
+        "Maple Lodge: guest review",
+        "A calm place under the trees. The garden is lovely in the morning. "
+        "Breakfast was a feast of fresh pastries and local cheese. We slept very well.",
+    ),
+]
+
+
+def test_a_passage_is_searched_sentence_by_sentence() -> None:
+    review, faq = PLACES[2], PLACES[0]
+    assert review.is_passage and not faq.is_passage
+    assert faq.search_texts == faq.phrasings
+    assert "The staff upgraded our room without asking." in review.search_texts
+    assert "Checkout was quick." in review.search_texts
+
+
+def test_a_detail_in_the_middle_of_a_passage_is_found(embedder: Embedder) -> None:
+    retriever = Retriever(embedder, FaqIndex.build(PLACES, embedder))
+    hit = retriever.search("is checkout fast?")[0]
+    assert hit.id == "harbour-review"
+    assert hit.dense > 0.6  # the sentence matched, not the review about many things
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        (["I'm looking for a guesthouse", "How about Maple Lodge? It is in the north."], "maple"),
+        (["I'm looking for a guesthouse", "How about Harbour Inn? It is by the sea."], "harbour"),
+        (["Is the Maple Lodge quiet?", "Very quiet, it is under the trees.", "ok"], "maple"),
+    ],
+)
+def test_a_follow_up_is_read_in_the_context_of_the_conversation(
+    embedder: Embedder, history: list[str], expected: str
+) -> None:
+    retriever = Retriever(embedder, FaqIndex.build(PLACES, embedder))
+    for question, kind in (
+        ("can I park my car there?", "parking"),
+        ("how is breakfast?", "review"),
+    ):
+        hits = retriever.search(question, history=history)
+        assert hits[0].id == f"{expected}-{kind}", (question, [h.id for h in hits])
+        other = [hit for hit in hits if not hit.id.startswith(expected)]
+        assert hits[0].context > max(hit.context for hit in other)
+        # The confidence stays the question's own: context only nudges it.
+        alone = {h.id: h.score for h in retriever.search(question, k=4)}
+        assert 0 <= hits[0].score - alone[hits[0].id] <= 0.1 + 1e-6
+
+
+def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
+    retriever = Retriever(embedder, FaqIndex.build(PLACES, embedder))
+    assert retriever.search("is there parking?", k=4) == retriever.search(
+        "is there parking?", k=4, history=["", "  "]
+    )
+
+
+def test_an_index_built_with_other_search_texts_is_rebuilt(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("retrieval.index.SEARCH_TEXTS", "phrasings only")
+    old, _ = rebuild(tmp_path / "index", PLACES, embedder)
+    monkeypatch.undo()
+    index, rebuilt = rebuild(tmp_path / "index", PLACES, embedder)
+    assert rebuilt and index.content_hash != old.content_hash

@@ -17,7 +17,7 @@ from brain.answering.grounded import (
 )
 from brain.answering.openai_generator import OpenAIGenerator, OpenAIOptions
 from brain.conversations import ConversationStore
-from brain.pipeline import Brain, followup_query, refers_back
+from brain.pipeline import Brain, conversation_context
 from brain.settings import Settings, SettingsError
 from brain.types import Inbound, Turn
 from retrieval.index import Thresholds
@@ -252,22 +252,17 @@ async def test_a_new_question_after_an_answer_is_not_read_as_a_follow_up(
     assert reply.sources[0].id == "order-status"
 
 
-def test_follow_ups_point_back_with_conjunctions_and_pronouns() -> None:
-    assert refers_back("and how long does that take?")
-    assert refers_back("What about Klarna?")
-    assert refers_back("is it free?")
-    assert not refers_back("where is my order?")
-    assert not refers_back("do you ship to Canada?")
-
-
-def test_only_short_follow_ups_to_an_answer_are_read_with_the_previous_question() -> None:
-    asked = Turn("user", "how do I return an item?")
-    answered = Turn("assistant", "Go to My orders [1].", action="answer")
-    assert followup_query("and is it free?", [asked, answered]) == (
-        "how do I return an item? and is it free?"
-    )
-    clarified = Turn("assistant", "Did you mean one of these?", action="clarify")
-    assert followup_query("and is it free?", [asked, clarified]) is None
-    assert followup_query("and is it free?", []) is None
-    long_question = "I would also like to know which payment methods you accept for gift cards"
-    assert followup_query(long_question, [asked, answered]) is None
+def test_a_question_is_read_with_what_was_said_about_the_subject() -> None:
+    history = [
+        Turn("user", "/start"),
+        Turn("assistant", "Hi! I'm deskmate, the support assistant.", action="none"),
+        Turn("user", "how do I return an item?"),
+        Turn("assistant", "Go to My orders [1].", action="answer"),
+        Turn("agent", "The courier collects it, too."),
+        Turn("assistant", "I'm passing you to our team.", action="handoff"),
+    ]
+    assert conversation_context(history) == [
+        "how do I return an item?",
+        "Go to My orders [1].",
+        "The courier collects it, too.",
+    ]

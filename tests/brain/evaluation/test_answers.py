@@ -1,0 +1,34 @@
+"""`evaluate_answers`: each query in its own conversation, started from its history."""
+
+from __future__ import annotations
+
+from brain.answering.backends import QuoteBackend
+from brain.conversations import ConversationStore
+from brain.evaluation.answers import evaluate_answers
+from brain.pipeline import Brain
+from retrieval.evaluation import LabelledQuery
+from retrieval.index import Thresholds
+from retrieval.retriever import Retriever
+
+# The sample FAQ's calibrated thresholds (as in tests/brain/answering/test_grounded.py).
+CALIBRATED = Thresholds(answer=0.37, clarify=0.30)
+HISTORY = (
+    ("user", "how do I return an item?"),
+    ("assistant", "Start a return from My orders and print the label."),
+)
+
+
+async def test_each_query_starts_from_its_history_in_the_conversation_store(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    brain = Brain(retriever, store, QuoteBackend(), thresholds=CALIBRATED)
+    follow_up = LabelledQuery("is it free?", ("returns-cost",), None, HISTORY)
+    alone = LabelledQuery("is it free?", ("returns-cost",))
+    with_history = await evaluate_answers(brain, [follow_up])
+    without = await evaluate_answers(brain, [alone])
+    assert with_history.citation_accuracy == 1.0
+    assert without.citation_accuracy == 0.0  # alone, "free" is about shipping
+    # The conversation holds the history first, then the question and the reply.
+    keys = [key async for key in store.redis.scan_iter(match="*conv:console:eval:*")]
+    turns = [await store.redis.lrange(key, 0, -1) for key in keys]
+    assert sorted(len(t) for t in turns) == [2, 4]
