@@ -23,7 +23,7 @@ from retrieval.index import FaqIndex, SearchMode
 from retrieval.retriever import Retriever
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-DATASETS = ("stackfaq", "banking77-oos")
+DATASETS = ("stackfaq", "banking77-oos", "grounded")
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,20 @@ def run(data: Path) -> list[Row]:
         retriever = Retriever(embedder, FaqIndex.build(entries, embedder))
         retriever.search("warm up")
         modes: tuple[SearchMode, ...] = ("dense", "hybrid")
-        for mode in modes:
-            scored = run_queries(retriever, queries, mode=mode)
+        runs: list[tuple[SearchMode, str, bool]] = [(mode, mode, True) for mode in modes]
+        if any(query.history for query in queries):  # multi-turn: what the context adds
+            runs = [
+                ("dense", "dense, in context", True),
+                ("hybrid", "hybrid, question alone", False),
+                ("hybrid", "hybrid, in context", True),
+            ]
+        for mode, label, with_history in runs:
+            scored = run_queries(retriever, queries, mode=mode, with_history=with_history)
             result = report(scored, retriever.index.thresholds)
             rows.append(
                 Row(
                     name,
-                    mode,
+                    label,
                     result.recall_at_1,
                     result.recall_at_5,
                     result.mrr,

@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import Stemmer
+from threadpoolctl import ThreadpoolController
 
 from retrieval.embedder import Embedder, Vectors
 from retrieval.faq import FaqEntry
@@ -43,11 +44,21 @@ BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.
 # Conversation context, tuned on multi-turn dev dialogues (bench/retrieval.py): each turn
 # counts half as much as the one after it; how much fitting the conversation moves an
 # entry up the ranking (dense and keyword), and how much it adds to the confidence.
+# A question searched alone against the whole knowledge: the more sentences a passage
+# has, the likelier one matches by chance, so a sentence's similarity counts this much
+# times ln(sentences) less. In a conversation's context (below) the subject already
+# narrows the candidates and a sentence counts fully. Tuned on the dev sets: one-shot
+# FAQ recall stays where phrasings alone put it, passages still answer details.
+PASSAGE_SENTENCE_PENALTY = 0.04
 CONTEXT_DECAY = 0.5
 CONTEXT_DENSE_WEIGHT = 0.6
 CONTEXT_KEYWORD_WEIGHT = 1.0
 CONTEXT_CONFIDENCE = 0.1
 SearchMode = Literal["hybrid", "dense", "keyword"]
+# numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
+# threads, next in line, then run 4-5x slower (measured: 100 ms instead of 22 ms per
+# search in context). The index's products are small: one BLAS thread does them.
+_BLAS = ThreadpoolController()
 
 
 class IndexLoadError(RuntimeError):
@@ -144,6 +155,7 @@ class FaqIndex:
         # change in how entries are searched (SEARCH_TEXTS) or embedded.
         self._content_hash = saved_hash or content_hash(self.entries, self.model)
         self._by_id = {entry.id: entry for entry in self.entries}
+        self._row_offset = self._sentence_offsets()
         self._faiss = self._build_faiss(vectors)
         self._bm25 = bm25s.BM25()
         self._bm25.index(
@@ -251,7 +263,8 @@ class FaqIndex:
         if not self.entries or not query.strip():
             return []
         if context:
-            return self._search_in_context(query, query_vector, context, k, mode)
+            with _BLAS.limit(limits=1, user_api="blas"):
+                return self._search_in_context(query, query_vector, context, k, mode)
         k = min(k, len(self.entries))
         depth = min(len(self.vectors), max(64, 10 * k))
         sims, rows = self._faiss.search(query_vector.reshape(1, -1).astype(np.float32), depth)
@@ -260,7 +273,7 @@ class FaqIndex:
             if row < 0:
                 continue
             owner = int(self.phrasing_entry[row])
-            dense[owner] = max(dense.get(owner, -1.0), float(sim))
+            dense[owner] = max(dense.get(owner, -1.0), float(sim + self._row_offset[row]))
 
         keyword = np.zeros(len(self.entries), dtype=np.float32)
         tokens = _tokenize([query])[0]
@@ -274,7 +287,8 @@ class FaqIndex:
             candidates.update(int(i) for i in np.argsort(-keyword)[: 5 * k] if keyword[i] > 0)
         for owner in candidates - dense.keys():
             rows_of = np.flatnonzero(self.phrasing_entry == owner)
-            dense[owner] = float((self.vectors[rows_of] @ query_vector).max())
+            similarity = self.vectors[rows_of] @ query_vector + self._row_offset[rows_of]
+            dense[owner] = float(similarity.max())
 
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
         hits = [
@@ -289,6 +303,22 @@ class FaqIndex:
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
+    def _sentence_offsets(self) -> npt.NDArray[np.float32]:
+        """What each embedded row adds to its similarity in a one-shot search: 0 for a
+        phrasing, minus PASSAGE_SENTENCE_PENALTY * ln(sentences) for a passage's sentence."""
+        offsets = np.zeros(len(self.phrasing_entry), dtype=np.float32)
+        if PASSAGE_SENTENCE_PENALTY == 0:
+            return offsets
+        counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for entry, start, count in zip(self.entries, starts, counts, strict=True):
+            # An entry's rows are contiguous: its phrasings, then its sentences.
+            sentences = int(count) - len(entry.phrasings)
+            if sentences > 0:
+                first = int(start) + len(entry.phrasings)
+                offsets[first : first + sentences] = -PASSAGE_SENTENCE_PENALTY * np.log(sentences)
+        return offsets
+
     def _keyword_scores(self, text: str) -> npt.NDArray[np.float32]:
         """Raw BM25 score of every entry for `text`."""
         tokens = _tokenize([text])[0]
@@ -299,7 +329,8 @@ class FaqIndex:
     def _dense_scores(self, vector: Vectors) -> npt.NDArray[np.float32]:
         """Best cosine similarity of any of each entry's search texts to `vector`."""
         best = np.full(len(self.entries), -1.0, dtype=np.float32)
-        np.maximum.at(best, self.phrasing_entry, self.vectors @ vector.astype(np.float32))
+        similarity = self.vectors @ vector.astype(np.float32)
+        np.maximum.at(best, self.phrasing_entry, similarity)
         return best
 
     def _search_in_context(

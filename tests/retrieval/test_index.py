@@ -9,7 +9,14 @@ import pytest
 
 from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
-from retrieval.index import FaqIndex, IndexLoadError, Thresholds, rebuild
+from retrieval.index import (
+    CONTEXT_CONFIDENCE,
+    PASSAGE_SENTENCE_PENALTY,
+    FaqIndex,
+    IndexLoadError,
+    Thresholds,
+    rebuild,
+)
 from retrieval.retriever import Retriever
 
 ENTRIES = [
@@ -181,9 +188,10 @@ def test_a_follow_up_is_read_in_the_context_of_the_conversation(
         assert hits[0].id == f"{expected}-{kind}", (question, [h.id for h in hits])
         other = [hit for hit in hits if not hit.id.startswith(expected)]
         assert hits[0].context > max(hit.context for hit in other)
-        # The confidence stays the question's own: context only nudges it.
-        alone = {h.id: h.score for h in retriever.search(question, k=4)}
-        assert 0 <= hits[0].score - alone[hits[0].id] <= 0.1 + 1e-6
+        # The confidence stays the question's own fused score: context only nudges it.
+        best, weight = hits[0], retriever.index.keyword_weight
+        own = (1 - weight) * best.dense + weight * best.keyword
+        assert best.score == pytest.approx(own + CONTEXT_CONFIDENCE * best.context)
 
 
 def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
@@ -201,3 +209,19 @@ def test_an_index_built_with_other_search_texts_is_rebuilt(
     monkeypatch.undo()
     index, rebuilt = rebuild(tmp_path / "index", PLACES, embedder)
     assert rebuilt and index.content_hash != old.content_hash
+
+
+def test_alone_a_sentence_counts_less_the_longer_its_passage(embedder: Embedder) -> None:
+    index = FaqIndex.build(PLACES, embedder)
+    review = PLACES[2]
+    question = "is checkout fast?"
+    sentences = review.search_texts[len(review.phrasings) :]
+    vectors = embedder.encode([question, *sentences])
+    best_sentence = float((vectors[1:] @ vectors[0]).max())
+    alone = Retriever(embedder, index).search(question)[0]
+    penalty = PASSAGE_SENTENCE_PENALTY * np.log(len(sentences))
+    assert alone.id == review.id
+    assert alone.dense == pytest.approx(best_sentence - penalty, abs=1e-4)
+    # In a conversation the subject narrows the candidates: the sentence counts fully.
+    in_context = Retriever(embedder, index).search(question, history=["Harbour Inn please"])[0]
+    assert in_context.dense == pytest.approx(best_sentence, abs=1e-4)
