@@ -47,8 +47,26 @@ def conversation_context(history: Sequence[Turn]) -> list[str]:
         for turn in history
         if turn.text
         and not (turn.role == "user" and turn.text.startswith("/"))
-        and not (turn.role == "assistant" and turn.action not in ("answer", "clarify"))
+        and not (turn.role == "assistant" and turn.action not in (None, "answer", "clarify"))
     ]
+
+
+def search_in_conversation(
+    retriever: Retriever, question: str, history: Sequence[Turn], k: int
+) -> list[FaqHit]:
+    """The best `k` entries for `question`, read in the context of the conversation.
+
+    A follow-up ("does it have a patio?", "and how long does that take?") often names no
+    subject of its own: the retriever ranks entries by the question and by the recent
+    turns together (see `Retriever.search`). Entries the bot has just given go after the
+    others: a follow-up asks for something the customer does not have yet. Serving and
+    training (`training.dataset.build_examples`) both retrieve through here.
+    """
+    last = history[-1] if history else None
+    given = set(last.sources) if last is not None and last.role == "assistant" else set()
+    hits = retriever.search(question, k + len(given), "hybrid", conversation_context(history))
+    hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
+    return hits[:k]
 
 
 class Brain:
@@ -146,23 +164,9 @@ class Brain:
         return reply
 
     async def _retrieve(self, question: str, history: list[Turn]) -> list[FaqHit]:
-        """FAQ hits for the question, read in the context of the conversation.
-
-        A follow-up ("does it have a patio?", "and how long does that take?") often names
-        no subject of its own: the retriever ranks entries by the question and by the
-        recent turns together (see `Retriever.search`). Entries the bot has just given
-        go after the others: a follow-up asks for something the customer does not have.
-        """
-        given = set(history[-1].sources) if history and history[-1].role == "assistant" else set()
-        hits = await asyncio.to_thread(
-            self.retriever.search,
-            question,
-            self.retriever.top_k + len(given),
-            "hybrid",
-            conversation_context(history),
+        return await asyncio.to_thread(
+            search_in_conversation, self.retriever, question, history, self.retriever.top_k
         )
-        hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
-        return hits[: self.retriever.top_k]
 
     async def _answer(
         self, inbound: Inbound, question: str, hits: Sequence[FaqHit], history: list[Turn]

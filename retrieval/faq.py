@@ -65,12 +65,7 @@ class FaqEntry:
         passage as a whole is about many things)."""
         if not self.is_passage:
             return self.phrasings
-        sentences = (
-            sentence.strip()
-            for sentence in _SENTENCE_BREAK.split(self.answer)
-            if len(sentence.split()) >= PASSAGE_SENTENCE_MIN_WORDS
-        )
-        return (*self.phrasings, *dict.fromkeys(sentences))
+        return (*self.phrasings, *sentences(self.answer))
 
     def content_hash(self) -> str:
         payload = json.dumps(
@@ -89,6 +84,16 @@ class FaqEntry:
         if self.url:
             data["url"] = self.url
         return data
+
+
+def sentences(text: str) -> tuple[str, ...]:
+    """The distinct sentences of `text` that say something (PASSAGE_SENTENCE_MIN_WORDS+)."""
+    found = (
+        sentence.strip()
+        for sentence in _SENTENCE_BREAK.split(text)
+        if len(sentence.split()) >= PASSAGE_SENTENCE_MIN_WORDS
+    )
+    return tuple(dict.fromkeys(found))
 
 
 def stable_id(question: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from brain.prompt import cited_numbers
 from retrieval.retriever import Retriever
 from training.dataset import (
     IGNORE,
@@ -127,3 +128,41 @@ def test_examples_cite_the_matching_passage_and_mask_the_prompt(
 
 def test_the_citation_comes_first() -> None:
     assert add_citation("  Use ~~tildes~~. Then save.\n", 2) == "[2] Use ~~tildes~~. Then save."
+
+
+def test_a_follow_up_is_grounded_in_the_passages_its_conversation_points_to(
+    retriever: Retriever,
+) -> None:
+    """Training retrieves as serving does: the question read in its conversation."""
+    follow_up = conversation(
+        "f",
+        Message("user", "how do I return an item?"),
+        Message("agent", "Start a return from My orders and print the label we email you."),
+        Message("user", "is it free?"),
+        Message("agent", "It is free in the EU and UK; in the US there is a small fee."),
+    )
+    pairs, _ = pick_pairs([follow_up])
+    example = build_examples(pairs, retriever, top_k=3)[-1]
+    assert example.question == "is it free?"
+    assert example.passage_ids[0] == "returns-cost"
+    assert example.source_id == "returns-cost"
+    assert example.answer.startswith("[1] ")  # a paraphrase still learns to cite
+
+
+def test_a_reply_drawing_on_two_passages_cites_both(retriever: Retriever) -> None:
+    reply = (
+        "Returns are free in the EU and UK with our prepaid label; we refund within "
+        "5 working days of the parcel arriving and email you when it is done."
+    )
+    pairs, _ = pick_pairs(
+        [
+            conversation(
+                "t",
+                Message("user", "are returns free and when is my refund?"),
+                Message("agent", reply),
+            )
+        ]
+    )
+    (example,) = build_examples(pairs, retriever, top_k=3)
+    cited = {example.passage_ids[n - 1] for n in cited_numbers(example.answer)}
+    assert cited == {"returns-cost", "returns-refund-timing"}, example.answer
