@@ -1,0 +1,84 @@
+"""Answers in conversation: quote, the base model and a fine-tuned adapter side by side.
+
+Each labelled turn of the grounded dev set (multi-turn dialogues; `history` holds the
+turns before it) goes through the whole brain in its own conversation, started from its
+history in the real conversation store (an embedded Redis), as `deskmate eval answers`
+does. Reported per backend: answered, citation accuracy (cites a relevant entry),
+token-F1 and ROUGE-L against the person's reply, p50 time to answer.
+
+    python -m bench.conversations [--limit 150] [--adapter RUN_DIR/adapter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from bots.app import make_backend
+from brain.conversations import ConversationStore
+from brain.evaluation.answers import AnswerReport, evaluate_answers
+from brain.pipeline import Brain
+from brain.redis_server import open_redis
+from brain.settings import Settings
+from retrieval.embedder import Embedder
+from retrieval.evaluation import load_queries
+from retrieval.faq import load_faq
+from retrieval.index import FaqIndex
+from retrieval.retriever import Retriever
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+async def run(
+    data: Path, limit: int, adapter: Path | None, data_dir: Path
+) -> list[tuple[str, AnswerReport]]:
+    queries = load_queries(data / "grounded" / "queries-dev.jsonl")[:limit]
+    embedder = Embedder()
+    index = FaqIndex.build(load_faq([data / "grounded" / "faqs.jsonl"]), embedder)
+    backends = [("quote", {}), ("hf, base model", {"DESKMATE_MODEL_BACKEND": "hf"})]
+    if adapter is not None:
+        hf_tuned = {"DESKMATE_MODEL_BACKEND": "hf", "DESKMATE_MODEL_ADAPTER": str(adapter)}
+        backends.append(("hf, fine-tuned", hf_tuned))
+    rows: list[tuple[str, AnswerReport]] = []
+    async with open_redis(None, data_dir) as redis:
+        for name, env in backends:
+            settings = Settings.load({"DESKMATE_DATA_DIR": str(data_dir), **env})
+            backend = await make_backend(settings)
+            store = ConversationStore(redis, prefix=f"bench:{len(rows)}:")
+            brain = Brain(Retriever(embedder, index, top_k=settings.top_k), store, backend)
+            try:
+                rows.append((name, await evaluate_answers(brain, queries)))
+            finally:
+                await backend.aclose()
+    return rows
+
+
+def table(rows: list[tuple[str, AnswerReport]]) -> str:
+    lines = [
+        "| backend | turns | answered | cites a relevant entry | token-F1 | ROUGE-L | p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r.n} | {r.answered:.3f} | {r.citation_accuracy:.3f} | "
+            f"{r.token_f1:.3f} | {r.rouge_l:.3f} | {r.p50_ms:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared/data folder")
+    parser.add_argument("--limit", type=int, default=150, help="first N dev turns (default 150)")
+    parser.add_argument("--adapter", type=Path, help="a LoRA adapter from `deskmate train`")
+    parser.add_argument("--data-dir", type=Path, help="where the model is converted (cached)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = args.data_dir or Path(scratch)
+        print(table(asyncio.run(run(args.data, args.limit, args.adapter, data_dir))))
+
+
+if __name__ == "__main__":
+    main()
