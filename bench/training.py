@@ -26,8 +26,8 @@ from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import rebuild
-from training.metrics import score_answers
 from training.report import summary
+from training.scoring import score_answers
 from training.train import TrainConfig, main
 
 

@@ -58,12 +58,13 @@ def search_in_conversation(
 
     A follow-up ("does it have a patio?", "and how long does that take?") often names no
     subject of its own: the retriever ranks entries by the question and by the recent
-    turns together (see `Retriever.search`). Entries the bot has just given go after the
-    others: a follow-up asks for something the customer does not have yet. Serving and
+    turns together (see `Retriever.search`). Entries the bot has just answered with go
+    after the others: a follow-up asks for something the customer does not have yet. Serving and
     training (`training.dataset.build_examples`) both retrieve through here.
     """
     last = history[-1] if history else None
-    given = set(last.sources) if last is not None and last.role == "assistant" else set()
+    answered = last is not None and last.role == "assistant" and last.action == "answer"
+    given = set(last.sources) if last is not None and answered else set()
     hits = retriever.search(question, k + len(given), "hybrid", conversation_context(history))
     hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
     return hits[:k]

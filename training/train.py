@@ -309,7 +309,7 @@ def evaluate(
     from tqdm import tqdm
 
     from training.answers import generate_answers
-    from training.metrics import score_answers
+    from training.scoring import score_answers
 
     bar = tqdm(total=len(examples), desc=f"Evaluating {label}", disable=cfg.quiet, file=sys.stderr)
     with bar, _answering(peft_model, adapter) as model:

@@ -1,15 +1,13 @@
-"""Answer quality metrics: token-F1, ROUGE-L, citation accuracy, handoff rate.
+"""Scores of held-out answers in a training run: token-F1, ROUGE-L, citations, handoffs.
 
-Token-F1 and ROUGE-L compare a generated answer with a reference answer after SQuAD-style
-normalisation (lower case, no punctuation, no articles), so "[1]" markers and casing do
-not count. Citation accuracy: the first passage the answer cites is the one the reference
-answer was grounded in. A handoff is an answer that says it cannot help and offers a person.
+Token-F1 and ROUGE-L are brain.evaluation.metrics' (the ones `deskmate eval answers`
+reports). Citation accuracy: among the passages the answer cites is the one the reference
+was grounded in (as `eval answers` counts a reply citing a relevant entry). A handoff is
+an answer that says it cannot help (brain.prompt's rule, as serving judges it).
 """
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,20 +16,15 @@ from brain.prompt import cited_numbers, says_it_does_not_know
 
 __all__ = ["cites_correctly", "is_handoff", "rouge_l", "score_answers", "token_f1"]
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
-_CITATION_MARK = re.compile(r"\[\d{1,2}\]")
-
-
 def is_handoff(text: str) -> bool:
     """An answer that hands off instead of answering (the serving rule)."""
     return says_it_does_not_know(text)
 
 
 def cites_correctly(answer: str, passage_ids: Sequence[str], expected_id: str) -> bool:
-    """True if the first cited passage number points at `expected_id`."""
+    """True if one of the passages `answer` cites is `expected_id`."""
     numbers = [n for n in cited_numbers(answer) if 1 <= n <= len(passage_ids)]
-    return bool(numbers) and passage_ids[numbers[0] - 1] == expected_id
+    return any(passage_ids[number - 1] == expected_id for number in numbers)
 
 
 @dataclass(frozen=True, slots=True)

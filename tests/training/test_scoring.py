@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.metrics import is_handoff, score_answers
+from training.scoring import is_handoff, score_answers
 
 
 def test_scores_over_a_set() -> None:
