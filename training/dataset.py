@@ -190,15 +190,18 @@ def _clip(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def add_citation(answer: str, *numbers: int) -> str:
-    """`answer` citing passages `numbers` up front: "[2] Use ~~tildes~~.", "[1] [3] ..."
+def add_citation(answer: str, first: int, *more: int) -> str:
+    """`answer` citing passage `first` up front and any `more` at its end:
+    "[2] Use ~~tildes~~.", "[1] Clean rooms, friendly staff. [3]".
 
-    First, not last: an answer cut off by the generation limit still cites, and choosing
-    the passage is the model's first decision, learnt on every example (after a first
-    sentence, a 1-epoch LoRA on StackFAQ cited 8 % of held-out answers).
+    The main passage first, not last: an answer cut off by the generation limit still
+    cites, and choosing it is the model's first decision, learnt on every example (after
+    a first sentence, a 1-epoch LoRA on StackFAQ cited 8 % of held-out answers). Further
+    passages go at the end: taught as a run up front ("[1] [2] [3] ..."), a 1-epoch LoRA
+    on grounded dialogues kept counting "[4] [5] ..." to the token limit.
     """
-    marks = " ".join(f"[{number}]" for number in numbers)
-    return f"{marks} {answer.strip()}"
+    text = f"[{first}] {answer.strip()}"
+    return " ".join([text, *(f"[{number}]" for number in more)])
 
 
 def build_examples(

@@ -16,6 +16,7 @@ from brain.prompt import cited_numbers, says_it_does_not_know
 
 __all__ = ["cites_correctly", "is_handoff", "rouge_l", "score_answers", "token_f1"]
 
+
 def is_handoff(text: str) -> bool:
     """An answer that hands off instead of answering (the serving rule)."""
     return says_it_does_not_know(text)

@@ -166,3 +166,9 @@ def test_a_reply_drawing_on_two_passages_cites_both(retriever: Retriever) -> Non
     (example,) = build_examples(pairs, retriever, top_k=3)
     cited = {example.passage_ids[n - 1] for n in cited_numbers(example.answer)}
     assert cited == {"returns-cost", "returns-refund-timing"}, example.answer
+    assert example.answer.startswith(f"[{example.passage_ids.index('returns-cost') + 1}] ")
+
+
+def test_the_main_passage_is_cited_first_and_the_others_at_the_end() -> None:
+    assert add_citation("Clean rooms.", 2) == "[2] Clean rooms."
+    assert add_citation(" Clean rooms, kind staff. ", 1, 3) == "[1] Clean rooms, kind staff. [3]"
