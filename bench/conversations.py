@@ -32,12 +32,14 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 async def run(
-    data: Path, limit: int, adapter: Path | None, data_dir: Path
+    data: Path, limit: int, adapter: Path | None, data_dir: Path, base: bool = True
 ) -> list[tuple[str, AnswerReport]]:
     queries = load_queries(data / "grounded" / "queries-dev.jsonl")[:limit]
     embedder = Embedder()
     index = FaqIndex.build(load_faq([data / "grounded" / "faqs.jsonl"]), embedder)
-    backends = [("quote", {}), ("hf, base model", {"DESKMATE_MODEL_BACKEND": "hf"})]
+    backends: list[tuple[str, dict[str, str]]] = [("quote", {})]
+    if base:
+        backends.append(("hf, base model", {"DESKMATE_MODEL_BACKEND": "hf"}))
     if adapter is not None:
         hf_tuned = {"DESKMATE_MODEL_BACKEND": "hf", "DESKMATE_MODEL_ADAPTER": str(adapter)}
         backends.append(("hf, fine-tuned", hf_tuned))
@@ -74,10 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=150, help="first N dev turns (default 150)")
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter from `deskmate train`")
     parser.add_argument("--data-dir", type=Path, help="where the model is converted (cached)")
+    parser.add_argument("--no-base", action="store_true", help="skip the base model (slow)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data_dir or Path(scratch)
-        print(table(asyncio.run(run(args.data, args.limit, args.adapter, data_dir))))
+        print(
+            table(asyncio.run(run(args.data, args.limit, args.adapter, data_dir, not args.no_base)))
+        )
 
 
 if __name__ == "__main__":
