@@ -38,12 +38,12 @@ _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
 CLARIFY_OPTIONS = 3
 
 
-def conversation_context(history: Sequence[Turn]) -> list[str]:
+def conversation_context(history: Sequence[Turn]) -> list[tuple[str, str]]:
     """The turns a question is read with: what the customer, the bot and agents said
     about the subject. Commands and the bot's canned lines (greetings, help, handoff
     notices) carry no subject and are left out."""
     return [
-        turn.text
+        (turn.role, turn.text)
         for turn in history
         if turn.text
         and not (turn.role == "user" and turn.text.startswith("/"))

@@ -36,10 +36,6 @@ class LabelledQuery:
     history: tuple[tuple[str, str], ...] = ()  # (role, content), oldest first
 
     @property
-    def history_texts(self) -> list[str]:
-        return [content for _, content in self.history]
-
-    @property
     def out_of_scope(self) -> bool:
         return not self.relevant
 
@@ -139,7 +135,7 @@ def run_queries(
     scored = []
     for query in queries:
         start = time.perf_counter()
-        history = query.history_texts if with_history else []
+        history = query.history if with_history else ()
         hits = retriever.search(query.query, k=k, mode=mode, history=history)
         scored.append(ScoredQuery(query, hits, (time.perf_counter() - start) * 1000))
         if progress is not None:

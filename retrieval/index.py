@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,9 +52,10 @@ BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.
 # FAQ recall stays where phrasings alone put it, passages still answer details.
 PASSAGE_SENTENCE_PENALTY = 0.04
 CONTEXT_DECAY = 0.5
+SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of the entries
 CONTEXT_DENSE_WEIGHT = 0.6
 CONTEXT_KEYWORD_WEIGHT = 1.0
-CONTEXT_CONFIDENCE = 0.1
+CONTEXT_CONFIDENCE = 0.15
 SearchMode = Literal["hybrid", "dense", "keyword"]
 # numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
 # threads, next in line, then run 4-5x slower (measured: 100 ms instead of 22 ms per
@@ -90,6 +92,17 @@ class FaqHit:
     @property
     def title(self) -> str:
         return self.entry.title
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTurn:
+    """An earlier turn a question is read with. The customer's words all count as
+    keywords; of an answer's (the bot's or an agent's, long and full of common words)
+    only those that single out a few entries do: names, product codes."""
+
+    text: str
+    vector: Vectors
+    customer: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +171,12 @@ class FaqIndex:
         self._row_offset = self._sentence_offsets()
         self._faiss = self._build_faiss(vectors)
         self._bm25 = bm25s.BM25()
-        self._bm25.index(
-            _tokenize(
-                [" ".join([*e.phrasings, e.answer]) for e in self.entries],
-            ),
-            show_progress=False,
-        )
+        corpus = _tokenize([" ".join([*e.phrasings, e.answer]) for e in self.entries])
+        self._bm25.index(corpus, show_progress=False)
+        # Words that single out a few entries (a name, a product code) carry a
+        # conversation's subject from turn to turn; common words carry none.
+        self._entry_counts = Counter(token for tokens in corpus for token in set(tokens))
+        self._subject_max_entries = max(1, int(SUBJECT_WORD_MAX_SHARE * len(self.entries)))
 
     # -- building -------------------------------------------------------------------
 
@@ -257,7 +270,7 @@ class FaqIndex:
         query_vector: Vectors,
         k: int = 5,
         mode: SearchMode = "hybrid",
-        context: Sequence[tuple[str, Vectors]] = (),
+        context: Sequence[ContextTurn] = (),
     ) -> list[FaqHit]:
         """Top-k entries for a query, best first."""
         if not self.entries or not query.strip():
@@ -319,9 +332,12 @@ class FaqIndex:
                 offsets[first : first + sentences] = -PASSAGE_SENTENCE_PENALTY * np.log(sentences)
         return offsets
 
-    def _keyword_scores(self, text: str) -> npt.NDArray[np.float32]:
-        """Raw BM25 score of every entry for `text`."""
+    def _keyword_scores(self, text: str, subject_words: bool = False) -> npt.NDArray[np.float32]:
+        """Raw BM25 score of every entry for `text` (only its rare words if `subject_words`)."""
         tokens = _tokenize([text])[0]
+        if subject_words:
+            limit = self._subject_max_entries
+            tokens = [token for token in tokens if self._entry_counts.get(token, 0) <= limit]
         if not tokens:
             return np.zeros(len(self.entries), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
@@ -337,7 +353,7 @@ class FaqIndex:
         self,
         query: str,
         query_vector: Vectors,
-        context: Sequence[tuple[str, Vectors]],
+        context: Sequence[ContextTurn],
         k: int,
         mode: SearchMode,
     ) -> list[FaqHit]:
@@ -358,13 +374,13 @@ class FaqIndex:
         fit = np.zeros_like(own)
         if mode != "keyword":
             shares = decay / decay.sum()
-            for share, (_, vector) in zip(shares, context, strict=True):
-                fit += CONTEXT_DENSE_WEIGHT * share * self.dense_scores(vector)
+            for share, turn in zip(shares, context, strict=True):
+                fit += CONTEXT_DENSE_WEIGHT * share * self.dense_scores(turn.vector)
         if mode != "dense":
             turns = sum(
                 (
-                    factor * self._keyword_scores(text)
-                    for factor, (text, _) in zip(decay, context, strict=True)
+                    factor * self._keyword_scores(turn.text, subject_words=not turn.customer)
+                    for factor, turn in zip(decay, context, strict=True)
                 ),
                 np.zeros_like(own),
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from retrieval.embedder import Embedder
-from retrieval.index import FaqHit, FaqIndex, SearchMode
+from retrieval.index import ContextTurn, FaqHit, FaqIndex, SearchMode
 
 # How many recent turns (the customer's and the bot's or agent's) a question is read with.
 CONTEXT_TURNS = 4
@@ -24,13 +24,16 @@ class Retriever:
         text: str,
         k: int | None = None,
         mode: SearchMode = "hybrid",
-        history: Sequence[str] = (),
+        history: Sequence[tuple[str, str]] = (),
     ) -> list[FaqHit]:
-        """Hits for `text`, read in the context of `history` (earlier turns' texts, oldest
-        first; the last CONTEXT_TURNS count) when given."""
+        """Hits for `text`, read in the context of `history` (earlier turns as (role,
+        text), role "user" for the customer; oldest first; the last CONTEXT_TURNS count)."""
         if not text.strip():
             return []
-        turns = [turn for turn in history[-CONTEXT_TURNS:] if turn.strip()]
-        vectors = self.embedder.encode([text, *turns])
-        context = list(zip(turns, vectors[1:], strict=True))
+        turns = [(role, turn) for role, turn in history[-CONTEXT_TURNS:] if turn.strip()]
+        vectors = self.embedder.encode([text, *(turn for _, turn in turns)])
+        context = [
+            ContextTurn(turn, vector, customer=role == "user")
+            for (role, turn), vector in zip(turns, vectors[1:], strict=True)
+        ]
         return self.index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)

@@ -171,13 +171,26 @@ def test_a_detail_in_the_middle_of_a_passage_is_found(embedder: Embedder) -> Non
 @pytest.mark.parametrize(
     ("history", "expected"),
     [
-        (["I'm looking for a guesthouse", "How about Maple Lodge? It is in the north."], "maple"),
-        (["I'm looking for a guesthouse", "How about Harbour Inn? It is by the sea."], "harbour"),
-        (["Is the Maple Lodge quiet?", "Very quiet, it is under the trees.", "ok"], "maple"),
+        (
+            [("user", "I'm looking for a guesthouse"), ("agent", "How about Maple Lodge?")],
+            "maple",
+        ),
+        (
+            [("user", "I'm looking for a guesthouse"), ("agent", "How about Harbour Inn?")],
+            "harbour",
+        ),
+        (
+            [
+                ("user", "Is the Maple Lodge quiet?"),
+                ("assistant", "Very quiet, it is under the trees."),
+                ("user", "ok"),
+            ],
+            "maple",
+        ),
     ],
 )
 def test_a_follow_up_is_read_in_the_context_of_the_conversation(
-    embedder: Embedder, history: list[str], expected: str
+    embedder: Embedder, history: list[tuple[str, str]], expected: str
 ) -> None:
     retriever = Retriever(embedder, FaqIndex.build(PLACES, embedder))
     for question, kind in (
@@ -197,7 +210,7 @@ def test_a_follow_up_is_read_in_the_context_of_the_conversation(
 def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
     retriever = Retriever(embedder, FaqIndex.build(PLACES, embedder))
     assert retriever.search("is there parking?", k=4) == retriever.search(
-        "is there parking?", k=4, history=["", "  "]
+        "is there parking?", k=4, history=[("user", ""), ("agent", "  ")]
     )
 
 
@@ -223,5 +236,7 @@ def test_alone_a_sentence_counts_less_the_longer_its_passage(embedder: Embedder)
     assert alone.id == review.id
     assert alone.dense == pytest.approx(best_sentence - penalty, abs=1e-4)
     # In a conversation the subject narrows the candidates: the sentence counts fully.
-    in_context = Retriever(embedder, index).search(question, history=["Harbour Inn please"])[0]
+    in_context = Retriever(embedder, index).search(
+        question, history=[("user", "Harbour Inn please")]
+    )[0]
     assert in_context.dense == pytest.approx(best_sentence, abs=1e-4)

@@ -262,7 +262,7 @@ def test_a_question_is_read_with_what_was_said_about_the_subject() -> None:
         Turn("assistant", "I'm passing you to our team.", action="handoff"),
     ]
     assert conversation_context(history) == [
-        "how do I return an item?",
-        "Go to My orders [1].",
-        "The courier collects it, too.",
+        ("user", "how do I return an item?"),
+        ("assistant", "Go to My orders [1]."),
+        ("agent", "The courier collects it, too."),
     ]
