@@ -139,7 +139,7 @@ def test_a_follow_up_is_grounded_in_the_passages_its_conversation_points_to(
         Message("user", "how do I return an item?"),
         Message("agent", "Start a return from My orders and print the label we email you."),
         Message("user", "is it free?"),
-        Message("agent", "Returns are free in the EU and UK; in the US a fee comes off the refund."),
+        Message("agent", "Returns are free in the EU and UK; in the US a fee comes off refunds."),
     )
     pairs, _ = pick_pairs([follow_up])
     example = build_examples(pairs, retriever, top_k=3)[-1]
