@@ -187,8 +187,13 @@ async def test_telegram_customer_is_handed_to_an_agent_and_back(
         assert "<!channel>" not in shown
         [button] = next(b for b in escalation["blocks"] if b["type"] == "actions")["elements"]
         assert button["action_id"] == RESOLVE_ACTION and button["text"]["text"] == "Resolve"
-        state = await brain.store.handoff("telegram", "42")
-        assert state is not None and state["staff_ts"] == escalation["ts"]
+        # The desk records the thread once Slack has answered the post: wait for it.
+        for _ in range(500):
+            state = await brain.store.handoff("telegram", "42")
+            if state is not None and "staff_ts" in state:
+                break
+            await asyncio.sleep(0.01)
+        assert state is not None and state.get("staff_ts") == escalation["ts"]
         assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") == '["telegram", "42"]'
 
         # Their next message goes to the thread; the bot says nothing.
