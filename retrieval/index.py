@@ -323,7 +323,7 @@ class FaqIndex:
         if PASSAGE_SENTENCE_PENALTY == 0:
             return offsets
         counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = np.cumsum(counts) - counts
         for entry, start, count in zip(self.entries, starts, counts, strict=True):
             # An entry's rows are contiguous: its phrasings, then its sentences.
             sentences = int(count) - len(entry.phrasings)
