@@ -342,7 +342,7 @@ class FaqIndex:
             return np.zeros(len(self.entries), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
-    def dense_scores(self, vector: Vectors) -> npt.NDArray[np.float32]:
+    def _dense_scores(self, vector: Vectors) -> npt.NDArray[np.float32]:
         """Best cosine similarity of any of each entry's search texts to `vector`."""
         best = np.full(len(self.entries), -1.0, dtype=np.float32)
         similarity = self.vectors @ vector.astype(np.float32)
@@ -365,7 +365,7 @@ class FaqIndex:
         the question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
         """
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
-        dense = self.dense_scores(query_vector)
+        dense = self._dense_scores(query_vector)
         raw = self._keyword_scores(query) if mode != "dense" else np.zeros_like(dense)
         keyword = raw / (raw + BM25_SATURATION)
         own = (1 - weight) * dense + weight * keyword
@@ -375,7 +375,7 @@ class FaqIndex:
         if mode != "keyword":
             shares = decay / decay.sum()
             for share, turn in zip(shares, context, strict=True):
-                fit += CONTEXT_DENSE_WEIGHT * share * self.dense_scores(turn.vector)
+                fit += CONTEXT_DENSE_WEIGHT * share * self._dense_scores(turn.vector)
         if mode != "dense":
             turns = sum(
                 (

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from brain.evaluation.metrics import answer_tokens, token_f1
 from brain.pipeline import search_in_conversation
 from brain.prompt import Passage, PromptFormatError, build_messages, cited_numbers, render_prompt
@@ -257,12 +259,13 @@ def _drawn_on(
     )
     if copied:
         return [i + 1 for i in copied]
-    scores = []
-    for hit in hits:
-        # The passage's text, whole and sentence by sentence: what a reply draws on.
-        texts = [hit.entry.answer, *sentences(hit.entry.answer)]
-        vectors = retriever.embedder.encode([answer, *texts])
-        scores.append(float((vectors[1:] @ vectors[0]).max()))
+    # Each passage's text, whole and sentence by sentence (what a reply draws on), embedded
+    # in one batch with the answer.
+    texts = [[hit.entry.answer, *sentences(hit.entry.answer)] for hit in hits]
+    vectors = retriever.embedder.encode([answer, *(text for group in texts for text in group)])
+    similarity = vectors[1:] @ vectors[0]
+    ends = np.cumsum([len(group) for group in texts])
+    scores = [float(part.max()) for part in np.split(similarity, ends[:-1])]
     order = sorted(range(len(hits)), key=lambda i: -scores[i])
     similar = [i for i in order if scores[i] >= CITE_MIN_SIMILARITY]
     if not similar and scores[order[0]] >= CITE_FLOOR:
