@@ -47,14 +47,31 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.add_argument("--out", type=Path, required=True, metavar="FILE")
     imp = actions.add_parser(
         "import",
-        help="convert a Slack or Telegram Desktop export into the same JSONL",
+        help="convert a Slack or Telegram export, or labelled queries, into the same JSONL",
         description="Slack: the workspace export zip. Telegram: result.json from Telegram "
-        "Desktop's export (one chat or all chats).",
+        "Desktop's export (one chat or all chats). Queries: a `deskmate eval` query file "
+        'whose lines carry "history" and a reference "answer"; each line becomes a '
+        "conversation ending in that answer as the agent's reply. --hold-out keeps a share "
+        "of the dialogues (every turn of one dialogue on the same side) out of the training "
+        "file and writes them to --held-out-file for `deskmate eval answers`.",
         formatter_class=formatter,
     )
     imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--format", choices=["slack", "telegram"], required=True)
+    imp.add_argument("--format", choices=["slack", "telegram", "queries"], required=True)
     imp.add_argument("--out", type=Path, required=True, metavar="FILE")
+    imp.add_argument(
+        "--hold-out",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="queries: share of dialogues kept out for evaluation (0-1, default 0)",
+    )
+    imp.add_argument(
+        "--held-out-file",
+        type=Path,
+        metavar="FILE",
+        help="queries: where the held-out queries go (needed with --hold-out)",
+    )
     imp.add_argument(
         "--staff",
         action="append",
@@ -123,8 +140,22 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from training.importers import import_slack, import_telegram
+    from training.importers import import_queries, import_slack, import_telegram, write_queries
 
+    if args.format == "queries":
+        if not 0.0 <= args.hold_out < 1.0:
+            print("deskmate: error: --hold-out must be at least 0 and below 1", file=sys.stderr)
+            return 2
+        if args.hold_out and args.held_out_file is None:
+            print("deskmate: error: --hold-out needs --held-out-file", file=sys.stderr)
+            return 2
+        conversations, held = import_queries(args.file, args.hold_out)
+        count = write_conversations(args.out, conversations)
+        print(f"Wrote {count} conversations from {args.file} to {args.out}.")
+        if args.held_out_file is not None:
+            kept = write_queries(args.held_out_file, held)
+            print(f"Held out {kept} queries in {args.held_out_file}.")
+        return 0
     if args.format == "slack":
         conversations = import_slack(args.file)
     else:

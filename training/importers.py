@@ -10,10 +10,15 @@ Telegram Desktop export (`result.json`, one chat or a whole account): a chat wit
 (`bot_chat`) has the bot as `assistant`; in a personal chat the exporting staff member is
 the `agent` and the other person the customer; in groups the senders named in `staff` are
 agents. A chat is split into conversations at silences longer than `gap_hours`.
+
+Labelled queries (the `deskmate eval` format with `history` and a reference `answer`): one
+conversation per query, ending in the reference as the `agent` reply; a stable share of
+the dialogues can be held out for evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections import defaultdict
@@ -21,6 +26,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+from retrieval.evaluation import LabelledQuery, load_queries
 from training.transcripts import Conversation, Message, TranscriptFormatError
 
 THUMBS_UP = {"+1", "thumbsup", "thumbs_up"}
@@ -204,3 +210,71 @@ def _telegram_conversation(
         "names": sorted(names | ({chat["name"]} if chat.get("name") else set())),
     }
     return Conversation(messages, meta).finish_meta()
+
+
+def write_queries(path: Path, queries: Iterable[LabelledQuery]) -> int:
+    """Write labelled queries back in the eval format (`deskmate eval answers` reads it)."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as out:
+        for query in queries:
+            record: dict[str, Any] = {"query": query.query, "relevant": list(query.relevant)}
+            if query.answer is not None:
+                record["answer"] = query.answer
+            if query.history:
+                record["history"] = [{"role": r, "content": c} for r, c in query.history]
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def dialogue_key(query: LabelledQuery) -> str:
+    """What groups the turns of one dialogue: its opening message (or the query itself)."""
+    return query.history[0][1] if query.history else query.query
+
+
+def holds_out(query: LabelledQuery, fraction: float) -> bool:
+    """Whether `query`'s dialogue falls in the held-out `fraction` (stable, by hash).
+
+    Every turn of a dialogue lands on the same side, so a held-out turn's conversation
+    was never trained on.
+    """
+    digest = hashlib.sha256(dialogue_key(query).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def import_queries(
+    path: Path, hold_out: float = 0.0
+) -> tuple[list[Conversation], list[LabelledQuery]]:
+    """Conversations from labelled queries with a reference answer (the eval format).
+
+    Each line `{"query", "history"?, "answer", "relevant"}` becomes one conversation: the
+    history as context (`user` stays the customer; `agent`/`assistant` turns become
+    `assistant` context), the query, then the reference answer as the `agent` reply to
+    learn. Lines without an answer are skipped. Dialogues whose hash falls under
+    `hold_out` are returned apart, unchanged, for evaluation.
+    """
+    conversations: list[Conversation] = []
+    held: list[LabelledQuery] = []
+    for number, query in enumerate(load_queries(path), start=1):
+        if holds_out(query, hold_out):
+            held.append(query)
+            continue
+        if not query.answer:
+            continue
+        context = [
+            Message("user" if role == "user" else "assistant", text, time=float(index))
+            for index, (role, text) in enumerate(query.history)
+        ]
+        end = float(len(context))
+        messages = [
+            *context,
+            Message("user", query.query, time=end),
+            Message("agent", query.answer, time=end + 1),
+        ]
+        meta = {
+            "id": f"{path.stem}-{number}",
+            "channel": "import",
+            "relevant": list(query.relevant),
+        }
+        conversations.append(Conversation(messages, meta).finish_meta())
+    return conversations, held

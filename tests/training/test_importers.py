@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from bots.cli import main
+from retrieval.evaluation import load_queries
 from training.importers import import_slack, import_telegram
 from training.transcripts import TranscriptFormatError, read_conversations
 
@@ -97,3 +99,69 @@ def test_bad_exports_are_clear_errors(tmp_path: Path) -> None:
         import_telegram(bad)
     with pytest.raises(TranscriptFormatError, match="not a Slack export zip"):
         import_slack(bad)
+
+
+def _query_line(opening: str, query: str, answer: str | None) -> str:
+    record: dict[str, object] = {
+        "query": query,
+        "relevant": ["shop-1"],
+        "history": [
+            {"role": "user", "content": opening},
+            {"role": "agent", "content": "Sure, the Harbour shop is open today."},
+        ],
+    }
+    if answer is not None:
+        record["answer"] = answer
+    return json.dumps(record)
+
+
+def test_labelled_queries_become_conversations_and_held_out_dialogues_stay_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DESKMATE_DATA_DIR", str(tmp_path / "data"))
+    queries = tmp_path / "queries.jsonl"
+    lines = []
+    for number in range(40):  # 40 dialogues of two turns each
+        opening = f"Hello, I am looking for shop number {number}."
+        lines.append(_query_line(opening, "Is there parking?", "Yes, free parking behind it."))
+        lines.append(_query_line(opening, "And wifi?", "Guests say the wifi is fast."))
+    lines.append(_query_line("Unanswered opening", "Anything?", None))
+    queries.write_text("\n".join(lines) + "\n")
+    out, held_file = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    args = ["transcripts", "import", str(queries), "--format", "queries", "--out", str(out)]
+    assert main([*args, "--hold-out", "0.3", "--held-out-file", str(held_file)]) == 0
+
+    conversations = read_conversations(out)
+    held = load_queries(held_file)
+    unanswered_held = sum(query.answer is None for query in held)  # skipped unless held out
+    assert len(conversations) + len(held) == 80 + unanswered_held
+    assert 10 <= len(held) <= 40  # about 30 % of 40 dialogues, two turns each
+    first = conversations[0]
+    assert [m.role for m in first.messages] == ["user", "assistant", "user", "agent"]
+    assert first.messages[-1].content in {
+        "Yes, free parking behind it.",
+        "Guests say the wifi is fast.",
+    }
+    assert first.meta["relevant"] == ["shop-1"]
+    trained = {m.content for c in conversations for m in c.messages if m.role == "user"}
+    for query in held:  # no held-out dialogue was trained on, and lines come back intact
+        assert query.history[0][1] not in trained
+        assert query.history[1] == ("agent", "Sure, the Harbour shop is open today.")
+    # The split is by dialogue and stable: both turns of a dialogue land on one side.
+    openings = [q.history[0][1] for q in held if q.answer]
+    assert all(openings.count(o) == 2 for o in openings)
+    assert [q.query for q in load_queries(held_file)] == [q.query for q in held]
+
+
+def test_queries_import_needs_a_file_for_the_held_out_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(_query_line("Hi", "Parking?", "Yes.") + "\n")
+    args = ["transcripts", "import", str(queries), "--format", "queries"]
+    assert main([*args, "--out", str(tmp_path / "o.jsonl"), "--hold-out", "0.2"]) == 2
+    assert "--hold-out needs --held-out-file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "x", "relevant": [], "history": "nope"}\n')
+    assert main([*args[:2], str(bad), *args[3:], "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{bad}:1" in capsys.readouterr().err
