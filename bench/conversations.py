@@ -47,7 +47,7 @@ async def run(
     async with open_redis(None, data_dir) as redis:
         for name, env in backends:
             settings = Settings.load({"DESKMATE_DATA_DIR": str(data_dir), **env})
-            backend = await make_backend(settings)
+            backend = await make_backend(settings, embedder)
             store = ConversationStore(redis, prefix=f"bench:{len(rows)}:")
             brain = Brain(Retriever(embedder, index, top_k=settings.top_k), store, backend)
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,9 +12,10 @@ import redis.asyncio as aioredis
 
 from bots.faq_sync import FaqWatcher
 from bots.indexing import ensure_index
+from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
-from brain.answering.grounded import GenerativeBackend, UnavailableModelBackend
+from brain.answering.grounded import Attribution, GenerativeBackend, UnavailableModelBackend
 from brain.answering.model_loading import ModelLoadError
 from brain.answering.registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
 from brain.conversations import ConversationStore
@@ -22,7 +23,7 @@ from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
 from retrieval.embedder import Embedder
-from retrieval.index import Thresholds
+from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -38,28 +39,41 @@ class App:
     model_watcher: ActiveModelWatcher | None = None
 
 
-async def make_backend(settings: Settings) -> AnswerBackend:
+async def make_backend(settings: Settings, embedder: Embedder | None = None) -> AnswerBackend:
     """The answer backend DESKMATE_MODEL_BACKEND names (slowed by DESKMATE_ANSWER_DELAY).
+
+    With the retrieval `embedder`, a generated answer's sources name every passage it
+    draws on (brain.answering.attribution), not only those the model marked.
 
     A model that cannot be loaded does not stop the bot: it answers by quoting and says
     so in the log and the fallback metric. A model server that is down at start is
     reported, and each request falls back to quoting until it is back.
     """
-    backend = await _base_backend(settings)
+    backend = await _base_backend(settings, _attribution(embedder))
     if settings.answer_delay > 0:
         return DelayedBackend(backend, settings.answer_delay)
     return backend
 
 
-async def _base_backend(settings: Settings) -> AnswerBackend:
+def _attribution(embedder: Embedder | None) -> Attribution | None:
+    if embedder is None:
+        return None
+
+    def attribute(answer: str, hits: Sequence[FaqHit]) -> list[int]:
+        return drawn_on(embedder, answer, hits)
+
+    return attribute
+
+
+async def _base_backend(settings: Settings, attribution: Attribution | None) -> AnswerBackend:
     if settings.model_backend == "quote":
         return QuoteBackend()
     if settings.model_backend == "openai":
-        return await _openai_backend(settings)
-    return await _hf_backend(settings)
+        return await _openai_backend(settings, attribution)
+    return await _hf_backend(settings, attribution)
 
 
-async def _hf_backend(settings: Settings) -> AnswerBackend:
+async def _hf_backend(settings: Settings, attribution: Attribution | None) -> AnswerBackend:
     from brain.answering.hf_generator import HFGenerator, HFOptions
 
     options = HFOptions(
@@ -84,10 +98,12 @@ async def _hf_backend(settings: Settings) -> AnswerBackend:
         generator = await load(None)
     except ModelLoadError as exc:
         return UnavailableModelBackend(settings.model, str(exc))
-    return GenerativeBackend(generator, bot_name=settings.bot_name, reload=load)
+    return GenerativeBackend(
+        generator, bot_name=settings.bot_name, reload=load, attribution=attribution
+    )
 
 
-async def _openai_backend(settings: Settings) -> AnswerBackend:
+async def _openai_backend(settings: Settings, attribution: Attribution | None) -> AnswerBackend:
     from brain.answering.openai_generator import OpenAIGenerator, OpenAIOptions
 
     if not settings.openai_url:
@@ -107,7 +123,7 @@ async def _openai_backend(settings: Settings) -> AnswerBackend:
         await generator.check()
     except GenerationError as exc:
         log.error("%s; answers quote the FAQ until it is back", exc)
-    return GenerativeBackend(generator, bot_name=settings.bot_name)
+    return GenerativeBackend(generator, bot_name=settings.bot_name, attribution=attribution)
 
 
 def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | None:
@@ -127,8 +143,8 @@ def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | 
 
 @asynccontextmanager
 async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIterator[App]:
-    backend = await make_backend(settings)
     embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
+    backend = await make_backend(settings, embedder)
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:

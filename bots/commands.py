@@ -143,7 +143,7 @@ async def eval_answers(
     queries = load_queries(queries_path)[:limit]
     embedder = Embedder(settings.embedding_model)
     index, _ = _evaluation_index(settings, faq, embedder, quiet=as_json)
-    backend = await make_backend(settings)
+    backend = await make_backend(settings, embedder)
     prefix = RedisKeys(settings.redis_prefix).evaluation_prefix
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         store = ConversationStore(redis, prefix=prefix, ttl_seconds=3600)

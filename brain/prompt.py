@@ -188,6 +188,11 @@ def fit_prompt(
     return FittedPrompt(messages, tuple(kept), history_dropped, passages_dropped, tokens)
 
 
+def strip_citations(answer: str) -> str:
+    """`answer` without its [n] markers (the words alone, e.g. to compare with passages)."""
+    return " ".join(_CITATION.sub(" ", answer).split())
+
+
 def renumber_citations(answer: str, mapping: dict[int, int]) -> str:
     """Rewrite [n] as [mapping[n]] (citations not in `mapping` are left as they are)."""
     return _CITATION.sub(lambda match: f"[{mapping.get(int(match[1]), int(match[1]))}]", answer)

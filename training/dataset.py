@@ -10,9 +10,8 @@ dropped.
 Examples use the prompt contract (brain.prompt.build_messages) with passages retrieved
 over the current FAQ, exactly as at serve time (the question read in the context of the
 conversation before it: brain.pipeline.search_in_conversation). An answer is taught to
-cite, as [n], every passage it draws on: one whose text it closely repeats (token-F1),
-or whose meaning it carries (embedding similarity; a reply that summarises two reviews
-cites both). The loss covers the assistant's answer only.
+cite, as [n], every passage it draws on (brain.answering.attribution, the judgement
+serving applies to the model's answers too). The loss covers the assistant's answer only.
 """
 
 from __future__ import annotations
@@ -23,24 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from brain.evaluation.metrics import answer_tokens, token_f1
+from brain.answering.attribution import FLOOR_SIMILARITY, drawn_on
+from brain.evaluation.metrics import answer_tokens
 from brain.pipeline import search_in_conversation
 from brain.prompt import Passage, PromptFormatError, build_messages, cited_numbers, render_prompt
 from brain.types import Role, Turn
-from retrieval.faq import sentences
-from retrieval.index import FaqHit
 from retrieval.retriever import Retriever
 from training.transcripts import Conversation, Message
 
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
-# An answer cites every passage at least this similar to it (MiniLM cosine with the
-# passage's text or its best sentence), and the most similar one if at least CITE_FLOOR.
-# Against the entries people drew on in grounded dev transcripts: at 0.5 84 % of them
-# are cited, and 47 % of the citations are theirs (the rest: near-identical reviews).
-CITE_MIN_SIMILARITY = 0.5
-CITE_FLOOR = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +202,6 @@ def build_examples(
     *,
     top_k: int = 3,
     history_turns: int = 4,
-    cite_min_f1: float = 0.5,
     bot_name: str = "deskmate",
 ) -> list[Example]:
     """Ground each pair in the FAQ passages retrieved for its question in its context."""
@@ -226,10 +215,10 @@ def build_examples(
             numbers = [n for n in cited_numbers(answer) if 1 <= n <= len(hits)]
             source_id = hits[numbers[0] - 1].id if numbers else None
         elif hits:
-            drawn_on = _drawn_on(retriever, pair.answer, hits, cite_min_f1)
-            if drawn_on:
-                source_id = hits[drawn_on[0] - 1].id
-                answer = add_citation(answer, *drawn_on)
+            used = drawn_on(retriever.embedder, pair.answer, hits, floor=FLOOR_SIMILARITY)
+            if used:
+                source_id = hits[used[0] - 1].id
+                answer = add_citation(answer, *used)
         history = pair.history[-history_turns:] if history_turns > 0 else ()
         examples.append(
             Example(
@@ -246,31 +235,6 @@ def build_examples(
             )
         )
     return examples
-
-
-def _drawn_on(
-    retriever: Retriever, answer: str, hits: Sequence[FaqHit], cite_min_f1: float
-) -> list[int]:
-    """Numbers (1-based) of the passages `answer` draws on: those it repeats (token-F1 at
-    least `cite_min_f1`), else those whose meaning it carries, most similar first."""
-    overlaps = [token_f1(answer, hit.entry.answer) for hit in hits]
-    copied = sorted(
-        (i for i, f1 in enumerate(overlaps) if f1 >= cite_min_f1), key=lambda i: -overlaps[i]
-    )
-    if copied:
-        return [i + 1 for i in copied]
-    # Each passage's text, whole and sentence by sentence (what a reply draws on), embedded
-    # in one batch with the answer.
-    texts = [[hit.entry.answer, *sentences(hit.entry.answer)] for hit in hits]
-    vectors = retriever.embedder.encode([answer, *(text for group in texts for text in group)])
-    similarity = vectors[1:] @ vectors[0]
-    ends = np.cumsum([len(group) for group in texts])
-    scores = [float(part.max()) for part in np.split(similarity, ends[:-1])]
-    order = sorted(range(len(hits)), key=lambda i: -scores[i])
-    similar = [i for i in order if scores[i] >= CITE_MIN_SIMILARITY]
-    if not similar and scores[order[0]] >= CITE_FLOOR:
-        similar = order[:1]
-    return [i + 1 for i in similar]
 
 
 def encode_example(

@@ -6,13 +6,18 @@ The citation policy decides what reaches the customer after the model has writte
 |--------------------------------------------|----------------------------------------|
 | cites only passages it was given           | the answer, citations renumbered       |
 | cites a passage number it was not given    | the best entry quoted (fallback)       |
-| cites nothing, but answers                 | the best entry quoted (fallback)       |
+| cites nothing, but draws on passages       | the answer, citing those passages      |
+| cites nothing, draws on none, but answers  | the best entry quoted (fallback)       |
 | cites nothing and says it doesn't know     | handoff to a person                    |
 | fails (model error, server down, timeout)  | the best entry quoted (fallback)       |
 
 Quoting is always grounded, and retrieval was already confident (the pipeline only asks
 for an answer then), so an ungrounded generation costs wording, never correctness. Every
 fallback is logged and counted in `deskmate_generation_fallbacks_total{reason}`.
+
+With an `Attribution` (serving has one), the sources of an answer name every passage it
+draws on (brain.answering.attribution, the judgement training labels are made with), the
+model's own citations first: a reply that combines two reviews but marks one cites both.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from brain.prompt import (
     fit_prompt,
     renumber_citations,
     says_it_does_not_know,
+    strip_citations,
 )
 from brain.types import Turn
 from retrieval.index import FaqHit
@@ -82,6 +88,8 @@ def tidy(text: str) -> str:
 
 
 GeneratorLoader = Callable[[ModelVersion | None], Awaitable[Generator]]
+# (answer text, the passages it was given) -> 1-based numbers of the passages it draws on
+Attribution = Callable[[str, Sequence[FaqHit]], Sequence[int]]
 SWAP_GRACE_SECONDS = 30.0  # longer than any one batch runs
 
 
@@ -94,8 +102,10 @@ class GenerativeBackend:
         bot_name: str = "deskmate",
         max_passages: int = 3,
         reload: GeneratorLoader | None = None,
+        attribution: Attribution | None = None,
     ) -> None:
         self.generator = generator
+        self.attribution = attribution
         self.version = generator.version
         self.bot_name = bot_name
         self.max_passages = max_passages
@@ -144,12 +154,20 @@ class GenerativeBackend:
             log.warning("generation failed, quoting the best FAQ entry instead: %s", exc)
             return self._fallback(hits, "error")
         text = tidy(text)
-        check = check_citations(text, len(fitted.passages))
+        given = hits[: len(fitted.passages)]
+        check = check_citations(text, len(given))
+        if check.verdict in ("grounded", "uncited") and self.attribution is not None:
+            used = await asyncio.to_thread(self.attribution, strip_citations(text), given)
+            extra = [number for number in used if number not in check.cited]
+            if extra and check.verdict == "uncited":
+                text = " ".join([text, *(f"[{number}]" for number in extra)])
+            if extra:
+                check = CitationCheck("grounded", (*check.cited, *extra))
         if check.verdict == "grounded":
             mapping = {number: rank for rank, number in enumerate(check.cited, start=1)}
             return Answer(
                 renumber_citations(text, mapping),
-                tuple(hits[number - 1] for number in check.cited),
+                tuple(given[number - 1] for number in check.cited),
                 model_version=self.version,
             )
         if check.verdict == "abstained":

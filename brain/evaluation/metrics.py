@@ -13,14 +13,15 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
-_CITATION = re.compile(r"\[\d{1,2}\]")
+from brain.prompt import strip_citations
+
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def answer_tokens(text: str) -> list[str]:
     """Normalised words of an answer: lower case, no citations, punctuation or articles."""
-    text = _CITATION.sub(" ", text).lower().translate(_PUNCTUATION)
+    text = strip_citations(text).lower().translate(_PUNCTUATION)
     return _ARTICLES.sub(" ", text).split()
 
 
@@ -45,5 +46,5 @@ def _scorer() -> Any:
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure between an answer and a reference answer (0..1)."""
-    prediction = _CITATION.sub(" ", prediction)
+    prediction = strip_citations(prediction)
     return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)

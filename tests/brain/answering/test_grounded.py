@@ -7,9 +7,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bots.app import make_backend
+from brain.answering.attribution import drawn_on
 from brain.answering.backends import QuoteBackend
 from brain.answering.batching import GenerationError
 from brain.answering.grounded import (
+    Attribution,
     GenerativeBackend,
     UnavailableModelBackend,
     check_citations,
@@ -101,6 +103,58 @@ async def test_an_answer_citing_nothing_given_falls_back_to_quoting(
     assert reply.sources[0].id == "returns-window"
     assert reply.model_version == f"quote (fallback from openai:tiny-model: {reason})"
     assert fallbacks(reason) == before + 1
+
+
+def attribution(retriever: Retriever) -> Attribution:
+    return lambda answer, hits: drawn_on(retriever.embedder, answer, hits)
+
+
+async def test_sources_name_every_passage_the_answer_draws_on(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    question = "how many days do I have to send an item back, and is it free?"
+    hits = retriever.search(question)
+    returns_window = next(n for n, h in enumerate(hits, start=1) if h.id == "returns-window")
+    returns_cost = next(n for n, h in enumerate(hits, start=1) if h.id == "returns-cost")
+    assert returns_cost <= 3  # among the passages the model is given
+    # The model marks one passage but also repeats another almost word for word.
+    says = (
+        "You have 30 days from delivery to return unworn items with their tags "
+        f"[{returns_window}]. "
+        "Returns are free in the EU and UK with our prepaid label; in the US a $5.95 return "
+        "shipping fee is deducted from your refund."
+    )
+    async with fake_openai_server(FakeOpenAI(lambda m: says)) as fake:
+        backend = GenerativeBackend(generator(fake.url), attribution=attribution(retriever))
+        brain = Brain(retriever, store, backend)
+        reply = await brain.handle(message(question))
+        await backend.aclose()
+    assert reply.action == "answer" and reply.model_version == "openai:tiny-model"
+    assert [source.id for source in reply.sources] == ["returns-window", "returns-cost"]
+    assert "tags [1]." in reply.text  # the model's own citation comes first
+
+
+async def test_an_uncited_answer_that_draws_on_a_passage_is_kept_and_cites_it(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    before = fallbacks("uncited")
+    says = "You can send unworn items back with their original tags within 30 days of delivery."
+    unrelated = "Our stores sell jackets, boots and gift cards."
+    for text, kept in ((says, True), (unrelated, False)):
+        async with fake_openai_server(FakeOpenAI(lambda m, text=text: text)) as fake:
+            backend = GenerativeBackend(generator(fake.url), attribution=attribution(retriever))
+            brain = Brain(retriever, store, backend)
+            reply = await brain.handle(
+                message("how many days do I have to send an item back?", conversation=text)
+            )
+            await backend.aclose()
+        assert reply.sources[0].id == "returns-window"
+        if kept:  # the model's words, citing what they draw on
+            assert reply.text == f"{says} [1]"
+            assert reply.model_version == "openai:tiny-model"
+        else:  # nothing drawn on: the best entry is quoted, as without attribution
+            assert reply.model_version == "quote (fallback from openai:tiny-model: uncited)"
+    assert fallbacks("uncited") == before + 1
 
 
 async def test_a_model_that_does_not_know_hands_off(
