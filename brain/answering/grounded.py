@@ -8,8 +8,13 @@ The citation policy decides what reaches the customer after the model has writte
 | cites a passage number it was not given    | the best entry quoted (fallback)       |
 | cites nothing, but draws on passages       | the answer, citing those passages      |
 | cites nothing, draws on none, but answers  | the best entry quoted (fallback)       |
+| states a number found nowhere it was given | the best entry quoted (fallback)       |
 | cites nothing and says it doesn't know     | handoff to a person                    |
 | fails (model error, server down, timeout)  | the best entry quoted (fallback)       |
+
+A number (a price, a phone number, a count of days) the answer states must appear in a
+passage it was given, the question or the conversation: a small model that makes up a
+hotline number or a refund period is worse than a quote.
 
 Quoting is always grounded, and retrieval was already confident (the pipeline only asks
 for an answer then), so an ungrounded generation costs wording, never correctness. Every
@@ -53,8 +58,9 @@ FALLBACKS = Counter(
     ["reason"],
 )
 
-Verdict = Literal["grounded", "bad_citation", "uncited", "abstained"]
+Verdict = Literal["grounded", "bad_citation", "uncited", "abstained", "unsupported_number"]
 
+_DIGITS = re.compile(r"\d+")
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d{1,2}\])*(?=\s|$)")
 
 
@@ -76,6 +82,13 @@ def check_citations(text: str, passage_count: int) -> CitationCheck:
     if says_it_does_not_know(text):
         return CitationCheck("abstained", ())
     return CitationCheck("uncited", ())
+
+
+def unsupported_numbers(answer: str, sources: Sequence[str]) -> list[str]:
+    """Digit runs of `answer` (citations aside) that none of `sources` contains."""
+    known = {run.lstrip("0") for text in sources for run in _DIGITS.findall(text)}
+    said = _DIGITS.findall(strip_citations(answer))
+    return [run for run in said if run.lstrip("0") not in known]
 
 
 def tidy(text: str) -> str:
@@ -156,6 +169,13 @@ class GenerativeBackend:
         text = tidy(text)
         given = hits[: len(fitted.passages)]
         check = check_citations(text, len(given))
+        sources = [
+            question,
+            *(f"{p.title} {p.text}" for p in fitted.passages),
+            *(t.text for t in history),
+        ]
+        if check.verdict != "abstained" and unsupported_numbers(text, sources):
+            check = CitationCheck("unsupported_number", ())
         if check.verdict in ("grounded", "uncited") and self.attribution is not None:
             used = await asyncio.to_thread(self.attribution, strip_citations(text), given)
             extra = [number for number in used if number not in check.cited]
@@ -172,7 +192,7 @@ class GenerativeBackend:
             )
         if check.verdict == "abstained":
             FALLBACKS.labels("abstained").inc()
-            log.info("the model found no answer in the passages; handing off: %r", text[:200])
+            log.info("the model found no answer in the passages; handing off")
             return Answer(
                 text,
                 (),
@@ -180,9 +200,8 @@ class GenerativeBackend:
                 reason="not covered by the FAQ",
                 model_version=self.version,
             )
-        log.info(
-            "model answer %s; quoting the best FAQ entry instead: %r", check.verdict, text[:200]
-        )
+        # Not the text: a model's answer can repeat what the customer wrote.
+        log.info("model answer %s; quoting the best FAQ entry instead", check.verdict)
         return self._fallback(hits, check.verdict)
 
     def _fallback(self, hits: Sequence[FaqHit], reason: str) -> Answer:

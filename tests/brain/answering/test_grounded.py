@@ -16,6 +16,7 @@ from brain.answering.grounded import (
     UnavailableModelBackend,
     check_citations,
     tidy,
+    unsupported_numbers,
 )
 from brain.answering.openai_generator import OpenAIGenerator, OpenAIOptions
 from brain.conversations import ConversationStore
@@ -44,6 +45,13 @@ def generator(url: str, **options: object) -> OpenAIGenerator:
     return OpenAIGenerator(
         OpenAIOptions(url=url, model="org/tiny-model", api_key="sk-test", **settings)  # type: ignore[arg-type]
     )
+
+
+def test_numbers_must_come_from_what_the_model_was_given() -> None:
+    given = ["Returns within 30 days; 2-year guarantee.", "I ordered 3 weeks ago"]
+    assert unsupported_numbers("Yes, within 30 days [1], as you ordered 3 weeks ago.", given) == []
+    assert unsupported_numbers("Call 0800 555 0199 [2].", given) == ["0800", "555", "0199"]
+    assert unsupported_numbers("A 02-year guarantee [1].", given) == []  # same number
 
 
 def test_citation_checks() -> None:
@@ -88,7 +96,12 @@ async def test_a_grounded_answer_is_sent_with_its_sources_and_model_version(
 
 @pytest.mark.parametrize(
     ("model_says", "reason"),
-    [("Within 30 days [7].", "bad_citation"), ("Within 30 days, no problem.", "uncited")],
+    [
+        ("Within 30 days [7].", "bad_citation"),
+        ("Within 30 days, no problem.", "uncited"),
+        ("Within 45 days [1].", "unsupported_number"),
+        ("Call 1-800-333-3333 to return it within 30 days [1].", "unsupported_number"),
+    ],
 )
 async def test_an_answer_citing_nothing_given_falls_back_to_quoting(
     retriever: Retriever, store: ConversationStore, model_says: str, reason: str
