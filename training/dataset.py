@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,10 +203,13 @@ def build_examples(
     top_k: int = 3,
     history_turns: int = 4,
     bot_name: str = "deskmate",
+    progress: Callable[[int], object] | None = None,
 ) -> list[Example]:
     """Ground each pair in the FAQ passages retrieved for its question in its context."""
     examples = []
     for pair in pairs:
+        if progress is not None:
+            progress(1)
         hits = search_in_conversation(retriever, pair.question, pair.history, top_k)
         passages = [Passage(hit.title, hit.entry.answer) for hit in hits]
         source_id = None

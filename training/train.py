@@ -247,13 +247,21 @@ def load_examples(
     if retriever is None:
         index = FaqIndex.load(cfg.index_dir or settings.index_dir)
         retriever = Retriever(Embedder(settings.embedding_model), index, top_k=cfg.top_k)
-    grounding = {
-        "top_k": cfg.top_k,
-        "history_turns": cfg.history_turns,
-        "bot_name": settings.bot_name,
-    }
-    train = build_examples(train_pairs, retriever, **grounding)  # type: ignore[arg-type]
-    held = build_examples(held_pairs, retriever, **grounding)  # type: ignore[arg-type]
+    from tqdm import tqdm
+
+    total = len(train_pairs) + len(held_pairs)
+    with tqdm(total=total, desc="Grounding", disable=cfg.quiet, file=sys.stderr) as bar:
+        train, held = [
+            build_examples(
+                part,
+                retriever,
+                top_k=cfg.top_k,
+                history_turns=cfg.history_turns,
+                bot_name=settings.bot_name,
+                progress=bar.update,
+            )
+            for part in (train_pairs, held_pairs)
+        ]
     data = {
         "conversations": len(conversations),
         "pairs": stats.to_json(),
