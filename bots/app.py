@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bots.faq_sync import FaqWatcher
 from bots.indexing import ensure_index
@@ -17,7 +18,14 @@ from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
 from brain.answering.grounded import Attribution, GenerativeBackend, UnavailableModelBackend
 from brain.answering.model_loading import ModelLoadError
-from brain.answering.registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
+from brain.answering.registry import (
+    ActiveModelWatcher,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+    backend_hook,
+    read_active,
+)
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
@@ -39,8 +47,15 @@ class App:
     model_watcher: ActiveModelWatcher | None = None
 
 
-async def make_backend(settings: Settings, embedder: Embedder | None = None) -> AnswerBackend:
+async def make_backend(
+    settings: Settings,
+    embedder: Embedder | None = None,
+    version: ModelVersion | None = None,
+) -> AnswerBackend:
     """The answer backend DESKMATE_MODEL_BACKEND names (slowed by DESKMATE_ANSWER_DELAY).
+
+    `version`: the registered model version to serve (None: the base model with
+    DESKMATE_MODEL_ADAPTER), so that a process starts on the active version in one load.
 
     With the retrieval `embedder`, a generated answer's sources name every passage it
     draws on (brain.answering.attribution), not only those the model marked.
@@ -49,7 +64,7 @@ async def make_backend(settings: Settings, embedder: Embedder | None = None) -> 
     so in the log and the fallback metric. A model server that is down at start is
     reported, and each request falls back to quoting until it is back.
     """
-    backend = await _base_backend(settings, _attribution(embedder))
+    backend = await _base_backend(settings, _attribution(embedder), version)
     if settings.answer_delay > 0:
         return DelayedBackend(backend, settings.answer_delay)
     return backend
@@ -65,15 +80,19 @@ def _attribution(embedder: Embedder | None) -> Attribution | None:
     return attribute
 
 
-async def _base_backend(settings: Settings, attribution: Attribution | None) -> AnswerBackend:
+async def _base_backend(
+    settings: Settings, attribution: Attribution | None, version: ModelVersion | None
+) -> AnswerBackend:
     if settings.model_backend == "quote":
         return QuoteBackend()
     if settings.model_backend == "openai":
         return await _openai_backend(settings, attribution)
-    return await _hf_backend(settings, attribution)
+    return await _hf_backend(settings, attribution, version)
 
 
-async def _hf_backend(settings: Settings, attribution: Attribution | None) -> AnswerBackend:
+async def _hf_backend(
+    settings: Settings, attribution: Attribution | None, version: ModelVersion | None
+) -> AnswerBackend:
     from brain.answering.hf_generator import HFGenerator, HFOptions
 
     options = HFOptions(
@@ -95,7 +114,7 @@ async def _hf_backend(settings: Settings, attribution: Attribution | None) -> An
         )
 
     try:
-        generator = await load(None)
+        generator = await load(version)
     except ModelLoadError as exc:
         return UnavailableModelBackend(settings.model, str(exc))
     return GenerativeBackend(
@@ -141,13 +160,28 @@ def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | 
     return Thresholds(answer, clarify, calibrated_from="settings")
 
 
+async def _active_version(
+    redis: aioredis.Redis, prefix: str, registry: ModelRegistry
+) -> tuple[str | None, ModelVersion | None]:
+    """(name, version) of the model version to start on; (None, None) if it cannot be
+    read or resolved now (the watcher then applies it once it can)."""
+    try:
+        active = await read_active(redis, prefix, registry)
+        return active, registry.resolve(active)
+    except (RedisError, OSError, RegistryError) as exc:
+        log.warning("starting on the base model: the active version is unknown (%s)", exc)
+        return None, None
+
+
 @asynccontextmanager
 async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIterator[App]:
     embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
-    backend = await make_backend(settings, embedder)
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
+    registry = ModelRegistry(settings.registry_dir)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        active, version = await _active_version(redis, settings.redis_prefix, registry)
+        backend = await make_backend(settings, embedder, version)
         store = ConversationStore(
             redis,
             prefix=settings.redis_prefix,
@@ -165,9 +199,10 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
         watcher = ActiveModelWatcher(
             redis,
             settings.redis_prefix,
-            ModelRegistry(settings.registry_dir),
+            registry,
             hook=backend_hook(backend),
             interval=settings.model_watch_seconds,
+            current=active,
         )
         faq_watcher = FaqWatcher(
             redis,

@@ -234,12 +234,14 @@ class ActiveModelWatcher:
         registry: ModelRegistry,
         hook: VersionHook | None = None,
         interval: float = 1.0,
+        current: str | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.registry = registry
         self.hook = hook
-        self.current: str | None = None  # the version last applied
+        # The version last applied; `current` when the backend was built serving it.
+        self.current = current
         self._poller = Poller(self.check, interval, "model-watcher")
         self.changed = asyncio.Event()  # set after each applied change (tests, health)
         self._failed: tuple[str | None, float] = (None, 0.0)  # a version that failed to load

@@ -93,6 +93,26 @@ async def test_watcher_applies_promotions_within_its_interval(
         assert watcher.current == "v1" and seen == [BASE, "v1"]
 
 
+async def test_a_watcher_started_on_the_active_version_does_not_load_it_again(
+    tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(make_adapter(tmp_path, "a"), "tiny")
+    await promote(redis, "dm:", registry, "v1")
+    seen: list[str] = []
+
+    async def hook(version: ModelVersion | None) -> None:
+        seen.append(version.name if version else BASE)
+
+    # The app builds its backend on the active version, then tells the watcher so.
+    async with ActiveModelWatcher(redis, "dm:", registry, hook, 0.05, current="v1") as watcher:
+        await asyncio.sleep(0.2)
+        assert seen == [] and watcher.current == "v1"
+        await promote(redis, "dm:", registry, BASE)
+        await asyncio.wait_for(watcher.changed.wait(), timeout=2)
+        assert seen == [BASE]
+
+
 async def test_a_running_app_follows_promotions(
     tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, sample_index: FaqIndex
 ) -> None:
@@ -113,3 +133,5 @@ async def test_a_running_app_follows_promotions(
         await promote(redis, settings.redis_prefix, registry, "v1")
         await asyncio.wait_for(watcher.changed.wait(), timeout=2)
         assert watcher.current == "v1"  # the quote backend records it; nothing to load
+    async with build_app(settings, show_progress=False) as app:  # a restart starts on v1
+        assert app.model_watcher is not None and app.model_watcher.current == "v1"
