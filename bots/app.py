@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from bots.faq_sync import FaqWatcher
-from bots.indexing import ensure_index
+from bots.faq_sync import FaqWatcher, SourceSync
+from bots.indexing import ensure_index, ingest_options
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
 from brain.answering.grounded import GenerativeBackend, UnavailableModelBackend
@@ -153,15 +155,26 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             hook=backend_hook(backend),
             interval=settings.model_watch_seconds,
         )
+        options = ingest_options(settings)
         faq_watcher = FaqWatcher(
             redis,
             settings.redis_prefix,
             retriever,
             settings.index_dir,
             interval=settings.faq_watch_seconds,
+            options=options,
+        )
+        source_sync = SourceSync(
+            redis,
+            settings.redis_prefix,
+            retriever,
+            settings.index_dir,
+            interval=settings.sync_seconds,
+            owner=f"{socket.gethostname()}-{os.getpid()}",
+            options=options,
         )
         try:
-            async with watcher, faq_watcher:
+            async with watcher, faq_watcher, source_sync:
                 yield App(settings, redis, store, retriever, brain, watcher)
         finally:
             await backend.aclose()
