@@ -9,6 +9,7 @@ Heading styles); plain text is one section. Errors name the document and a reaso
 from __future__ import annotations
 
 import io
+import logging
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,6 +27,10 @@ _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _EXPLICIT_ANCHOR = re.compile(r"\s*\{#([\w.-]+)\}\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+# trafilatura and pypdf log parse trouble with fragments of the document; documents may
+# hold customers' data, and every problem is reported by name through DocumentError.
+logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+logging.getLogger("pypdf").setLevel(logging.CRITICAL)
 
 
 def decode_text(name: str, data: bytes) -> str:
@@ -172,6 +177,8 @@ def read_pdf(key: str, data: bytes, fallback_title: str, url: str | None) -> Doc
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError(key, "password-protected PDF; export an unprotected copy")
         pages = [page.extract_text() or "" for page in reader.pages]
+    except DocumentError:
+        raise
     except FileNotDecryptedError as exc:
         raise DocumentError(key, "password-protected PDF; export an unprotected copy") from exc
     except (PdfReadError, PdfStreamError, ValueError, KeyError, OSError) as exc:
@@ -213,6 +220,8 @@ def _pdf_chapters(reader: object) -> dict[int, str]:
             starts.append((page, str(item.title).strip()))  # type: ignore[attr-defined]
         total = len(reader.pages)  # type: ignore[attr-defined]
     except Exception:  # a malformed outline only costs the chapter names
+        return {}
+    if not starts:
         return {}
     starts.sort()
     chapters: dict[int, str] = {}

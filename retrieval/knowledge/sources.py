@@ -315,8 +315,11 @@ class Collector:
                 self.report.passages += len(previous)
                 entries.extend(previous)
                 return
-            kind = CONTENT_TYPES.get(page.content_type) or Path(urlsplit(url).path).suffix
-            document = read_document(url, page.body, kind or ".html", url=url)
+            kind = CONTENT_TYPES.get(page.content_type)
+            if kind is None and page.content_type:
+                raise DocumentError(url, f"unsupported format {page.content_type!r}")
+            kind = kind or Path(urlsplit(url).path).suffix
+            document = read_document(url, page.body, kind or ".html", url=page.url)
         except PageGone as exc:
             self.report.skipped.append(Skipped(url, exc.reason))
             return

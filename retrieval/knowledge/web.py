@@ -141,9 +141,9 @@ class WebFetcher:
                 final = str(response.url)
                 if response.status_code == 304:
                     return Page(final, None, etag=etag, last_modified=last_modified)
-                self._check_status(url, response)
                 if final != url and any(w in urlsplit(final).path.lower() for w in _LOGIN_WORDS):
                     raise FetchFailed(url, f"redirected to a login page ({final}): login wall?")
+                self._check_status(url, response)
                 body = self._read_capped(url, response)
                 return Page(
                     final,
