@@ -224,21 +224,21 @@ class Collector:
         in_folder: bool,
     ) -> None:
         suffix = path.suffix.lower()
-        if suffix in FAQ_SUFFIXES:
+        if not in_folder and not path.exists():
+            faq_files.append(path)  # load_faq names the missing file, as it always has
+        elif suffix in FAQ_SUFFIXES:
             faq_files.append(path)
         elif suffix in MARKDOWN_SUFFIXES:
             try:
-                head = path.read_bytes()[: 1 << 20].decode("utf-8-sig", "replace")
-            except OSError:
-                head = ""  # reported when the document is read
-            if markdown_is_faq(head):
+                text = path.read_bytes().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                text = "# unreadable"  # read as a document, which reports why by name
+            if markdown_is_faq(text):
                 faq_files.append(path)
             else:
                 documents.append((path, key))
         elif suffix in DOCUMENT_SUFFIXES:
             documents.append((path, key))
-        elif not in_folder and not path.exists():
-            faq_files.append(path)  # load_faq names the missing file, as it always has
         else:
             self.report.skipped.append(Skipped(str(path), f"unsupported format {suffix!r}"))
 
