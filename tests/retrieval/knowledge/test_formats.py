@@ -72,6 +72,7 @@ def test_faq_markdown_stays_faq_and_articles_are_documents() -> None:
     assert markdown_is_faq("# FAQ\n## Returns\nAlso: send back\nUse the portal.\n")
     assert not markdown_is_faq("# Returns policy\n## Damaged items\nTell us.\n")
     assert not markdown_is_faq("---\ntitle: Returns\n---\n## Damaged items\nTell us.\n")
+    assert not markdown_is_faq("Opening hours: 9 to 5 on weekdays.\n")
 
 
 def test_a_text_pdf_is_read_and_a_page_without_text_is_named() -> None:
