@@ -229,6 +229,9 @@ class Collector:
     ) -> None:
         suffix = path.suffix.lower()
         if not in_folder and not path.exists():
+            if suffix not in (*FAQ_SUFFIXES, *MARKDOWN_SUFFIXES):
+                # A mistyped name stops the import: what was meant is not guessed at.
+                raise FaqFormatError(path, None, "no such file or folder")
             faq_files.append(path)  # load_faq names the missing file, as it always has
         elif suffix in FAQ_SUFFIXES:
             faq_files.append(path)
