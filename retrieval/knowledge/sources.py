@@ -276,8 +276,14 @@ class Collector:
         self._add(document, entries)
 
     def _read_url(self, fetcher: WebFetcher, url: str, entries: list[FaqEntry]) -> None:
+        cached = self._cache.pages.get(url, {})
+        etag, modified = cached.get("etag"), cached.get("last_modified")
         try:
-            page = fetcher.fetch(url)
+            page = fetcher.fetch(  # a page named directly is asked conditionally too
+                url,
+                etag=etag if isinstance(etag, str) else None,
+                last_modified=modified if isinstance(modified, str) else None,
+            )
         except PageGone as exc:
             self.report.skipped.append(Skipped(url, exc.reason))
             return

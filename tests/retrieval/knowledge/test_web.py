@@ -45,6 +45,13 @@ def test_a_sitemap_imports_every_page_politely_and_a_resync_asks_conditionally(
         assert second.pages_unchanged == 11
         page = site.fetched("/help/returns.html")[0]
         assert page.status == 304 and page.headers["If-None-Match"]
+        # A page named directly (not through a sitemap) is asked conditionally as well.
+        direct = site.base_url + "/help/warranty.md"
+        collect([direct], options(tmp_path))
+        site.requests.clear()
+        entries, third = collect([direct], options(tmp_path))
+        assert [r.status for r in site.fetched("/help/warranty.md")] == [304]
+        assert third.pages_unchanged == 1 and entries[0].title.startswith("Machine warranty")
 
 
 def test_deleted_pages_go_failed_pages_keep_their_last_import(tmp_path: Path) -> None:
