@@ -1,4 +1,5 @@
-"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval)."""
+"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval);
+`python -m bench ingestion` the knowledge import one, and so on."""
 
 from __future__ import annotations
 

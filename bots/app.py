@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,8 +13,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bots.faq_sync import FaqWatcher
-from bots.indexing import ensure_index
+from bots.faq_sync import FaqWatcher, SourceSync
+from bots.indexing import ensure_index, ingest_options
 from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
@@ -205,15 +207,26 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             interval=settings.model_watch_seconds,
             current=active,
         )
+        options = ingest_options(settings)
         faq_watcher = FaqWatcher(
             redis,
             settings.redis_prefix,
             retriever,
             settings.index_dir,
             interval=settings.faq_watch_seconds,
+            options=options,
+        )
+        source_sync = SourceSync(
+            redis,
+            settings.redis_prefix,
+            retriever,
+            settings.index_dir,
+            interval=settings.sync_seconds,
+            owner=f"{socket.gethostname()}-{os.getpid()}",
+            options=options,
         )
         try:
-            async with watcher, faq_watcher:
+            async with watcher, faq_watcher, source_sync:
                 yield App(settings, redis, store, retriever, brain, watcher)
         finally:
             await backend.aclose()

@@ -18,6 +18,7 @@ from retrieval.embedder import EmbeddingModelError
 from retrieval.evaluation import CalibrationError
 from retrieval.faq import FaqFormatError
 from retrieval.index import IndexLoadError
+from retrieval.knowledge.sources import as_source
 from training import cli as training_cli
 from training.transcripts import TranscriptFormatError
 
@@ -32,6 +33,8 @@ EPILOG = """\
 examples:
   deskmate chat                                  chat in the terminal (sample FAQ on first run)
   deskmate faq import help/faq.jsonl extra.md   build the index from your FAQ files
+  deskmate faq import help-center/ policies.pdf https://help.example.com/sitemap.xml
+  deskmate faq sync                              re-read every source now; processes follow
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
@@ -54,6 +57,13 @@ FAQ formats:
   .csv    header with question,answer (id, alternates separated by |, url optional)
   .md     one "## Question" heading per entry, the answer below it; "Also: ..." lines
           right under the heading are alternate phrasings; "## Question {#my-id}" sets the id
+
+Documents (split along their headings into passages cited as "Document › Section"):
+  folders  every supported file inside, recursively
+  .md      an article: a "# Title" (or front matter with title:/url:) and no FAQ markers
+  .html    main content only (trafilatura); .pdf text PDFs (pypdf); .docx (python-docx); .txt
+  URLs     a page, or a sitemap.xml whose pages are all imported; robots.txt is honoured
+A document that cannot be read is reported with the reason and the rest goes on.
 """
 
 
@@ -96,19 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     faq_commands = faq.add_subparsers(dest="faq_command", required=True, metavar="ACTION")
     imp = faq_commands.add_parser(
         "import",
-        help="build the index from FAQ files",
-        description="Build the FAQ index from one or more files. Every file is validated "
-        "first; a malformed line stops the import and names file:line. Unchanged "
-        "entries keep their embeddings.",
+        help="build the index from FAQ files, folders, documents and web pages",
+        description="Build the FAQ index from FAQ files, folders, documents and URLs (a "
+        "page or a sitemap.xml). Every FAQ file is validated first; a malformed line stops "
+        "the import and names file:line. A document or page that cannot be used is "
+        "reported and skipped. Unchanged entries and passages keep their embeddings.",
         epilog=FAQ_FORMATS,
         formatter_class=formatter,
     )
-    imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    imp.add_argument("files", nargs="+", metavar="SOURCE", help="file, folder or URL")
     imp.add_argument(
         "--calibrate",
         type=Path,
         metavar="QUERIES",
         help="labelled queries (JSONL) to fit the answer/clarify thresholds on",
+    )
+    faq_commands.add_parser(
+        "sync",
+        help="re-read every source of the index now; running processes follow",
+        description="Re-read the files, folders and web pages the index was imported from "
+        "(web pages with conditional requests), re-embed only what changed, and publish "
+        "the new index in Redis so every running `deskmate serve` serves it. A sync "
+        "that fails keeps the current index.",
     )
     search = faq_commands.add_parser("search", help="show ranked FAQ entries for a text")
     search.add_argument("text")
@@ -223,7 +242,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "chat":
         return asyncio.run(commands.chat(settings, args.user, args.conversation))
     if args.command == "faq" and args.faq_command == "import":
-        return commands.faq_import(settings, args.files, args.calibrate)
+        sources = [as_source(text) for text in args.files]
+        return commands.faq_import(settings, sources, args.calibrate)
+    if args.command == "faq" and args.faq_command == "sync":
+        return asyncio.run(commands.faq_sync(settings))
     if args.command == "faq" and args.faq_command == "search":
         return commands.faq_search(settings, args.text, args.k, args.mode)
     if args.command == "eval" and args.eval_command == "answers":

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from bots.app import build_app, make_backend, threshold_overrides
 from bots.console import run_console
-from bots.indexing import calibrate_index, ensure_index, import_faq
+from bots.faq_sync import SYNC_WORK_SECONDS, SyncError, sync_sources
+from bots.indexing import (
+    calibrate_index,
+    ensure_index,
+    import_faq,
+    import_knowledge,
+    ingest_options,
+)
 from bots.progress import counting, progress_bar
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
@@ -21,6 +28,7 @@ from brain.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
 from retrieval.index import FaqIndex, SearchMode
+from retrieval.knowledge.sources import Source
 from retrieval.retriever import Retriever
 
 
@@ -37,15 +45,45 @@ async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
     return 0
 
 
-def faq_import(settings: Settings, files: Sequence[Path], queries: Path | None) -> int:
+def faq_import(settings: Settings, files: Sequence[Source], queries: Path | None) -> int:
     embedder = Embedder(settings.embedding_model)
-    index, rebuilt = import_faq(settings.index_dir, files, embedder)
+    index, rebuilt, report = import_knowledge(
+        settings.index_dir, files, embedder, options=ingest_options(settings)
+    )
     phrasings = len(index.phrasing_keys)
     verb = "Built" if rebuilt else "Unchanged:"
     print(f"{verb} index of {len(index)} entries ({phrasings} phrasings) in {settings.index_dir}")
+    if report.documents or report.skipped:
+        print(report.render())
     if queries is not None:
         index = calibrate_index(settings.index_dir, index, embedder, queries)
     _print_thresholds(index)
+    return 0
+
+
+async def faq_sync(settings: Settings) -> int:
+    """Re-read the imported index's sources now and publish the result in Redis."""
+    embedder = Embedder(settings.embedding_model)
+    index = FaqIndex.load(settings.index_dir)
+    retriever = Retriever(embedder, index)
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        try:
+            outcome = await sync_sources(
+                retriever,
+                redis,
+                settings.redis_prefix,
+                settings.index_dir,
+                options=ingest_options(settings),
+                timeout=SYNC_WORK_SECONDS,
+            )
+        except SyncError as exc:
+            print(f"deskmate: sync failed, the index stays as it was: {exc}", file=sys.stderr)
+            return 1
+    verb = "Updated" if outcome.rebuilt else "Unchanged:"
+    print(f"{verb} index of {len(outcome.index)} entries in {settings.index_dir}")
+    print(outcome.report.render())
+    if outcome.published:
+        print("Published: running processes switch within DESKMATE_FAQ_WATCH_SECONDS.")
     return 0
 
 

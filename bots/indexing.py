@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,31 +12,73 @@ from bots.progress import progress_bar
 from brain.settings import SAMPLE_FAQ, Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import calibrate, load_queries, run_queries
-from retrieval.faq import load_faq
 from retrieval.index import FaqIndex, IndexLoadError, rebuild
+from retrieval.knowledge.sources import ImportReport, IngestOptions, Source, collect, is_url
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 SAMPLE_QUERIES = SAMPLE_FAQ.with_name("queries.jsonl")
 
 
-def import_faq(
+def ingest_options(settings: Settings) -> IngestOptions:
+    """How documents and web pages are read, from settings."""
+    return IngestOptions(
+        max_bytes=int(settings.document_max_mb * 1024 * 1024),
+        web_delay=settings.web_delay,
+        web_timeout=settings.web_timeout,
+    )
+
+
+def _saved_source(source: Source) -> str:
+    return str(source) if is_url(source) else str(Path(source).resolve())
+
+
+def import_knowledge(
     directory: Path,
-    paths: Sequence[Path],
+    sources: Sequence[Source],
     embedder: Embedder,
     *,
     show_progress: bool = True,
-) -> tuple[FaqIndex, bool]:
-    """Load and validate every file first (nothing is imported half-way), then rebuild."""
-    entries = load_faq(paths)
-    with progress_bar("Embedding FAQ", show_progress) as update:
-        return rebuild(
+    options: IngestOptions | None = None,
+) -> tuple[FaqIndex, bool, ImportReport]:
+    """Read every source (FAQ files strictly, documents and pages leniently: see
+    retrieval.knowledge.sources), then rebuild the index, embedding only new texts.
+
+    Nothing is saved unless something was read: a sync that finds nothing raises and
+    the index on disk (and in every serving process) stays as it was.
+    """
+    options = options or IngestOptions()
+    if options.cache_path is None:
+        options = dataclasses.replace(
+            options, cache_path=directory.with_name(directory.name + "-web-cache.json")
+        )
+    with progress_bar("Reading sources", show_progress) as update:
+        entries, report = collect(sources, options, progress=update)
+    with progress_bar("Embedding", show_progress) as update:
+        index, rebuilt = rebuild(
             directory,
             entries,
             embedder,
             progress=update,
-            sources=[str(Path(p).resolve()) for p in paths],
+            sources=[_saved_source(source) for source in sources],
         )
+    return index, rebuilt, report
+
+
+def import_faq(
+    directory: Path,
+    paths: Sequence[Source],
+    embedder: Embedder,
+    *,
+    show_progress: bool = True,
+    options: IngestOptions | None = None,
+) -> tuple[FaqIndex, bool]:
+    """Load and validate every FAQ file first (nothing is imported half-way), read the
+    documents and pages beside them, then rebuild."""
+    index, rebuilt, _ = import_knowledge(
+        directory, paths, embedder, show_progress=show_progress, options=options
+    )
+    return index, rebuilt
 
 
 def calibrate_index(
@@ -53,7 +96,13 @@ def ensure_index(settings: Settings, embedder: Embedder, show_progress: bool = T
     """The index to serve: from DESKMATE_FAQ if set, else the imported one, else the sample."""
     directory = settings.index_dir
     if settings.faq:
-        index, _ = import_faq(directory, settings.faq, embedder, show_progress=show_progress)
+        index, _ = import_faq(
+            directory,
+            settings.faq,
+            embedder,
+            show_progress=show_progress,
+            options=ingest_options(settings),
+        )
         return index
     try:
         return FaqIndex.load(directory)

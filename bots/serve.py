@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from bots.app import build_app
 from bots.http_channel import HttpChannel
+from bots.indexing import ingest_options
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
 from brain.channel import Adapter, FeedbackHandler, Handler
@@ -126,6 +127,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                 index_dir=settings.index_dir,
                 backend_version=app.brain.backend.version,
                 faq_files=settings.faq or (),
+                options=ingest_options(settings),
             )
         else:
             redis = await stack.enter_async_context(

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from bots.faq_sync import INDEX_WORK_SECONDS, index_work, publish
-from bots.indexing import import_faq
+from bots.faq_sync import SyncError, sync_sources
 from brain.keys import RedisKeys
-from retrieval.faq import FaqFormatError
+from retrieval.knowledge.sources import IngestOptions
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -30,7 +28,9 @@ PAGE = 1000
 
 USAGE = """\
 Staff commands:
-  faq reload   re-import the FAQ files the index was built from; every process serves it
+  faq reload   re-read the FAQ files, documents and web pages the index was built from
+               (unchanged ones are not embedded again); every process serves the result
+  faq sync     the same as faq reload
   stats        messages, answers, handoffs and ratings over the last 24 hours
   model        the dialogue model version being served"""
 
@@ -72,6 +72,7 @@ class StaffCommands:
         index_dir: Path,
         backend_version: str,
         faq_files: Sequence[Path] = (),
+        options: IngestOptions | None = None,
     ) -> None:
         self.retriever = retriever
         self.redis = redis
@@ -79,11 +80,12 @@ class StaffCommands:
         self.index_dir = index_dir
         self.backend_version = backend_version
         self.faq_files = tuple(faq_files)
+        self.options = options
 
     async def run(self, text: str) -> str:
         """Run one command line (`faq reload`, `stats`, `model`); anything else: usage."""
         words = text.lower().split()
-        if words == ["faq", "reload"]:
+        if words in (["faq", "reload"], ["faq", "sync"]):
             return await self.reload_faq()
         if words == ["stats"]:
             return (await self.stats()).render(DAY // 3600)
@@ -92,37 +94,34 @@ class StaffCommands:
         return USAGE
 
     async def reload_faq(self) -> str:
-        """Re-import the index's FAQ files and swap the retriever's index in place."""
-        files = [Path(source) for source in self.retriever.index.sources] or list(self.faq_files)
-        if not files:
-            return "The index was not built from files, so there is nothing to reload."
+        """Re-read the index's sources (FAQ files, folders, documents, web pages) and swap
+        the retriever's index in place; every other process follows."""
         try:
-            index, rebuilt = await index_work(
-                lambda: import_faq(
-                    self.index_dir, files, self.retriever.embedder, show_progress=False
-                )
+            outcome = await sync_sources(
+                self.retriever,
+                self.redis,
+                self.prefix,
+                self.index_dir,
+                sources=self.faq_files,
+                options=self.options,
             )
-        except TimeoutError:
-            log.warning("faq reload took over %.0f s", INDEX_WORK_SECONDS)
-            return (
-                f"FAQ reload did not finish within {INDEX_WORK_SECONDS:.0f} s; still serving "
-                "the previous index. Try again, or check the logs."
-            )
-        except (FaqFormatError, OSError) as exc:
+        except SyncError as exc:
             log.warning("faq reload failed: %s", exc)
+            if "nothing to sync" in str(exc):
+                return "The index was not built from files, so there is nothing to reload."
             return f"FAQ reload failed, still serving the previous index: {exc}"
-        self.retriever.index = index
-        names = ", ".join(path.name for path in files)
-        verb = "Reloaded" if rebuilt else "Unchanged, still serving"
-        try:
-            await publish(self.redis, self.prefix, index)  # the other processes follow
-        except (RedisError, OSError) as exc:
-            log.warning("faq reload: cannot publish the new index: %s", exc)
+        index, report = outcome.index, outcome.report
+        names = ", ".join(
+            source if isinstance(source, str) else source.name for source in outcome.sources
+        )
+        verb = "Reloaded" if outcome.rebuilt else "Unchanged, still serving"
+        summary = f"\n{report.render()}" if report.documents or report.skipped else ""
+        if not outcome.published:
             return (
                 f"{verb} {len(index)} FAQ entries from {names} in this process only: "
-                f"Redis is unreachable, so other processes keep their index ({exc})."
+                f"Redis is unreachable, so other processes keep their index.{summary}"
             )
-        return f"{verb} {len(index)} FAQ entries from {names}."
+        return f"{verb} {len(index)} FAQ entries from {names}.{summary}"
 
     async def stats(self, now: float | None = None, window: int = DAY) -> Stats:
         """Count transcript events since `now - window`, reading the stream by time id."""

@@ -133,6 +133,11 @@ class RedisKeys:
         return self.prefix + "faq:version"
 
     @property
+    def faq_sync_lock(self) -> str:
+        """String with a TTL: the process running this interval's scheduled source sync."""
+        return self.prefix + "faq:sync-lock"
+
+    @property
     def evaluation_prefix(self) -> str:
         """Prefix of `deskmate eval answers`' throwaway conversations (deleted after)."""
         return self.prefix + "eval:"

@@ -153,7 +153,8 @@ class Settings:
     )
     redis_prefix: str = _setting("prefix of every Redis key", str, "dm:")
     faq: tuple[Path, ...] | None = _setting(
-        "FAQ files (JSONL/CSV/Markdown), separated by commas; unset = the index last "
+        "FAQ files, folders and documents (JSONL/CSV/Markdown/HTML/PDF/docx/text), separated "
+        "by commas; unset = the index last "
         "imported with `deskmate faq import`, or the bundled sample FAQ",
         _paths,
     )
@@ -294,6 +295,28 @@ class Settings:
         "how often a running process checks whether `faq reload` published a new FAQ index",
         _seconds,
         5.0,
+    )
+    sync_seconds: float = _setting(
+        "how often `deskmate serve` re-reads the imported folders, documents and web pages "
+        "(unchanged pages are not re-embedded; 0 = only on `deskmate faq sync`)",
+        _non_negative_float,
+        3600.0,
+    )
+    document_max_mb: float = _setting(
+        "largest document or web page imported, in MB (bigger ones are skipped and reported)",
+        _seconds,
+        50.0,
+    )
+    web_delay: float = _setting(
+        "seconds between two requests to the same web host when importing pages (robots.txt "
+        "Crawl-delay wins if longer)",
+        _non_negative_float,
+        1.0,
+    )
+    web_timeout: float = _setting(
+        "seconds before fetching a web page is given up (it is reported, its last import kept)",
+        _seconds,
+        20.0,
     )
     model_watch_seconds: float = _setting(
         "how often a running process checks which model version to serve",

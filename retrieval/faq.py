@@ -40,6 +40,8 @@ class FaqEntry:
     answer: str
     alternates: tuple[str, ...] = ()
     url: str | None = None
+    # The document (file path or URL) a passage was split from; None for FAQ entries.
+    document: str | None = None
     source: str = field(default="", compare=False)
 
     @property
@@ -55,7 +57,10 @@ class FaqEntry:
     def is_passage(self) -> bool:
         """Knowledge that is not a question and its answer: a review, a note, an article
         section. Its title is a label ("Parking: guest review"), not a question, so what
-        it is found by is what its text says."""
+        it is found by is what its text says. A document's section is a passage whatever
+        its heading ("Returns › Can I return sale items?")."""
+        if self.document:
+            return bool(self.answer)
         return bool(self.answer) and not self.question.rstrip().endswith("?")
 
     @property
@@ -68,10 +73,11 @@ class FaqEntry:
         return (*self.phrasings, *sentences(self.answer))
 
     def content_hash(self) -> str:
-        payload = json.dumps(
-            [self.id, self.question, self.answer, list(self.alternates), self.url],
-            ensure_ascii=False,
-        )
+        fields: list[object] = [self.id, self.question, self.answer, list(self.alternates)]
+        fields.append(self.url)
+        if self.document:  # FAQ entries hash as before, so their indexes are not rebuilt
+            fields.append(self.document)
+        payload = json.dumps(fields, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def to_json(self) -> dict[str, object]:
@@ -83,6 +89,8 @@ class FaqEntry:
         }
         if self.url:
             data["url"] = self.url
+        if self.document:
+            data["document"] = self.document
         return data
 
 

@@ -455,6 +455,7 @@ class FaqIndex:
                     answer=e["answer"],
                     alternates=tuple(e.get("alternates", ())),
                     url=e.get("url"),
+                    document=e.get("document"),
                 )
                 for e in meta["entries"]
             ]
