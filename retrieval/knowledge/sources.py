@@ -34,6 +34,7 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 _FAQ_MARKERS = re.compile(r"^(##\s+.*\{#[\w.-]+\}\s*$|also:)", re.IGNORECASE | re.MULTILINE)
 _H1 = re.compile(r"^#\s+\S", re.MULTILINE)
 _H2 = re.compile(r"^##\s+\S", re.MULTILINE)
+_H2_LINE = re.compile(r"^##\s+(.*?)\s*$", re.MULTILINE)
 
 Source = Path | str
 Progress = Callable[[int, int], None]
@@ -105,10 +106,13 @@ class ImportReport:
 
 def markdown_is_faq(text: str) -> bool:
     """A Markdown file is a FAQ file (one `## Question` per entry) unless it is an article:
-    an H1 title or front matter, and none of the FAQ markers (`{#id}` headings, `Also:`),
-    or a note without any `##` heading."""
+    an H1 title or front matter, and none of the FAQ markers (`{#id}` headings, `Also:`,
+    every `##` heading a question), or a note without any `##` heading."""
     if _FAQ_MARKERS.search(text):
         return True
+    headings = _H2_LINE.findall(text)
+    if headings and all(heading.endswith("?") for heading in headings):
+        return True  # "# Shop FAQ" over "## How do I ...?" entries stays a FAQ file
     if text.lstrip().startswith("---") or _H1.search(text):
         return False
     return bool(_H2.search(text))  # without a `## Question` it has no entries: a note

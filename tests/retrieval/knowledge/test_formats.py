@@ -69,6 +69,9 @@ def test_markdown_is_split_along_headings_with_paths_and_anchors() -> None:
 def test_faq_markdown_stays_faq_and_articles_are_documents() -> None:
     assert markdown_is_faq("## How do I return an item?\nUse the portal.\n")
     assert markdown_is_faq("# FAQ\n## Returns {#returns}\nUse the portal.\n")
+    # A titled FAQ file whose headings are all questions was a FAQ file before documents.
+    assert markdown_is_faq("# Shop FAQ\n## How do I return?\nPortal.\n## Is it free?\nYes.\n")
+    assert not markdown_is_faq("# Policy\n## Can I return?\nYes.\n## Damaged items\nTell us.\n")
     assert markdown_is_faq("# FAQ\n## Returns\nAlso: send back\nUse the portal.\n")
     assert not markdown_is_faq("# Returns policy\n## Damaged items\nTell us.\n")
     assert not markdown_is_faq("---\ntitle: Returns\n---\n## Damaged items\nTell us.\n")
