@@ -18,7 +18,7 @@ def loss_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, list[list
 
 
 def write_plots(report: Mapping[str, Any], directory: Path) -> list[Path]:
-    """loss.png (training and held-out loss by step) and metrics.png (serving vs new)."""
+    """loss.png (training and held-out loss by step) and metrics.png (base, serving and new)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,7 @@ def write_plots(report: Mapping[str, Any], directory: Path) -> list[Path]:
     plt.close(figure)
 
     evaluation = report.get("evaluation", {})
-    models = [name for name in ("serving", "new") if name in evaluation]
+    models = [name for name in ("base", "serving", "new") if name in evaluation]
     if models:
         figure, axes = plt.subplots(figsize=(7, 4))
         width = 0.8 / len(models)
@@ -89,7 +89,7 @@ def summary(report: Mapping[str, Any]) -> str:
     if evaluation:
         header = f"  {'model':22}" + "".join(f"{m:>19}" for m in METRICS)
         lines += ["Held-out evaluation:", header]
-        for name in ("serving", "new"):
+        for name in ("base", "serving", "new"):
             if name in evaluation:
                 scores = evaluation[name]["scores"]
                 version = evaluation[name]["version"]

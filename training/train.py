@@ -452,19 +452,34 @@ def main(
     if held_examples:
         serving_name = cfg.compare_with or registry.active()
         serving = registry.resolve(serving_name)
+        # What serves now: a registered version's adapter, or for `base` the adapter the
+        # settings give the model being trained (the bundled starter by default);
+        # `--compare-with base` = the bare model.
+        settings_adapter = settings.adapter if base == settings.model else None
+        serving_adapter = (
+            serving.adapter_dir
+            if serving is not None
+            else (None if cfg.compare_with == BASE else settings_adapter)
+        )
         evaluation: dict[str, Any] = {}
         samples: dict[str, list[str]] = {}
-        if serving is None:
-            scores, samples["serving"] = evaluate(
-                peft_model, None, tokenizer, held_examples, cfg, "serving"
+        if serving_adapter is not None:  # the bare base model too: base, serving, new
+            scores, samples["base"] = evaluate(
+                peft_model, None, tokenizer, held_examples, cfg, "base"
             )
-        else:
-            peft_model.load_adapter(str(serving.adapter_dir), adapter_name="serving")
+            evaluation["base"] = {"version": BASE, "scores": scores}
+            peft_model.load_adapter(str(serving_adapter), adapter_name="serving")
             scores, samples["serving"] = evaluate(
                 peft_model, "serving", tokenizer, held_examples, cfg, "serving"
             )
             peft_model.delete_adapter("serving")
-        evaluation["serving"] = {"version": serving_name or BASE, "scores": scores}
+            serving_label = serving_name if serving is not None else f"base+{serving_adapter.name}"
+        else:
+            scores, samples["serving"] = evaluate(
+                peft_model, None, tokenizer, held_examples, cfg, "serving"
+            )
+            serving_label = serving_name or BASE
+        evaluation["serving"] = {"version": serving_label, "scores": scores}
         scores, samples["new"] = evaluate(
             peft_model, "default", tokenizer, held_examples, cfg, "new"
         )
@@ -474,8 +489,7 @@ def main(
             {
                 "question": e.question,
                 "reference": e.reference,
-                "serving": samples["serving"][i],
-                "new": samples["new"][i],
+                **{name: answers[i] for name, answers in samples.items()},
             }
             for i, e in enumerate(held_examples[:20])
         ]

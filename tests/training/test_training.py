@@ -27,6 +27,7 @@ from brain.answering.registry import (
 from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ, Settings
 from retrieval.retriever import Retriever
+from training.report import summary
 from training.train import TrainConfig, build_parser, config_from_args, main
 
 REJECTED = "Rated-down answer that must never be learned."
@@ -285,3 +286,41 @@ async def test_train_register_promote_and_hot_swap(
         assert backend.version.endswith("@base")
         assert torch.allclose(logits(backend.generator.model), before)  # type: ignore[attr-defined]
     assert await asyncio.to_thread(cli, ["model", "promote", "v3"]) == 2
+
+
+async def test_the_report_compares_base_serving_adapter_and_new(
+    tmp_path: Path, tiny_model_dir: Path, retriever: Retriever
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # The adapter the settings serve on the base version (like the bundled starter).
+    serving = tmp_path / "serving-adapter"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(serving)
+    conversations = tmp_path / "t.jsonl"
+    write_conversations(conversations)
+    settings = Settings.load(
+        {
+            "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+            "DESKMATE_MODEL": str(tiny_model_dir),
+            "DESKMATE_MODEL_ADAPTER": str(serving),
+        }
+    )
+    cfg = TrainConfig(
+        conversations=conversations,
+        epochs=1,
+        heldout_fraction=0.2,
+        passage_chars=200,
+        max_new_tokens=4,
+        eval_loss=False,
+        register=False,
+        quiet=True,
+    )
+    result = await asyncio.to_thread(main, cfg, settings, retriever)
+    evaluation = result.report["evaluation"]
+    assert list(evaluation) == ["base", "serving", "new"]
+    assert evaluation["base"]["version"] == BASE
+    assert evaluation["serving"]["version"] == "base+serving-adapter"
+    assert set(result.report["samples"][0]) == {"question", "reference", "base", "serving", "new"}
+    assert "base+serving-adapter" in summary(result.report)
