@@ -6,6 +6,10 @@ history in the real conversation store (an embedded Redis), as `deskmate eval an
 does. Reported per backend: answered, citation accuracy (cites a relevant entry),
 token-F1 and ROUGE-L against the person's reply, p50 time to answer.
 
+By default only the dev dialogues `make starter-model` held out from the starter
+adapter's training are asked (`--all-turns`: every dev turn). The fine-tuned row is the
+bundled starter adapter, or `--adapter`.
+
     python -m bench.conversations [--limit 150] [--adapter RUN_DIR/adapter]
 """
 
@@ -17,32 +21,47 @@ import tempfile
 from pathlib import Path
 
 from bots.app import make_backend
+from brain.answering.model_loading import starter_adapter
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import AnswerReport, evaluate_answers
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
-from brain.settings import Settings
+from brain.settings import NO_ADAPTER, Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import load_queries
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
+from training.importers import holds_out
+from training.starter import HOLD_OUT
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 async def run(
-    data: Path, limit: int, adapter: Path | None, data_dir: Path, base: bool = True
+    data: Path,
+    limit: int,
+    adapter: Path | None,
+    data_dir: Path,
+    base: bool = True,
+    all_turns: bool = False,
 ) -> list[tuple[str, AnswerReport]]:
-    queries = load_queries(data / "grounded" / "queries-dev.jsonl")[:limit]
+    queries = [
+        query
+        for query in load_queries(data / "grounded" / "queries-dev.jsonl")
+        if all_turns or holds_out(query, HOLD_OUT)
+    ][:limit]
     embedder = Embedder()
     index = FaqIndex.build(load_faq([data / "grounded" / "faqs.jsonl"]), embedder)
-    backends: list[tuple[str, dict[str, str]]] = [("quote", {})]
+    backends: list[tuple[str, dict[str, str]]] = [("quote", {"DESKMATE_MODEL_BACKEND": "quote"})]
     if base:
-        backends.append(("hf, base model", {"DESKMATE_MODEL_BACKEND": "hf"}))
+        bare = {"DESKMATE_MODEL_BACKEND": "hf", "DESKMATE_MODEL_ADAPTER": NO_ADAPTER}
+        backends.append(("hf, base model", bare))
     if adapter is not None:
         hf_tuned = {"DESKMATE_MODEL_BACKEND": "hf", "DESKMATE_MODEL_ADAPTER": str(adapter)}
         backends.append(("hf, fine-tuned", hf_tuned))
+    elif starter_adapter() is not None:
+        backends.append(("hf, starter adapter (default)", {"DESKMATE_MODEL_BACKEND": "hf"}))
     rows: list[tuple[str, AnswerReport]] = []
     async with open_redis(None, data_dir) as redis:
         for name, env in backends:
@@ -77,12 +96,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter from `deskmate train`")
     parser.add_argument("--data-dir", type=Path, help="where the model is converted (cached)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model (slow)")
+    parser.add_argument(
+        "--all-turns",
+        action="store_true",
+        help="every dev turn, not only the dialogues held out from the starter adapter",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data_dir or Path(scratch)
-        print(
-            table(asyncio.run(run(args.data, args.limit, args.adapter, data_dir, not args.no_base)))
+        rows = asyncio.run(
+            run(args.data, args.limit, args.adapter, data_dir, not args.no_base, args.all_turns)
         )
+        print(table(rows))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ from retrieval.retriever import Retriever
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The product answers with the hf backend by default; tests of the flow, channels and CLI
+# answer by quoting (fast, deterministic). Tests of the model set the backend themselves,
+# and test_default_model checks the shipped default end to end.
+os.environ.setdefault("DESKMATE_MODEL_BACKEND", "quote")
 
 # Fixed thresholds for tests, so a change in calibration data cannot flip test outcomes.
 TEST_THRESHOLDS = Thresholds(answer=0.55, clarify=0.40, calibrated_from="tests")

@@ -324,3 +324,44 @@ async def test_the_report_compares_base_serving_adapter_and_new(
     assert evaluation["serving"]["version"] == "base+serving-adapter"
     assert set(result.report["samples"][0]) == {"question", "reference", "base", "serving", "new"}
     assert "base+serving-adapter" in summary(result.report)
+
+
+def test_the_starter_bundle_serves_like_the_trained_adapter_at_half_the_size(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from training.starter import HOLD_OUT, bundle
+
+    run = tmp_path / "run"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(run / "adapter")
+    report = {
+        "base_model": "tiny",
+        "config": {"conversations": "grounded.jsonl", "epochs": 1.0, "lora_r": 4},
+        "data": {"conversations": 12, "train_examples": 10, "heldout_examples": 2},
+        "training": {"seconds": 5.0, "tokens": 900, "tokens_per_second": 180.0},
+        "evaluation": {"new": {"version": "new", "scores": {"token_f1": 0.25, "rouge_l": 0.2}}},
+    }
+    (run / "report.json").write_text(json.dumps(report))
+    target = bundle(run, tmp_path / "starter")
+
+    weights = load_file(target / "adapter_model.safetensors")
+    assert weights and all(t.dtype == torch.float16 for t in weights.values())
+    card = (target / "README.md").read_text()
+    assert "| new (new) | 0.250 | 0.200 |" in card and "10 training examples" in card
+    options = HFOptions(device="cpu", engine="generate", int8=False)
+    trained = HFGenerator.load(str(tiny_model_dir), tmp_path, options, run / "adapter")
+    bundled = HFGenerator.load(str(tiny_model_dir), tmp_path, options, target)
+    bare = HFGenerator.load(str(tiny_model_dir), tmp_path, options)
+    served = logits(bundled.model)  # type: ignore[attr-defined]
+    assert torch.allclose(served, logits(trained.model), atol=1e-2)  # type: ignore[attr-defined]
+    assert not torch.allclose(served, logits(bare.model), atol=1e-2)  # type: ignore[attr-defined]
+    with pytest.raises(FileNotFoundError, match="no adapter"):
+        bundle(tmp_path / "empty-run", tmp_path / "nowhere")
+    # The Makefile holds out the same dialogues the conversations bench asks.
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert f"STARTER_HOLD_OUT := {HOLD_OUT}\n" in makefile
