@@ -198,6 +198,8 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             max_message_chars=settings.max_message_chars,
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
+            hours=settings.opening_hours,
+            idle_seconds=settings.handoff_idle_seconds,
         )
         watcher = ActiveModelWatcher(
             redis,

@@ -16,19 +16,19 @@ every conversation of the old version has been touched or has expired.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, get_args
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from brain.handoff.machine import Change, Event, Handoff, Handoffs, Outcome
 from brain.keys import RedisKeys
 from brain.redis_server import RedisUnavailable
+from brain.transcript_events import TRANSCRIPTS_MAXLEN, transcript_entry
 from brain.types import Channel, Feedback, Inbound, Turn
 
 T = TypeVar("T")
-TRANSCRIPTS_MAXLEN = 5_000_000  # approximate cap; export before it is reached
 CHANNELS: tuple[str, ...] = get_args(Channel)
 UPGRADED_MEMORY = 50_000  # conversations remembered as upgraded, per store
 
@@ -61,6 +61,7 @@ class ConversationStore:
         self.ttl_seconds = ttl_seconds
         self._upgrade_script = redis.register_script(UPGRADE)
         self._upgraded: set[tuple[str, str]] = set()
+        self.handoffs = Handoffs(redis, prefix)
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -148,53 +149,50 @@ class ConversationStore:
 
     @staticmethod
     def _event(kind: str, inbound: Inbound, data: Mapping[str, Any]) -> dict[Any, Any]:
-        return {
-            "type": kind,
-            "channel": inbound.channel,
-            "conversation": inbound.conversation_id,
-            "user": inbound.user_id,
-            "time": f"{time.time():.3f}",
-            "data": json.dumps(data, ensure_ascii=False),
-        }
+        return transcript_entry(
+            kind, inbound.channel, inbound.conversation_id, inbound.user_id, data
+        )
 
     async def reset(self, channel: str, conversation_id: str) -> None:
         """Forget the conversation: history, handoff and its staff thread."""
         await self._forget("resetting the conversation", channel, conversation_id, history=True)
 
     async def start_handoff(
-        self, channel: str, conversation_id: str, reason: str, *, user_id: str = ""
-    ) -> None:
-        """Hand the conversation to a person; `user_id` says who the customer is."""
+        self,
+        channel: str,
+        conversation_id: str,
+        reason: str,
+        *,
+        user_id: str = "",
+        open_now: bool = True,
+    ) -> Outcome:
+        """Hand the conversation to a person (`requested`, then `queued`, or `after_hours`
+        when the team is away); `user_id` says who the customer is. Not applied (see the
+        outcome) when a person holds it already."""
         await self._upgrade(channel, conversation_id)
-        key = self.keys.handoff(channel, conversation_id)
-        fields: dict[Any, Any] = {"reason": reason, "since": f"{time.time():.3f}"}
-        fields.update({name: v for name, v in (("channel", channel), ("user", user_id)) if v})
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, self.ttl_seconds)
-                await pipe.execute()
-
-        await self._call("starting a handoff", write)
+        requested = await self.handoffs.apply(
+            channel, conversation_id, Change(Event.REQUEST, reason=reason, user=user_id)
+        )
+        if not requested.applied:
+            return requested
+        return await self.handoffs.apply(
+            channel,
+            conversation_id,
+            Change(Event.ROUTE, open_now=open_now, expect_version=requested.after.version),
+        )
 
     async def attach_staff_thread(
         self, channel: str, conversation_id: str, staff_channel: str, ts: str
-    ) -> None:
-        """Remember the staff thread a handoff was posted as (both ways round)."""
+    ) -> bool:
+        """Remember the staff thread a handoff was posted as (both ways round); False when
+        the handoff ended before (or had a thread already)."""
         await self._upgrade(channel, conversation_id)
-        conversation = json.dumps([channel, conversation_id], ensure_ascii=False)
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    self.keys.handoff(channel, conversation_id),
-                    mapping={"staff_channel": staff_channel, "staff_ts": ts},
-                )
-                pipe.set(self.keys.handoff_thread(ts), conversation, ex=self.ttl_seconds)
-                await pipe.execute()
-
-        await self._call("remembering a staff thread", write)
+        outcome = await self.handoffs.apply(
+            channel,
+            conversation_id,
+            Change(Event.POSTED, staff_channel=staff_channel, staff_ts=ts),
+        )
+        return outcome.applied
 
     async def conversation_of_thread(self, ts: str) -> tuple[str, str] | None:
         """(channel, id) of the handed-off conversation whose staff thread starts at `ts`."""
@@ -228,17 +226,14 @@ class ConversationStore:
         return None
 
     async def handoff(self, channel: str, conversation_id: str) -> dict[str, str] | None:
-        """The handoff record if a human holds the conversation, else None."""
-        await self._upgrade(channel, conversation_id)
-        state = await self._call(
-            "reading handoff state",
-            lambda: self.redis.hgetall(self.keys.handoff(channel, conversation_id)),
-        )
-        return {str(k): str(v) for k, v in state.items()} if state else None
+        """The handoff record's fields if a person holds the conversation, else None."""
+        record = await self.handoff_record(channel, conversation_id)
+        return record.to_hash() if record.held else None
 
-    async def end_handoff(self, channel: str, conversation_id: str) -> None:
-        """Give the conversation back to the bot (its staff thread is forgotten)."""
-        await self._forget("ending a handoff", channel, conversation_id, history=False)
+    async def handoff_record(self, channel: str, conversation_id: str) -> Handoff:
+        """The conversation's handoff record (state `bot` when there is none)."""
+        await self._upgrade(channel, conversation_id)
+        return await self.handoffs.get(channel, conversation_id)
 
     async def _forget(
         self, what: str, channel: str, conversation_id: str, *, history: bool
@@ -246,6 +241,8 @@ class ConversationStore:
         """Delete the handoff (and the history), under their new and old names, and the
         staff thread that points at them."""
         state = await self.handoff(channel, conversation_id)  # moves the old names first
+        # Through the state machine first: the queue, the record and the transcripts.
+        await self.handoffs.apply(channel, conversation_id, Change(Event.RESET))
         # The old names too: one left beside a new one would otherwise move in later.
         keys = [
             self.keys.handoff(channel, conversation_id),

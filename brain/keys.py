@@ -17,6 +17,8 @@ from typing import Final
 
 SEEN_TTL_SECONDS: Final = 24 * 3600  # dedupe of platform messages and events
 PLACEHOLDER_TTL_SECONDS: Final = 3600  # Slack "thinking..." placeholders awaiting a reply
+HANDOFF_RECORD_TTL_SECONDS: Final = 400 * 24 * 3600  # finished handoffs, for analytics
+CLAIM_SAMPLES: Final = 50  # latest time-to-claim measurements kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,27 @@ class RedisKeys:
         """String: the conversation an escalation's staff thread belongs to, as JSON
         `[channel, conversation id]` (a bare conversation id before channels were named)."""
         return f"{self.prefix}handoff:thread:{ts}"
+
+    def handoff_record(self, handoff_id: str) -> str:
+        """Hash: one finished handoff for analytics (times, outcome, agent, CSAT), kept
+        `HANDOFF_RECORD_TTL_SECONDS`."""
+        return f"{self.prefix}handoffs:record:{handoff_id}"
+
+    @property
+    def handoff_open(self) -> str:
+        """Sorted set: open handoffs (`{channel}:{id}`) by the time they were requested."""
+        return self.prefix + "handoffs:open"
+
+    @property
+    def handoff_waiting(self) -> str:
+        """Sorted set: open handoffs nobody has claimed yet, by request time (the queue)."""
+        return self.prefix + "handoffs:waiting"
+
+    @property
+    def handoff_claim_seconds(self) -> str:
+        """List: seconds from request to claim of the latest handoffs (newest first,
+        capped), what the typical wait told to customers is measured from."""
+        return self.prefix + "handoffs:claim-seconds"
 
     @property
     def transcripts(self) -> str:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from brain.answering.backends import AnswerBackend
 from brain.conversations import ConversationStore
+from brain.handoff.hours import BusinessHours, describe_reopening
+from brain.handoff.machine import Change, Event, Outcome, State
 from brain.policy import decide, small_talk
 from brain.text import normalize_text
-from brain.types import Feedback, Inbound, Reply, Source, Turn
+from brain.types import Feedback, Inbound, QuickReply, Reply, Source, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
@@ -27,11 +31,22 @@ COMMANDS = {
     "/help": "How to use this bot",
     "/reset": "Forget this conversation and start over",
     "/human": "Talk to a person from the support team",
+    "/bot": "Cancel a request for a person and come back to me",
 }
 RESOLVE = "/resolve"  # what an agent's resolve action arrives as (never a customer command)
+IDLE_TIMEOUT = "/idle-timeout"  # what the staff desk's idle check arrives as (agent side)
 BACK_WITH_BOT = (
     "The support team has finished here, so you're back with me, the assistant. "
     "Ask me anything, or /human to reach a person again."
+)
+RATED = "Thank you for rating us! I'm here if you need anything else."
+RATE_QUESTION = "How did our team do? One tap is enough (or reply with 1 to 5)."
+RATINGS = {"👍": "up", "👎": "down", **{str(n): str(n) for n in range(1, 6)}}
+RATING_BUTTONS = (QuickReply("👍", "👍"), QuickReply("👎", "👎"))
+CANCEL_BUTTON = QuickReply("Back to the bot", "/bot")
+BACK_AFTER_IDLE = (
+    "Nobody from the team has written here for a while, so you're back with me, the "
+    "assistant. Ask me anything, or /human to reach a person again."
 )
 _COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
@@ -70,6 +85,17 @@ def search_in_conversation(
     return hits[:k]
 
 
+def _duration(seconds: float) -> str:
+    """'under a minute', 'about 5 minutes', 'about 2 hours'."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 90:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(minutes / 60)
+    return f"about {hours} hours"
+
+
 class Brain:
     """Answers inbound messages. One instance serves every channel."""
 
@@ -82,7 +108,11 @@ class Brain:
         max_message_chars: int = 4000,
         bot_name: str = "deskmate",
         thresholds: Thresholds | None = None,
+        hours: BusinessHours | None = None,
+        idle_seconds: float = 0.0,
     ) -> None:
+        self.hours = hours  # the support team's; None: always open
+        self.idle_seconds = idle_seconds  # a claimed handoff returns to the bot after it
         self.retriever = retriever
         self.store = store
         self.backend = backend
@@ -123,12 +153,27 @@ class Brain:
         question = text[: self.max_message_chars]
         user_turn = Turn("user", text, inbound.time, inbound.message_id, inbound.user_id)
 
+        handoffs = self.store.handoffs
+        record = await self.store.handoff_record(inbound.channel, inbound.conversation_id)
+        just_resolved = record.state is State.RESOLVED
+        if just_resolved:
+            # Asked to rate the help once: a rating, or anything else moves on to the bot.
+            rating = RATINGS.get(question.strip().strip(".!"))
+            event = Event.RATE if rating else Event.MOVE_ON
+            change = Change(event, rating=rating or "", expect_version=record.version)
+            rated = await handoffs.apply(inbound.channel, inbound.conversation_id, change)
+            if rating and rated.applied:
+                reply = Reply(RATED, "none")
+                await self.store.append(inbound, user_turn, self._bot_turn(reply))
+                return reply
+
         command = _COMMAND.match(question)
         if command and command[1].lower() in COMMANDS:
             return await self._command(command[1].lower(), inbound, user_turn)
 
-        if await self.store.handoff(inbound.channel, inbound.conversation_id) is not None:
-            # A human agent holds the conversation: record, stay quiet.
+        if record.held:
+            # A person holds the conversation: record, stay quiet (the team sees it).
+            await handoffs.apply(inbound.channel, inbound.conversation_id, Change(Event.ACTIVITY))
             await self.store.append(inbound, user_turn)
             return Reply("", "none", notice=notice)
 
@@ -152,10 +197,20 @@ class Brain:
             hits = await self._retrieve(question, history)
             decision = decide(question, hits, self.thresholds)
             action, reason = decision.action, decision.reason
+            if just_resolved and action == "handoff" and reason != "asked for a person":
+                # Right after the team resolved it: no handing back on our own (the loop
+                # customers hate); one word reaches them again.
+                action, reason = "clarify", "just resolved; offered /human instead"
         log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
 
         if action == "answer":
             reply = await self._answer(inbound, question, hits, history)
+        elif action == "clarify" and not hits:
+            reply = Reply(
+                "I don't have an answer to that in our help centre. "
+                "Type /human if you'd like the support team again.",
+                "clarify",
+            )
         elif action == "clarify":
             reply = self._clarify(hits)
         else:
@@ -202,9 +257,19 @@ class Brain:
         )
 
     async def _handoff(self, inbound: Inbound, reason: str, hits: Sequence[FaqHit]) -> Reply:
-        await self.store.start_handoff(
-            inbound.channel, inbound.conversation_id, reason, user_id=inbound.user_id
+        now = time.time()
+        open_now = self.hours is None or self.hours.is_open(datetime.fromtimestamp(now, UTC))
+        outcome = await self.store.start_handoff(
+            inbound.channel,
+            inbound.conversation_id,
+            reason,
+            user_id=inbound.user_id,
+            open_now=open_now,
         )
+        confidence = round(hits[0].score, 4) if hits else 0.0
+        if not outcome.applied:  # a person holds it already: where they stand
+            status = await self._waiting_status(inbound, outcome)
+            return Reply(status, "handoff", confidence=confidence, quick_replies=(CANCEL_BUTTON,))
         await self.store.record_event(
             "handoff", inbound, {"reason": reason, "text": inbound.text[:2000]}
         )
@@ -214,27 +279,66 @@ class Brain:
             opening = "I'm sorry this has been frustrating."
         else:
             opening = "Of course."
-        text = (
-            f"{opening} I'm passing you to a member of our support team; "
-            "they'll reply here as soon as they can. (/reset returns you to me.)"
-        )
-        confidence = round(hits[0].score, 4) if hits else 0.0
-        return Reply(text, "handoff", confidence=confidence)
+        text = f"{opening} {await self._waiting_status(inbound, outcome)}"
+        return Reply(text, "handoff", confidence=confidence, quick_replies=(CANCEL_BUTTON,))
+
+    async def _waiting_status(self, inbound: Inbound, outcome: Outcome) -> str:
+        """What happens next, honestly: the place in the queue and a typical wait, or
+        when the team is back; or who has the conversation."""
+        cancel = "(/bot brings you back to me meanwhile.)"
+        state = outcome.after.state
+        if state is State.CLAIMED:
+            return f"A member of our support team is on it and will reply here. {cancel}"
+        now = datetime.now(UTC)
+        back = self.hours.next_open(now) if self.hours is not None else None
+        if state is State.AFTER_HOURS and self.hours is not None and back is not None:
+            when = f"back {describe_reopening(back, now)} ({self.hours.zone.key} time)"
+            return (
+                f"Our support team is away right now; they're {when}. Your conversation "
+                "waits for them: they'll answer you right here, no need to ask again. " + cancel
+            )
+        text = "I'm passing you to a member of our support team; they'll reply here."
+        place = await self.store.handoffs.position(inbound.channel, inbound.conversation_id)
+        if place is not None:
+            text += f" You're number {place[0]} in the queue."
+        wait = await self.store.handoffs.typical_wait()
+        if wait is not None:
+            text += f" A typical wait right now is {_duration(wait)}."
+        return f"{text} {cancel}"
 
     async def _from_agent(self, inbound: Inbound) -> Reply:
         """A support agent's message (from the staff thread): passed on to the customer and
-        kept as an `agent` turn, or `RESOLVE`, which gives the conversation back to the bot.
-        Nothing is said once the conversation is no longer handed off (resolved, reset)."""
+        kept as an `agent` turn (an unclaimed handoff becomes the replying agent's), or
+        `RESOLVE`, which gives the conversation back to the bot and asks for a rating, or
+        `IDLE_TIMEOUT` from the desk's idle check. Nothing is said once the conversation is
+        no longer handed off (resolved, cancelled, reset)."""
         text = inbound.text.strip()
-        if not text or await self.store.handoff(inbound.channel, inbound.conversation_id) is None:
-            log.info(
-                "conversation %s: agent message after the handoff ended", inbound.conversation_id
-            )
+        channel, conversation_id = inbound.channel, inbound.conversation_id
+        record = await self.store.handoff_record(channel, conversation_id)
+        if not text or not record.held:
+            log.info("conversation %s: agent message after the handoff ended", conversation_id)
             return Reply("", "none")
+        handoffs = self.store.handoffs
         if text == RESOLVE:
-            await self.store.end_handoff(inbound.channel, inbound.conversation_id)
+            resolved = await handoffs.apply(
+                channel, conversation_id, Change(Event.RESOLVE, agent=inbound.user_id)
+            )
+            if not resolved.applied:
+                return Reply("", "none")
             await self.store.record_event("resolved", inbound, {"agent": inbound.user_id})
-            return Reply(BACK_WITH_BOT, "none")
+            return Reply(
+                f"{BACK_WITH_BOT}\n\n{RATE_QUESTION}", "none", quick_replies=RATING_BUTTONS
+            )
+        if text == IDLE_TIMEOUT:
+            change = Change(Event.TIMEOUT, idle_seconds=self.idle_seconds)
+            timed_out = await handoffs.apply(channel, conversation_id, change)
+            return Reply(BACK_AFTER_IDLE, "none") if timed_out.applied else Reply("", "none")
+        if record.state is State.CLAIMED:
+            await handoffs.apply(channel, conversation_id, Change(Event.ACTIVITY))
+        else:  # answering an unclaimed handoff takes it
+            await handoffs.apply(
+                channel, conversation_id, Change(Event.CLAIM, agent=inbound.user_id)
+            )
         turn = Turn("agent", text, inbound.time, inbound.message_id, inbound.user_id)
         await self.store.append(inbound, turn)
         return Reply(text, "none")
@@ -272,6 +376,17 @@ class Brain:
             return Reply("Done: I've cleared our conversation. What can I help you with?", "none")
         if command == "/human":
             reply = await self._handoff(inbound, "asked for a person", [])
+        elif command == "/bot":
+            cancelled = await self.store.handoffs.apply(
+                inbound.channel, inbound.conversation_id, Change(Event.CANCEL)
+            )
+            reply = Reply(
+                "Done: I've cancelled your request for a person, so you're back with me, the "
+                "assistant. Ask me anything, or /human to reach the team again."
+                if cancelled.applied
+                else "You're talking to me, the assistant, already. Ask me anything!",
+                "none",
+            )
         elif command == "/start":
             reply = Reply(
                 f"Hi! I'm {self.bot_name}, the support assistant. Ask me anything about orders, "

@@ -11,11 +11,13 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from brain.answering.model_loading import DEFAULT_MODEL, starter_adapter
+from brain.handoff.hours import BusinessHours, parse_holidays
 
 PREFIX = "DESKMATE_"
 SAMPLE_FAQ = Path(__file__).resolve().parent.parent / "bots" / "sample" / "faq.jsonl"
@@ -133,6 +135,15 @@ def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return value
+
+
+def _business_hours(value: str) -> str:
+    BusinessHours.parse(value)  # raises ValueError saying what is wrong
+    return value
+
+
+def _holidays(value: str) -> tuple[date, ...]:
+    return parse_holidays(value)
 
 
 def _setting(
@@ -291,6 +302,37 @@ class Settings:
         str,
         "",
     )
+    business_hours: str = _setting(
+        "when the support team answers handoffs, e.g. `Mon-Fri 09:00-18:00 Europe/Berlin` "
+        "(several spans: `Mon-Fri 09:00-17:00; Sat 10:00-14:00 Europe/Paris`); outside them "
+        "customers are told when the team is back; unset = always open",
+        _business_hours,
+        "",
+    )
+    holidays: tuple[date, ...] = _setting(
+        "dates the support team is away all day, in the business hours' time zone, "
+        "separated by commas (`2026-12-25,2026-12-26`)",
+        _holidays,
+        (),
+    )
+    handoff_oncall_group: str = _setting(
+        "Slack user-group id mentioned when an escalation stays unclaimed "
+        "(DESKMATE_HANDOFF_ONCALL_SECONDS); unset = the reminder mentions @here",
+        str,
+        "",
+    )
+    handoff_oncall_seconds: float = _setting(
+        "seconds an escalation may stay unclaimed within business hours before it is "
+        "re-posted for the on-call group (0 = never)",
+        _non_negative_float,
+        900.0,
+    )
+    handoff_idle_seconds: float = _setting(
+        "seconds a claimed conversation may go without a message from either side before "
+        "it returns to the bot, which tells the customer (0 = never)",
+        _non_negative_float,
+        4 * 3600.0,
+    )
     faq_watch_seconds: float = _setting(
         "how often a running process checks whether `faq reload` published a new FAQ index",
         _seconds,
@@ -376,6 +418,14 @@ class Settings:
                 shown = str(value)
             rows.append((PREFIX + spec.name.upper(), shown, spec.metadata["help"]))
         return rows
+
+    @property
+    def opening_hours(self) -> BusinessHours | None:
+        """DESKMATE_BUSINESS_HOURS with DESKMATE_HOLIDAYS; None: always open."""
+        if not self.business_hours:
+            return None  # holidays alone change nothing: always open
+        hours = BusinessHours.parse(self.business_hours)
+        return replace(hours, holidays=frozenset(self.holidays))
 
     @property
     def index_dir(self) -> Path:

@@ -18,6 +18,7 @@ __all__ = [
     "FaqHit",
     "Feedback",
     "Inbound",
+    "QuickReply",
     "Rating",
     "Reply",
     "Role",
@@ -60,6 +61,15 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class QuickReply:
+    """A button offered with a reply: pressing it sends `text` as the customer's message
+    (channels without buttons show the text to type instead)."""
+
+    label: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What the brain answers. `action` "none" means: say nothing (a human holds the chat)."""
 
@@ -70,6 +80,7 @@ class Reply:
     model_version: str = ""
     notice: str = ""  # a side note for the channel, e.g. "read the first 4,000 characters"
     in_reply_to: str = ""  # the platform message id answered; set by the message flow
+    quick_replies: tuple[QuickReply, ...] = ()  # one-tap answers: cancel, a rating
 
 
 @dataclass(frozen=True, slots=True)

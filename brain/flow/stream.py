@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from brain.keys import SEEN_TTL_SECONDS, RedisKeys
 from brain.redis_server import RedisUnavailable
-from brain.types import Inbound, Reply, Source
+from brain.types import Inbound, QuickReply, Reply, Source
 
 T = TypeVar("T")
 INBOX_GROUP = "brain"
@@ -105,6 +105,7 @@ def reply_to_dict(reply: Reply) -> dict[str, Any]:
         "model_version": reply.model_version,
         "notice": reply.notice,
         "in_reply_to": reply.in_reply_to,
+        "quick_replies": [[q.label, q.text] for q in reply.quick_replies],
     }
 
 
@@ -120,6 +121,9 @@ def reply_from_dict(data: dict[str, Any]) -> Reply:
         model_version=data.get("model_version", ""),
         notice=data.get("notice", ""),
         in_reply_to=data.get("in_reply_to", ""),
+        quick_replies=tuple(
+            QuickReply(str(label), str(text)) for label, text in data.get("quick_replies", ())
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""Handing conversations to people: the lifecycle state machine and business hours."""
