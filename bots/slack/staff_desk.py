@@ -22,9 +22,14 @@ joins and messages outside an escalation's thread are ignored.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, cast, get_args
 
 import redis.asyncio as aioredis
@@ -39,15 +44,23 @@ from bots.slack.render import Block, escape, plain_text, split_text, to_mrkdwn
 from brain.channel import Handler
 from brain.conversations import ConversationStore
 from brain.flow.staff_notices import STAFF_CHANNEL, customer_conversation
-from brain.pipeline import RESOLVE
+from brain.handoff.machine import Change, Event, Handoff, State
+from brain.pipeline import IDLE_TIMEOUT, RESOLVE
 from brain.settings import Settings
 from brain.types import Channel, Inbound, Reply, Turn
 
 log = logging.getLogger(__name__)
 
 RESOLVE_ACTION = "deskmate_handoff_resolve"
+CLAIM_ACTION = "deskmate_handoff_claim"
+RELEASE_ACTION = "deskmate_handoff_release"
+TRANSFER_ACTION = "deskmate_handoff_transfer"
 RESOLVE_BLOCK = "deskmate_handoff"
+STATUS_BLOCK = "deskmate_handoff_status"
 RESOLVE_WORDS = frozenset({"resolve", "resolved", "/resolve", "/deskmate resolve"})
+_NOTE = re.compile(r"^\s*note\s*:", re.IGNORECASE)
+_TRANSFER = re.compile(r"^\s*transfer\s+(?:to\s+)?<@([A-Z0-9]+)(?:\|[^>]*)?>\s*$", re.IGNORECASE)
+CHECK_SECONDS = 30.0  # how often the desk looks for timeouts and unclaimed escalations
 SHOWN_TURNS = 12  # the conversation so far, as posted: its last turns
 TURN_CHARS = 600
 MAX_TRANSCRIPT_SECTIONS = 8
@@ -113,31 +126,77 @@ def render_escalation(
     blocks += [_section(text) for text in sections[:MAX_TRANSCRIPT_SECTIONS]]
     blocks.append(
         _context(
-            "Reply in this thread to answer the customer. "
-            "*Resolve* (or `resolve` in the thread) gives the conversation back to the bot."
+            "Reply in this thread to answer the customer; `note: ...` stays internal. "
+            "*I'll take it* claims it; `claim`, `release`, `transfer @colleague` and `resolve` "
+            "work typed in the thread too. *Resolve* gives the conversation back to the bot."
         )
     )
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": RESOLVE_BLOCK,
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": RESOLVE_ACTION,
-                    "style": "primary",
-                    "value": conversation_id,
-                    "text": {"type": "plain_text", "text": "Resolve"},
-                }
-            ],
-        }
-    )
+    blocks += handoff_controls(conversation_id, state)
     return escape(f"Handoff from {channel}: {reason}"), blocks
+
+
+def handoff_controls(conversation_id: str, state: Mapping[str, str]) -> list[Block]:
+    """Who has the escalation, and its buttons: "I'll take it" while nobody does, else
+    Release; a colleague picker to transfer it; Resolve."""
+    agent = state.get("agent", "")
+    if state.get("state") == "claimed" and agent:
+        status = f":bust_in_silhouette: Claimed by <@{escape(agent)}>"
+        first: Block = _button(RELEASE_ACTION, "Release", conversation_id)
+    else:
+        waiting = (
+            "waiting for the team (after hours)"
+            if state.get("state") == "after_hours"
+            else "waiting for someone to take it"
+        )
+        status = f":hourglass_flowing_sand: Unclaimed: {waiting}"
+        first = {**_button(CLAIM_ACTION, "I'll take it", conversation_id), "style": "primary"}
+    picker: Block = {
+        "type": "users_select",
+        "action_id": TRANSFER_ACTION,
+        "placeholder": {"type": "plain_text", "text": "Transfer to…"},
+    }
+    resolve = _button(RESOLVE_ACTION, "Resolve", conversation_id)
+    return [
+        {**_context(status), "block_id": STATUS_BLOCK},
+        {"type": "actions", "block_id": RESOLVE_BLOCK, "elements": [first, picker, resolve]},
+    ]
+
+
+def _button(action_id: str, label: str, value: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "value": value,
+        "text": {"type": "plain_text", "text": label},
+    }
+
+
+def without_controls(blocks: Sequence[Block]) -> list[Block]:
+    """An escalation's blocks without its status and buttons."""
+    return [b for b in blocks if b.get("block_id") not in (RESOLVE_BLOCK, STATUS_BLOCK)]
+
+
+def with_controls(
+    blocks: Sequence[Block], conversation_id: str, state: Mapping[str, str]
+) -> list[Block]:
+    """An escalation's blocks with its status and buttons brought up to date."""
+    return [*without_controls(blocks), *handoff_controls(conversation_id, state)]
+
+
+def is_note(text: str) -> bool:
+    """An internal note in an escalation's thread (`note: ...`): never sent to the customer."""
+    return bool(_NOTE.match(text))
+
+
+def transfer_target(text: str) -> str | None:
+    """The colleague of `transfer @colleague` typed in a thread (as Slack sends the mention)."""
+    match = _TRANSFER.match(text)
+    return match[1] if match else None
 
 
 def resolved_blocks(blocks: Sequence[Block], agent_id: str) -> list[Block]:
     """An escalation's blocks with the Resolve button replaced by who resolved it."""
-    kept = [block for block in blocks if block.get("block_id") != RESOLVE_BLOCK]
+    kept = without_controls(blocks)
     note = (
         f":white_check_mark: Resolved by <@{escape(agent_id)}>; the customer is back with the bot."
     )
@@ -207,6 +266,12 @@ class StaffDesk:
             ttl_seconds=settings.conversation_ttl,
         )
         self.bot_user_id = ""  # set by the Slack channel once signed in
+        self.hours = settings.opening_hours
+        self.oncall_group = settings.handoff_oncall_group
+        self.oncall_seconds = settings.handoff_oncall_seconds
+        self.idle_seconds = settings.handoff_idle_seconds
+        self.check_seconds = CHECK_SECONDS
+        self._checks: asyncio.Task[None] | None = None
 
     def register(self, app: AsyncApp) -> None:
         """Listen on `app` for the staff channel's messages and the Resolve button. Call
@@ -214,12 +279,19 @@ class StaffDesk:
         app.event("message", matchers=[self._in_staff_channel])(self._on_staff_message)
         app.event("app_mention", matchers=[self._in_staff_channel])(self._ignore)
         app.action(RESOLVE_ACTION)(self._on_resolve_action)
+        app.action(CLAIM_ACTION)(self._on_control_action)
+        app.action(RELEASE_ACTION)(self._on_control_action)
+        app.action(TRANSFER_ACTION)(self._on_control_action)
 
     async def __aenter__(self) -> Self:
+        self._checks = asyncio.create_task(self._check_periodically(), name="staff-desk-checks")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        if self._checks is not None:
+            self._checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checks
 
     def web_routes(self) -> list[web.RouteDef]:
         """None: the desk receives through the Slack channel's endpoint or socket."""
@@ -254,9 +326,23 @@ class StaffDesk:
             unfurl_links=False,
             unfurl_media=False,
         )
-        await self.store.attach_staff_thread(
-            channel, conversation_id, self.staff_channel, str(posted["ts"])
-        )
+        ts = str(posted["ts"])
+        if not await self.store.attach_staff_thread(
+            channel, conversation_id, self.staff_channel, ts
+        ):
+            # Cancelled (or posted by another process) meanwhile: say so on this post.
+            log.info("conversation %s: handoff changed while it was posted", conversation_id)
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_update(
+                    channel=self.staff_channel,
+                    ts=ts,
+                    text=text,
+                    blocks=[
+                        *without_controls(blocks),
+                        _context("The customer went back to the bot before this was posted."),
+                    ],
+                )
+            return
         log.info("conversation %s: escalated to %s", conversation_id, self.staff_channel)
 
     async def _post_in_thread(self, channel: str, conversation_id: str, reply: Reply) -> None:
@@ -293,7 +379,17 @@ class StaffDesk:
         if is_resolve(text):
             await self._resolve(channel, conversation_id, state, message.thread_ts, message.user_id)
             return
-        if not text:
+        if not text or is_note(text):
+            return  # an internal note: for the team only
+        word = text.strip().strip(".!").lower()
+        target = transfer_target(message.text)
+        if word in ("claim", "release") or target:
+            control = (
+                Event.TRANSFER if target else Event.CLAIM if word == "claim" else Event.RELEASE
+            )
+            await self._control(
+                channel, conversation_id, message.thread_ts, message.user_id, control, target or ""
+            )
             return
         await self.on_message(
             Inbound(
@@ -321,6 +417,142 @@ class StaffDesk:
         channel, conversation_id, state = found
         await self._resolve(
             channel, conversation_id, state, str(ts), str(agent), message.get("blocks")
+        )
+
+    async def _on_control_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """Claim, release or transfer pressed on an escalation."""
+        await ack()
+        message = body.get("message") or {}
+        ts = message.get("ts")
+        agent = (body.get("user") or {}).get("id")
+        action = (body.get("actions") or [{}])[0]
+        if (body.get("channel") or {}).get("id") != self.staff_channel or not ts or not agent:
+            return
+        found = await self._conversation(str(ts))
+        if found is None:
+            return
+        channel, conversation_id, _ = found
+        kind = action.get("action_id")
+        events = {CLAIM_ACTION: Event.CLAIM, RELEASE_ACTION: Event.RELEASE}
+        event = events.get(str(kind), Event.TRANSFER)
+        target = str(action.get("selected_user") or "")
+        if event is Event.TRANSFER and not target:
+            return
+        await self._control(
+            channel, conversation_id, str(ts), str(agent), event, target, message.get("blocks")
+        )
+
+    async def _control(
+        self,
+        channel: Channel,
+        conversation_id: str,
+        thread_ts: str,
+        agent_id: str,
+        event: Event,
+        target: str = "",
+        blocks: Sequence[Block] | None = None,
+    ) -> None:
+        """Apply claim / release / transfer and show everyone who has the escalation now.
+        A second claim (a colleague's, or Slack retrying) finds it taken: the escalation
+        is shown as it stands, and the refusal goes into the thread for the one who tried."""
+        change = Change(event, agent=agent_id, to_agent=target)
+        outcome = await self.store.handoffs.apply(channel, conversation_id, change)
+        record = outcome.after
+        if not outcome.applied and not (event is Event.CLAIM and record.agent == agent_id):
+            with contextlib.suppress(SlackApiError):
+                taken = f"<@{escape(record.agent)}> has it" if record.agent else outcome.why
+                await self.client.chat_postMessage(
+                    channel=self.staff_channel,
+                    thread_ts=thread_ts,
+                    text=f"<@{escape(agent_id)}>: not done, {taken}.",
+                )
+        if blocks is None:
+            history = await self.store.history(channel, conversation_id)
+            blocks = render_escalation(conversation_id, record.to_hash(), history)[1]
+        if not record.held:
+            return
+        try:
+            await self.client.chat_update(
+                channel=self.staff_channel,
+                ts=thread_ts,
+                text=f"Handoff from {channel}: {escape(record.reason)}",
+                blocks=with_controls(blocks, conversation_id, record.to_hash()),
+            )
+        except SlackApiError as exc:
+            log.warning("conversation %s: escalation not updated (%s)", conversation_id, exc)
+
+    # -- timeouts and reminders ------------------------------------------------------
+
+    async def _check_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("staff desk: checking open handoffs failed; trying again later")
+
+    async def check(self, now: float | None = None) -> None:
+        """One look at the open handoffs: into the queue when the team's hours begin,
+        back to the bot when a claimed one went idle (through the inbox, so the customer
+        is told in order), and a reminder for the on-call group on one that waited
+        unclaimed too long within business hours. Every process may run it: each step is
+        a compare-and-set on the record, so it happens once."""
+        now = time.time() if now is None else now
+        open_now = self.hours is None or self.hours.is_open(datetime.fromtimestamp(now, UTC))
+        for entry in await self.store.handoffs.open_handoffs(now):
+            record = entry.handoff
+            channel, conversation_id = record.channel, record.conversation_id
+            if channel not in get_args(Channel):
+                continue
+            if record.state is State.REQUESTED and now - record.since > self.check_seconds:
+                # Its worker died between the two steps of a request: route it now.
+                await self.store.handoffs.apply(
+                    channel,
+                    conversation_id,
+                    Change(Event.ROUTE, open_now=open_now, expect_version=record.version),
+                )
+            elif record.state is State.AFTER_HOURS and open_now:
+                await self.store.handoffs.apply(
+                    channel, conversation_id, Change(Event.OPEN, expect_version=record.version)
+                )
+            elif record.state is State.CLAIMED and self.idle_seconds:
+                if now - record.last_activity >= self.idle_seconds:
+                    await self.on_message(
+                        Inbound(
+                            channel=cast(Channel, channel),
+                            conversation_id=conversation_id,
+                            user_id=self.bot_user_id or "deskmate",
+                            message_id=f"idle:{record.id}:{record.version}",
+                            text=IDLE_TIMEOUT,
+                            is_staff=True,
+                            agent=True,
+                        )
+                    )
+            elif (
+                record.state is State.QUEUED
+                and open_now
+                and self.oncall_seconds
+                and record.staff_ts
+                and not record.reposted
+                and now - record.since >= self.oncall_seconds
+            ):
+                await self._remind(record, now)
+
+    async def _remind(self, record: Handoff, now: float) -> None:
+        change = Change(Event.REMIND, expect_version=record.version)
+        marked = await self.store.handoffs.apply(record.channel, record.conversation_id, change)
+        if not marked.applied:
+            return  # another process reminded, or someone claimed it meanwhile
+        who = f"<!subteam^{escape(self.oncall_group)}>" if self.oncall_group else "<!here>"
+        minutes = int((now - record.since) // 60)
+        await delivering(
+            lambda: self.client.chat_postMessage(
+                channel=self.staff_channel,
+                thread_ts=record.staff_ts,
+                reply_broadcast=True,
+                text=f"{who} this handoff has waited {minutes} min unclaimed: "
+                f"{escape(record.reason)}. Press *I'll take it* on it.",
+            )
         )
 
     async def _conversation(self, thread_ts: str) -> tuple[Channel, str, dict[str, str]] | None:

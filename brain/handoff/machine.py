@@ -64,6 +64,7 @@ class Event(StrEnum):
     OPEN = "open"  # opening hours began
     POSTED = "posted"  # the escalation was posted to the staff channel
     ACTIVITY = "activity"  # someone wrote in the held conversation
+    REMIND = "remind"  # the on-call group was reminded of an unclaimed handoff
     CLAIM = "claim"
     RELEASE = "release"
     TRANSFER = "transfer"
@@ -82,6 +83,7 @@ ALLOWED: Mapping[Event, frozenset[State]] = {
     Event.OPEN: frozenset({State.AFTER_HOURS}),
     Event.POSTED: HELD,
     Event.ACTIVITY: HELD,
+    Event.REMIND: WAITING,
     Event.CLAIM: WAITING,
     Event.RELEASE: frozenset({State.CLAIMED}),
     Event.TRANSFER: HELD,
@@ -230,6 +232,8 @@ def decide(record: Handoff, change: Change, now: float) -> Outcome:
             return refuse("the escalation was posted already")
         posted = replace(bumped, staff_channel=change.staff_channel, staff_ts=change.staff_ts)
         return Outcome(record, posted, True)
+    if event is Event.REMIND:
+        return Outcome(record, replace(bumped, reposted=record.reposted + 1), True)
     if event is Event.ACTIVITY:
         return Outcome(record, replace(bumped, last_activity=now), True)
     if event is Event.CLAIM:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from bots.serve import build_channels, describe_handoffs, handoffs_posted
 from bots.slack.staff_desk import (
+    CLAIM_ACTION,
     RESOLVE_ACTION,
     is_resolve,
     render_escalation,
@@ -185,7 +186,11 @@ async def test_telegram_customer_is_handed_to_an_agent_and_back(
         assert "asked for a person" in shown and "telegram" in shown and "`42`" in shown
         assert "can I talk to a person? &lt;!channel&gt; &amp; co" in shown  # escaped mrkdwn
         assert "<!channel>" not in shown
-        [button] = next(b for b in escalation["blocks"] if b["type"] == "actions")["elements"]
+        claim, transfer, button = next(b for b in escalation["blocks"] if b["type"] == "actions")[
+            "elements"
+        ]
+        assert claim["action_id"] == CLAIM_ACTION and claim["text"]["text"] == "I'll take it"
+        assert transfer["type"] == "users_select"
         assert button["action_id"] == RESOLVE_ACTION and button["text"]["text"] == "Resolve"
         # The desk records the thread once Slack has answered the post: wait for it.
         for _ in range(500):
