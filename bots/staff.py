@@ -18,6 +18,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bots.faq_sync import SyncError, sync_sources
+from brain.handoff.machine import Handoffs, State
 from brain.keys import RedisKeys
 from retrieval.knowledge.sources import IngestOptions
 from retrieval.retriever import Retriever
@@ -32,7 +33,8 @@ Staff commands:
                (unchanged ones are not embedded again); every process serves the result
   faq sync     the same as faq reload
   stats        messages, answers, handoffs and ratings over the last 24 hours
-  model        the dialogue model version being served"""
+  model        the dialogue model version being served
+  queue        open handoffs, oldest first, with their ages and who has each"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ class StaffCommands:
             return (await self.stats()).render(DAY // 3600)
         if words == ["model"]:
             return await self.model()
+        if words == ["queue"]:
+            return await self.queue()
         return USAGE
 
     async def reload_faq(self) -> str:
@@ -156,6 +160,25 @@ class StaffCommands:
             start = "(" + _text(page[-1][0])
         return Stats(messages, answers, clarifications, handoffs, ratings, by_channel)
 
+    async def queue(self, now: float | None = None) -> str:
+        """The open handoffs with their ages: waiting ones by place, claimed ones by agent."""
+        entries = await Handoffs(self.redis, self.prefix).open_handoffs(now)
+        if not entries:
+            return "No open handoffs."
+        lines = [f"{len(entries)} open handoff{'s' if len(entries) != 1 else ''}:"]
+        place = 0
+        for entry in entries:
+            record = entry.handoff
+            if record.state is State.CLAIMED:
+                status = f"claimed by {record.agent}"
+            else:
+                place += 1
+                status = f"#{place} {record.state.value.replace('_', ' ')}"
+            lines.append(
+                f"  {record.member:<24} {_age(entry.age_seconds):>7}  {status}  ({record.reason})"
+            )
+        return "\n".join(lines)
+
     async def model(self) -> str:
         """The model version replicas serve: `model:active` in Redis, else the backend's."""
         active_key = RedisKeys(self.prefix).model_active
@@ -165,6 +188,13 @@ class StaffCommands:
         return (
             f"Active model: {self.backend_version} (the configured backend; no version promoted)."
         )
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d}"
 
 
 def _text(value: object) -> str:

@@ -54,6 +54,7 @@ from bots.telegram.render import (
     OutgoingMessage,
     parse_choice,
     parse_feedback,
+    parse_say,
     plain_message,
     render_reply,
 )
@@ -218,10 +219,12 @@ def to_feedback(update: Update | Mapping[str, Any]) -> Feedback | None:
 
 
 def to_choice(update: Update | Mapping[str, Any]) -> Inbound | None:
-    """A press on a clarifying question's option, as the reply with its number, or None."""
+    """A press on a clarifying question's option (as the reply with its number) or on a
+    quick reply such as "Back to the bot" or a rating (as the text it sends), or None."""
     press = _pressed(update)
     number = parse_choice(press[0].data) if press else None
-    if press is None or number is None:
+    said = parse_say(press[0].data) if press else None
+    if press is None or (number is None and said is None):
         return None
     query, asked, conversation = press
     return Inbound(
@@ -229,7 +232,7 @@ def to_choice(update: Update | Mapping[str, Any]) -> Inbound | None:
         conversation_id=conversation,
         user_id=str(query.from_user.id),
         message_id=f"choice-{query.id}",
-        text=str(number),
+        text=str(number) if said is None else said,
         time=time.time(),
         is_group=asked.chat.type != ChatType.PRIVATE,
         mentioned=True,

@@ -18,11 +18,12 @@ from typing import Final
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from brain.types import Rating, Reply, Source
+from brain.types import QuickReply, Rating, Reply, Source
 
 MESSAGE_LIMIT: Final = 4096
 FEEDBACK_PREFIX: Final = "fb:"
 CHOICE_PREFIX: Final = "pick:"
+SAY_PREFIX: Final = "say:"  # quick replies: the button sends this text as the customer's
 BUTTON_CHARS: Final = 60  # longer option titles are cut on their button
 RATINGS: Final[dict[Rating, str]] = {"up": "👍", "down": "👎"}
 
@@ -185,7 +186,28 @@ def render_reply(reply: Reply, limit: int = MESSAGE_LIMIT) -> list[OutgoingMessa
         out[-1] = OutgoingMessage(out[-1].html, feedback_keyboard())
     elif reply.action == "clarify" and reply.sources:
         out[-1] = OutgoingMessage(out[-1].html, choice_keyboard(reply.sources))
+    elif reply.quick_replies:
+        out[-1] = OutgoingMessage(out[-1].html, quick_reply_keyboard(reply.quick_replies))
     return out
+
+
+def quick_reply_keyboard(options: tuple[QuickReply, ...]) -> InlineKeyboardMarkup:
+    """One row of buttons; a press is the customer sending the button's text."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(option.label, callback_data=SAY_PREFIX + option.text[:60])
+                for option in options
+            ]
+        ]
+    )
+
+
+def parse_say(data: str | None) -> str | None:
+    """The text a quick-reply button sends, or None if the data is not one of ours."""
+    if not data or not data.startswith(SAY_PREFIX):
+        return None
+    return data.removeprefix(SAY_PREFIX) or None
 
 
 def _join_or_keep(

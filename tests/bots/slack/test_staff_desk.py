@@ -24,10 +24,12 @@ from bots.serve import build_channels, describe_handoffs, handoffs_posted
 from bots.slack.staff_desk import (
     CLAIM_ACTION,
     RESOLVE_ACTION,
+    TRANSFER_ACTION,
     is_resolve,
     render_escalation,
     to_thread_reply,
 )
+from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
 from brain.flow.staff_notices import STAFF_CHANNEL, staff_notice
 from brain.flow.wiring import Flow
@@ -36,7 +38,7 @@ from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Reply, Turn
 from tests.fakes.slack import JSON, FakeSlack, signed_headers
-from tests.fakes.telegram import FakeTelegram, text_message, visible_text
+from tests.fakes.telegram import FakeTelegram, button_press, text_message, visible_text
 from training.dataset import pick_pairs
 from training.transcripts import export_transcripts
 
@@ -421,3 +423,119 @@ async def test_agent_messages_after_the_handoff_ended_are_not_sent_and_reset_for
     assert await brain.handle(late) == Reply("", "none")
     assert staff_notice(late, Reply("", "none")) is None  # never echoed to the team
     assert not [t for t in await brain.store.history("telegram", "77") if t.role == "agent"]
+
+
+async def press(run: Running, escalation: JSON, user: str, action: JSON) -> None:
+    """A block_actions press on an escalation by `user` (sent as Slack sends it)."""
+    body = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user},
+        "api_app_id": "A1",
+        "channel": {"id": STAFF},
+        "container": {"type": "message", "message_ts": escalation["ts"], "channel_id": STAFF},
+        "message": {"type": "message", "ts": escalation["ts"], "blocks": escalation["blocks"]},
+        "actions": [{"block_id": "deskmate_handoff", "action_ts": str(time.time()), **action}],
+        "trigger_id": "1.2.3",
+        "response_url": f"{run.slack.url}/response/1",
+    }
+    form = urlencode({"payload": json.dumps(body)})
+    assert await run._post(form, "application/x-www-form-urlencoded") == 200
+
+
+async def test_agents_claim_once_transfer_keep_notes_internal_and_the_customer_rates(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async with running(brain, redis, data_dir) as run:
+        run.telegram.push(text_message("/human"))
+        [told] = await run.telegram.wait_for_messages(1)
+        assert "number 1 in the queue" in visible_text(told["text"])
+        [[back_button]] = told["reply_markup"]["inline_keyboard"]
+        assert back_button["text"] == "Back to the bot"
+        await run.slack.wait_for(lambda: bool(run.escalations()))
+        [escalation] = run.escalations()
+        for _ in range(500):  # the desk records the thread once Slack answered the post
+            if (await brain.store.handoff_record("telegram", "42")).staff_ts:
+                break
+            await asyncio.sleep(0.01)
+
+        # Two agents press "I'll take it" at once, and Slack retries one press.
+        claim = {"type": "button", "action_id": CLAIM_ACTION, "value": "telegram:42"}
+        await asyncio.gather(
+            press(run, escalation, "UANNA", claim),
+            press(run, escalation, "UBEN", claim),
+            press(run, escalation, "UANNA", claim),
+        )
+        record = await brain.store.handoff_record("telegram", "42")
+        assert record.state == "claimed" and record.agent in ("UANNA", "UBEN")
+        holder = record.agent
+        await run.slack.wait_for(lambda: bool(run.slack.payloads("chat.update")))
+        shown = json.dumps(run.slack.payloads("chat.update")[-1]["blocks"])
+        assert f"Claimed by <@{holder}>" in shown
+        claims = [
+            e["data"]
+            for e in await run.transcript("handoff_state")
+            if e["data"]["event"] == "claim"
+        ]
+        assert len(claims) == 1 and claims[0]["time_to_claim"] >= 0
+
+        # The queue lists it with its age and who has it.
+        listed = await StaffCommands(
+            brain.retriever, redis, prefix="dm:", index_dir=data_dir, backend_version="quote"
+        ).run("queue")
+        assert "telegram:42" in listed and f"claimed by {holder}" in listed
+
+        # A note stays in the thread; a transfer hands it to a colleague.
+        for text in ("note: customer is a VIP, be nice", "Hello! I'm on it."):
+            await run.event(
+                {
+                    "type": "message",
+                    "channel": STAFF,
+                    "user": holder,
+                    "text": text,
+                    "ts": slack_ts(),
+                    "thread_ts": escalation["ts"],
+                }
+            )
+        await run.telegram.wait_for_messages(2)
+        transfer = {"type": "users_select", "action_id": TRANSFER_ACTION, "selected_user": "UCHLOE"}
+        await press(run, escalation, holder, transfer)
+        assert (await brain.store.handoff_record("telegram", "42")).agent == "UCHLOE"
+
+        # Resolved: back with the bot, asked once to rate; one tap records CSAT.
+        await run.press_resolve(escalation, user="UCHLOE")
+        messages = await run.telegram.wait_for_messages(3)
+        assert "back with me" in visible_text(messages[2]["text"])
+        [[up, _down]] = messages[2]["reply_markup"]["inline_keyboard"]
+        run.telegram.push(button_press(run.telegram.delivered[2], up["callback_data"]))
+        messages = await run.telegram.wait_for_messages(4)
+        assert "Thank you for rating" in visible_text(messages[3]["text"])
+        await asyncio.sleep(0.3)
+        texts = run.customer_texts()
+        assert len(texts) == 4 and not any("VIP" in t for t in texts)
+        states = [e["data"] for e in await run.transcript("handoff_state")]
+        assert [s["to"] for s in states] == [
+            "requested",
+            "queued",
+            "claimed",
+            "claimed",
+            "resolved",
+            "bot",
+        ]
+        assert states[-1]["csat"] == "up"
+        saved = await brain.store.handoffs.record(states[-1]["id"])
+        assert saved["csat"] == "up" and saved["outcome"] == "resolved"
+        assert saved["first_agent"] == holder and saved["resolved_by"] == "UCHLOE"
+
+
+async def test_the_customer_cancels_with_bot_and_the_escalation_is_gone(
+    brain: Brain, redis: aioredis.Redis
+) -> None:
+    assert (await brain.handle(Inbound("telegram", "5", "5", "m1", "/human"))).action == "handoff"
+    assert await redis.zrange("dm:handoffs:waiting", 0, -1) == ["telegram:5"]
+    cancelled = await brain.handle(Inbound("telegram", "5", "5", "m2", "/bot"))
+    assert "cancelled your request" in cancelled.text
+    assert await brain.store.handoff("telegram", "5") is None
+    assert await redis.zrange("dm:handoffs:open", 0, -1) == []
+    again = await brain.handle(Inbound("telegram", "5", "5", "m3", "/bot"))
+    assert "already" in again.text
