@@ -6,9 +6,8 @@ history in the real conversation store (an embedded Redis), as `deskmate eval an
 does. Reported per backend: answered, citation accuracy (cites a relevant entry),
 token-F1 and ROUGE-L against the person's reply, p50 time to answer.
 
-By default only the dev dialogues `make starter-model` held out from the starter
-adapter's training are asked (`--all-turns`: every dev turn). The fine-tuned row is the
-bundled starter adapter, or `--adapter`.
+The fine-tuned row is the bundled starter adapter (trained on the grounded training
+transcripts, never on these dev turns), or `--adapter`.
 
     python -m bench.conversations [--limit 150] [--adapter RUN_DIR/adapter]
 """
@@ -32,8 +31,6 @@ from retrieval.evaluation import load_queries
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
-from training.importers import holds_out
-from training.starter import HOLD_OUT
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -44,13 +41,8 @@ async def run(
     adapter: Path | None,
     data_dir: Path,
     base: bool = True,
-    all_turns: bool = False,
 ) -> list[tuple[str, AnswerReport]]:
-    queries = [
-        query
-        for query in load_queries(data / "grounded" / "queries-dev.jsonl")
-        if all_turns or holds_out(query, HOLD_OUT)
-    ][:limit]
+    queries = load_queries(data / "grounded" / "queries-dev.jsonl")[:limit]
     embedder = Embedder()
     index = FaqIndex.build(load_faq([data / "grounded" / "faqs.jsonl"]), embedder)
     backends: list[tuple[str, dict[str, str]]] = [("quote", {"DESKMATE_MODEL_BACKEND": "quote"})]
@@ -96,17 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter from `deskmate train`")
     parser.add_argument("--data-dir", type=Path, help="where the model is converted (cached)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model (slow)")
-    parser.add_argument(
-        "--all-turns",
-        action="store_true",
-        help="every dev turn, not only the dialogues held out from the starter adapter",
-    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data_dir or Path(scratch)
-        rows = asyncio.run(
-            run(args.data, args.limit, args.adapter, data_dir, not args.no_base, args.all_turns)
-        )
+        rows = asyncio.run(run(args.data, args.limit, args.adapter, data_dir, not args.no_base))
         print(table(rows))
 
 

@@ -175,7 +175,9 @@ class Settings:
         "sentence-transformers/all-MiniLM-L6-v2",
     )
     model_backend: str = _setting(
-        "answer backend: hf | openai | quote", _choice("hf", "openai", "quote"), "quote"
+        "answer backend: hf (in-process model, the default) | openai | quote",
+        _choice("hf", "openai", "quote"),
+        "hf",
     )
     model: str = _setting(
         "dialogue model: Hugging Face id or local path",

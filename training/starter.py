@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +19,6 @@ from typing import Any
 
 from brain.answering.model_loading import STARTER_ADAPTER
 
-# Share of the grounded dev dialogues `make starter-model` keeps out of training
-# (STARTER_HOLD_OUT in the Makefile); bench.conversations asks those.
-HOLD_OUT = 0.35
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 
@@ -37,13 +33,13 @@ def model_card(report: Mapping[str, Any]) -> str:
         "",
         f"LoRA adapter for `{report.get('base_model', '?')}`, served by the hf backend unless "
         "DESKMATE_MODEL_ADAPTER names another adapter (or `none`). Reproduce it with "
-        "`make starter-model` (see the README's section on the default model).",
+        "`make starter-model`; the README's section on the default model says which public "
+        "data it learns from, under which license, and how it compares with quoting.",
         "",
-        f"- conversations: `{config.get('conversations', '?')}` "
+        f"- conversations: `{Path(str(config.get('conversations', '?'))).name}` "
         f"({data.get('conversations', 0)} conversations, {data.get('train_examples', 0)} "
         f"training examples, {data.get('heldout_examples', 0)} held out)",
-        f"- grounded in: `{config.get('index_dir') or 'the served index'}` "
-        f"({data.get('faq_entries', 0)} entries)",
+        f"- grounded in an index of {data.get('faq_entries', 0)} entries",
         f"- epochs {config.get('epochs')}, LoRA r={config.get('lora_r')} "
         f"alpha={config.get('lora_alpha')}, max length {config.get('max_length')}, "
         f"passages cut to {config.get('passage_chars')} characters",
@@ -79,7 +75,9 @@ def bundle(run_dir: Path, target: Path = STARTER_ADAPTER) -> Path:
         raise FileNotFoundError(f"{adapter}: no adapter (run `deskmate train` first)")
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(adapter / CONFIG, target / CONFIG)
+    config = json.loads((adapter / CONFIG).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = report.get("base_model", "")  # not the run's path
+    (target / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     weights = {
         name: tensor.to(torch.float16).contiguous()
         for name, tensor in load_file(str(adapter / WEIGHTS)).items()

@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from bots.app import build_app
 from brain.answering.grounded import GenerativeBackend
 from brain.answering.hf_generator import HFGenerator, HFOptions
+from brain.answering.model_loading import STARTER_ADAPTER
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
+from brain.redis_server import EmbeddedRedis
+from brain.settings import Settings
 from brain.types import Inbound
+from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
 from tests.models import real_model_dir
 
@@ -81,3 +86,29 @@ def test_int8_serves_the_scheme_closest_to_fp32_on_this_cpu(real_model_dir: Path
     plain_error = (plain.prompt_logits(ids) - exact).abs().mean()
     chosen_error = (chosen.prompt_logits(ids) - exact).abs().mean()
     assert chosen_error <= plain_error * 1.05, (chosen.int8_scheme, errors)
+
+
+@pytest.mark.slow
+async def test_the_shipped_default_answers_with_the_starter_adapter(
+    real_model_dir: Path, tmp_path: Path, sample_index: FaqIndex, redis_server: EmbeddedRedis
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "models").symlink_to(real_model_dir.parent)  # the converted model, shared
+    # Nothing about the model is configured: what a user of `make chat` gets.
+    settings = Settings.load(
+        {"DESKMATE_DATA_DIR": str(data_dir), "DESKMATE_REDIS_URL": redis_server.url}
+    )
+    assert settings.model_backend == "hf" and settings.adapter == STARTER_ADAPTER
+    sample_index.save(settings.index_dir)
+    async with build_app(settings, show_progress=False) as app:
+        served = "SmolLM2-135M-Instruct@starter"
+        assert app.brain.backend.version == served
+        question = "how many days do I have to send an item back?"
+        reply = await app.brain.handle(Inbound("console", "c1", "u1", "1", question))
+    assert reply.action == "answer", reply
+    assert reply.sources and reply.sources[0].id.startswith("returns-")
+    # The model's own words, or the quoting fallback when it did not ground them.
+    assert reply.model_version == served or reply.model_version.startswith(
+        f"quote (fallback from {served}"
+    )
