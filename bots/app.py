@@ -18,6 +18,8 @@ from brain.answering.grounded import GenerativeBackend, UnavailableModelBackend
 from brain.answering.model_loading import ModelLoadError
 from brain.answering.registry import ActiveModelWatcher, ModelRegistry, ModelVersion, backend_hook
 from brain.conversations import ConversationStore
+from brain.keys import RedisKeys
+from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
@@ -36,6 +38,7 @@ class App:
     retriever: Retriever
     brain: Brain
     model_watcher: ActiveModelWatcher | None = None
+    classifier_watcher: ActiveModelWatcher | None = None
 
 
 async def make_backend(settings: Settings) -> AnswerBackend:
@@ -131,6 +134,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
     embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
+    mood = MoodReader.default(settings.embedding_model, embedder.dimension)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         store = ConversationStore(
             redis,
@@ -145,6 +149,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             max_message_chars=settings.max_message_chars,
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
+            mood=mood,
         )
         watcher = ActiveModelWatcher(
             redis,
@@ -152,6 +157,15 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             ModelRegistry(settings.registry_dir),
             hook=backend_hook(backend),
             interval=settings.model_watch_seconds,
+        )
+        classifier_watcher = ActiveModelWatcher(
+            redis,
+            settings.redis_prefix,
+            ModelRegistry(settings.classifier_registry_dir),
+            hook=mood.use_version,
+            interval=settings.model_watch_seconds,
+            key=RedisKeys(settings.redis_prefix).classifier_active,
+            what="mood classifier",
         )
         faq_watcher = FaqWatcher(
             redis,
@@ -161,7 +175,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             interval=settings.faq_watch_seconds,
         )
         try:
-            async with watcher, faq_watcher:
-                yield App(settings, redis, store, retriever, brain, watcher)
+            async with watcher, classifier_watcher, faq_watcher:
+                yield App(settings, redis, store, retriever, brain, watcher, classifier_watcher)
         finally:
             await backend.aclose()

@@ -14,9 +14,11 @@ from dataclasses import replace
 
 from brain.answering.backends import AnswerBackend
 from brain.conversations import ConversationStore
-from brain.policy import decide, small_talk
+from brain.mood.reader import MoodReader
+from brain.policy import anger_reason, decide, is_anger_reason, small_talk
 from brain.text import normalize_text
-from brain.types import Feedback, Inbound, Reply, Source, Turn
+from brain.types import Feedback, Inbound, Mood, Reply, Source, Turn
+from retrieval.embedder import Vectors
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
@@ -62,12 +64,22 @@ def search_in_conversation(
     after the others: a follow-up asks for something the customer does not have yet. Serving and
     training (`training.dataset.build_examples`) both retrieve through here.
     """
+    return search_in_conversation_with_vector(retriever, question, history, k)[0]
+
+
+def search_in_conversation_with_vector(
+    retriever: Retriever, question: str, history: Sequence[Turn], k: int
+) -> tuple[list[FaqHit], Vectors]:
+    """`search_in_conversation`, and the question's sentence vector (read by the mood
+    classifier without a second encoder pass)."""
     last = history[-1] if history else None
     answered = last is not None and last.role == "assistant" and last.action == "answer"
     given = set(last.sources) if last is not None and answered else set()
-    hits = retriever.search(question, k + len(given), "hybrid", conversation_context(history))
+    hits, vector = retriever.search_with_vector(
+        question, k + len(given), "hybrid", conversation_context(history)
+    )
     hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
-    return hits[:k]
+    return hits[:k], vector
 
 
 class Brain:
@@ -82,8 +94,10 @@ class Brain:
         max_message_chars: int = 4000,
         bot_name: str = "deskmate",
         thresholds: Thresholds | None = None,
+        mood: MoodReader | None = None,
     ) -> None:
         self.retriever = retriever
+        self.mood = mood or MoodReader.regex_only()
         self.store = store
         self.backend = backend
         self.max_message_chars = max_message_chars
@@ -128,12 +142,14 @@ class Brain:
             return await self._command(command[1].lower(), inbound, user_turn)
 
         if await self.store.handoff(inbound.channel, inbound.conversation_id) is not None:
-            # A human agent holds the conversation: record, stay quiet.
+            # A human agent holds the conversation: record (with the mood), stay quiet.
+            user_turn = replace(user_turn, mood=await self._mood(question))
             await self.store.append(inbound, user_turn)
             return Reply("", "none", notice=notice)
 
         kind = small_talk(question)
         if kind is not None:
+            user_turn = replace(user_turn, mood=await self._mood(question))
             reply = Reply(
                 "Hi! What can I help you with today?"
                 if kind == "greeting"
@@ -148,9 +164,15 @@ class Brain:
         if chosen is not None:
             hits = [chosen]
             action, reason = "answer", "customer picked an offered entry"
+            user_turn = replace(user_turn, mood=await self._mood(question))
         else:
-            hits = await self._retrieve(question, history)
-            decision = decide(question, hits, self.thresholds)
+            hits, vector = await self._retrieve(question, history)
+            mood = self.mood.read(question, vector)
+            user_turn = replace(user_turn, mood=mood)
+            earlier = [turn.mood for turn in history if turn.role == "user" and turn.mood]
+            strong, sustained = self.mood.thresholds.strong, self.mood.thresholds.sustained
+            anger = anger_reason(mood, earlier[-1:], strong, sustained)
+            decision = decide(question, hits, self.thresholds, anger)
             action, reason = decision.action, decision.reason
         log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
 
@@ -164,10 +186,21 @@ class Brain:
         await self.store.append(inbound, user_turn, self._bot_turn(reply))
         return reply
 
-    async def _retrieve(self, question: str, history: list[Turn]) -> list[FaqHit]:
+    async def _retrieve(self, question: str, history: list[Turn]) -> tuple[list[FaqHit], Vectors]:
         return await asyncio.to_thread(
-            search_in_conversation, self.retriever, question, history, self.retriever.top_k
+            search_in_conversation_with_vector,
+            self.retriever,
+            question,
+            history,
+            self.retriever.top_k,
         )
+
+    async def _mood(self, question: str) -> Mood:
+        """The mood of a message that was not retrieved for (its vector is computed here)."""
+        vector = None
+        if self.mood.needs_vector:
+            vector = await asyncio.to_thread(self.retriever.embedder.encode_query, question)
+        return self.mood.read(question, vector)
 
     async def _answer(
         self, inbound: Inbound, question: str, hits: Sequence[FaqHit], history: list[Turn]
@@ -210,7 +243,7 @@ class Brain:
         )
         if reason == "not covered by the FAQ":
             opening = "I don't have an answer to that in our help centre."
-        elif reason == "customer seems upset":
+        elif is_anger_reason(reason):
             opening = "I'm sorry this has been frustrating."
         else:
             opening = "Of course."
