@@ -1,11 +1,11 @@
-"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval)."""
+"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval, classifier)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-QUICK = ["retrieval"]
+QUICK = ["retrieval", "classifier"]
 
 
 def main() -> None:

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from bots.app import build_app
 from brain.answering.registry import BASE, ActiveModelWatcher, ModelRegistry, promote, rollback
 from brain.keys import RedisKeys
-from brain.mood.classifier import ClassifierLoadError
+from brain.mood.classifier import DEFAULT_DIR, ClassifierLoadError, MoodClassifier, MoodThresholds
 from brain.mood.reader import REGEX, MoodReader
+from brain.redis_server import EmbeddedRedis
+from brain.settings import Settings
+from retrieval.index import FaqIndex
 from tests.brain.mood.test_classifier import two_label_head
 
 
@@ -69,3 +73,32 @@ async def test_a_version_for_another_embedder_is_refused(tmp_path: Path) -> None
     reader = MoodReader(None, embedder="all-MiniLM-L6-v2", dimension=384, default_dir=None)
     with pytest.raises(ClassifierLoadError, match="does not fit"):
         await reader.use_version(version)
+
+
+async def test_a_running_app_serves_the_shipped_classifier_and_follows_promotions(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, sample_index: FaqIndex
+) -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_DATA_DIR": str(tmp_path / "data"),
+            "DESKMATE_REDIS_URL": redis_server.url,
+            "DESKMATE_MODEL_WATCH_SECONDS": "0.05",
+        }
+    )
+    sample_index.save(settings.index_dir)
+    shipped = MoodClassifier.load(DEFAULT_DIR)
+    tuned = shipped.with_thresholds(MoodThresholds(0.99, 0.98, "tests"))
+    tuned.save(tmp_path / "tuned")
+    registry = ModelRegistry(settings.classifier_registry_dir)
+    registry.register(tmp_path / "tuned", shipped.embedder)
+    async with build_app(settings, show_progress=False) as app:
+        watcher = app.classifier_watcher
+        assert watcher is not None and watcher.current == BASE
+        assert app.brain.mood.version == BASE
+        assert app.brain.mood.thresholds == shipped.thresholds
+        watcher.changed.clear()
+        key = RedisKeys(settings.redis_prefix).classifier_active
+        await promote(redis, settings.redis_prefix, registry, "v1", key)
+        await asyncio.wait_for(watcher.changed.wait(), timeout=5)
+        assert app.brain.mood.version == "v1"
+        assert app.brain.mood.thresholds.strong == 0.99
