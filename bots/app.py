@@ -161,7 +161,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
         classifier_watcher = ActiveModelWatcher(
             redis,
             settings.redis_prefix,
-            ModelRegistry(settings.classifier_registry_dir),
+            ModelRegistry(settings.classifier_registry_dir, "mood classifier"),
             hook=mood.use_version,
             interval=settings.model_watch_seconds,
             key=RedisKeys(settings.redis_prefix).classifier_active,

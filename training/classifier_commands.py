@@ -59,7 +59,9 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         register=not args.no_register,
     )
     embedder = Embedder(settings.embedding_model)
-    result = train(config, embedder, ModelRegistry(settings.classifier_registry_dir))
+    result = train(
+        config, embedder, ModelRegistry(settings.classifier_registry_dir, "mood classifier")
+    )
     report = result.report
     print(f"Trained on {report['examples']} texts in {result.seconds:.1f} s.")
     print(f"Evaluated on {report['evaluated_on']}:")
@@ -91,7 +93,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 async def _active(settings: Settings) -> str:
-    registry = ModelRegistry(settings.classifier_registry_dir)
+    registry = ModelRegistry(settings.classifier_registry_dir, "mood classifier")
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         key = RedisKeys(settings.redis_prefix).classifier_active
         return await read_active(redis, settings.redis_prefix, registry, key)
@@ -103,7 +105,7 @@ def load_version(name: str, settings: Settings) -> MoodClassifier | None:
         return None
     if name == BASE:
         return MoodClassifier.load(DEFAULT_DIR)
-    version = ModelRegistry(settings.classifier_registry_dir).get(name)
+    version = ModelRegistry(settings.classifier_registry_dir, "mood classifier").get(name)
     assert version.adapter_dir is not None
     return MoodClassifier.load(version.adapter_dir, version.name)
 
@@ -157,7 +159,7 @@ def _examples(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _versions(args: argparse.Namespace, settings: Settings) -> int:
-    registry = ModelRegistry(settings.classifier_registry_dir)
+    registry = ModelRegistry(settings.classifier_registry_dir, "mood classifier")
     key = RedisKeys(settings.redis_prefix).classifier_active
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         prefix = settings.redis_prefix

@@ -87,7 +87,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 CLASSIFIER_DATA = """\
 labelled data: JSONL, one {"text": "...", "label": "..."} a line; label names are
 whatever the data uses (e.g. anger / joy / optimism / sadness). The anger label
-escalates; sentiment = P(positive labels) - P(negative labels).
+escalates; sentiment = P(emotional) x (P(positive labels) - P(negative labels)), where
+P(emotional) comes from a gate trained against --neutral customer questions.
 """
 
 

@@ -64,8 +64,9 @@ class ModelVersion:
 class ModelRegistry:
     """Versions on disk under `root`; `register` is atomic (staged, then renamed)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, what: str = "model") -> None:
         self.root = Path(root)
+        self.what = what  # what error messages call the versions ("mood classifier")
 
     def versions(self) -> list[ModelVersion]:
         """Every registered version, oldest first."""
@@ -83,7 +84,7 @@ class ModelRegistry:
         manifest = self.root / name / "manifest.json"
         if not _NAME.match(name) or not manifest.exists():
             known = ", ".join(v.name for v in self.versions()) or "none registered yet"
-            raise RegistryError(f"no model version {name!r} in {self.root} (known: {known})")
+            raise RegistryError(f"no {self.what} version {name!r} in {self.root} (known: {known})")
         data = json.loads(manifest.read_text(encoding="utf-8"))
         return ModelVersion(
             name=name,
@@ -167,7 +168,7 @@ class ModelRegistry:
         """Drop the active version; the one promoted before it (or `base`) is active again."""
         state = self._state()
         if not state["stack"]:
-            raise RegistryError("nothing to roll back: the base model is already active")
+            raise RegistryError(f"nothing to roll back: the base {self.what} is already active")
         state["stack"].pop()
         now_active = state["stack"][-1] if state["stack"] else BASE
         state["log"].append({"action": "rollback", "version": now_active, "time": time.time()})
