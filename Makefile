@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: chat test bench install lint starter-model
+.PHONY: chat test bench install lint starter-model classifier
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,13 @@ starter-model: $(STAMP)
 		$(GROUNDED)/transcripts-train.jsonl --epochs 2 --max-length 512 --passage-chars 400 \
 		--max-heldout 40 --no-register --output-dir $(STARTER_RUN)/run
 	$(BIN)/python -m training.starter $(STARTER_RUN)/run
+
+# The mood classifier shipped in the package (brain/mood/default), rebuilt from the public
+# TweetEval emotion data in ../shared/data/emotion, gated by neutral customer questions
+# (the sample FAQ, BANKING77-OOS and StackFAQ queries; see the README, "Mood").
+EMOTION ?= ../shared/data/emotion
+NEUTRAL ?= bots/sample/faq.jsonl ../shared/data/banking77-oos/queries-dev.jsonl \
+	../shared/data/stackfaq/queries-dev.jsonl
+classifier: $(STAMP)
+	$(BIN)/deskmate classifier train $(EMOTION)/train.jsonl --dev $(EMOTION)/dev.jsonl \
+		--neutral $(NEUTRAL) --bundle brain/mood/default --no-register

@@ -1,4 +1,4 @@
-"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval);
+"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval, classifier);
 `python -m bench ingestion` the knowledge import one, and so on."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-QUICK = ["retrieval"]
+QUICK = ["retrieval", "classifier"]
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ from brain.answering.registry import (
     read_active,
 )
 from brain.conversations import ConversationStore
+from brain.keys import RedisKeys
+from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings, SettingsError
@@ -47,6 +49,7 @@ class App:
     retriever: Retriever
     brain: Brain
     model_watcher: ActiveModelWatcher | None = None
+    classifier_watcher: ActiveModelWatcher | None = None
 
 
 async def make_backend(
@@ -182,6 +185,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
     registry = ModelRegistry(settings.registry_dir)
+    mood = MoodReader.default(settings.embedding_model, embedder.dimension)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         active, version = await _active_version(redis, settings.redis_prefix, registry)
         backend = await make_backend(settings, embedder, version)
@@ -200,6 +204,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             thresholds=threshold_overrides(settings, index.thresholds),
             hours=settings.opening_hours,
             idle_seconds=settings.handoff_idle_seconds,
+            mood=mood,
         )
         watcher = ActiveModelWatcher(
             redis,
@@ -208,6 +213,15 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             hook=backend_hook(backend),
             interval=settings.model_watch_seconds,
             current=active,
+        )
+        classifier_watcher = ActiveModelWatcher(
+            redis,
+            settings.redis_prefix,
+            ModelRegistry(settings.classifier_registry_dir, "mood classifier"),
+            hook=mood.use_version,
+            interval=settings.model_watch_seconds,
+            key=RedisKeys(settings.redis_prefix).classifier_active,
+            what="mood classifier",
         )
         options = ingest_options(settings)
         faq_watcher = FaqWatcher(
@@ -228,7 +242,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             options=options,
         )
         try:
-            async with watcher, faq_watcher, source_sync:
-                yield App(settings, redis, store, retriever, brain, watcher)
+            async with watcher, classifier_watcher, faq_watcher, source_sync:
+                yield App(settings, redis, store, retriever, brain, watcher, classifier_watcher)
         finally:
             await backend.aclose()

@@ -44,6 +44,8 @@ examples:
   deskmate transcripts export --since 2026-11-01 --out t.jsonl   conversations for training
   deskmate train t.jsonl --epochs 2              fine-tune, evaluate, register a version
   deskmate model promote v3                      serve v3 everywhere (model rollback undoes)
+  deskmate classifier train emotion.jsonl --dev dev.jsonl --neutral faq.jsonl   mood classifier
+  deskmate classifier eval dev.jsonl --json      per-label precision/recall/F1, macro-F1
   deskmate config                                show the effective settings
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally

@@ -22,6 +22,7 @@ from bots.progress import counting, progress_bar
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
 from brain.keys import RedisKeys
+from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings
@@ -192,6 +193,7 @@ async def eval_answers(
             max_message_chars=settings.max_message_chars,
             bot_name=settings.bot_name,
             thresholds=threshold_overrides(settings, index.thresholds),
+            mood=MoodReader.default(settings.embedding_model, embedder.dimension),
         )
         try:
             with progress_bar("Answering", not as_json) as update:

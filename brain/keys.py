@@ -151,6 +151,11 @@ class RedisKeys:
         return self.prefix + "model:active"
 
     @property
+    def classifier_active(self) -> str:
+        """String: the mood classifier version every process serves."""
+        return self.prefix + "classifier:active"
+
+    @property
     def faq_version(self) -> str:
         """String: content hash of the FAQ index every process serves."""
         return self.prefix + "faq:version"

@@ -18,9 +18,11 @@ from brain.answering.backends import AnswerBackend
 from brain.conversations import ConversationStore
 from brain.handoff.hours import BusinessHours, describe_reopening
 from brain.handoff.machine import Change, Event, Outcome, State
-from brain.policy import decide, small_talk
+from brain.mood.reader import MoodReader
+from brain.policy import anger_reason, decide, is_anger_reason, small_talk
 from brain.text import normalize_text
-from brain.types import Feedback, Inbound, QuickReply, Reply, Source, Turn
+from brain.types import Feedback, Inbound, Mood, QuickReply, Reply, Source, Turn
+from retrieval.embedder import Vectors
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
@@ -77,12 +79,22 @@ def search_in_conversation(
     after the others: a follow-up asks for something the customer does not have yet. Serving and
     training (`training.dataset.build_examples`) both retrieve through here.
     """
+    return search_in_conversation_with_vector(retriever, question, history, k)[0]
+
+
+def search_in_conversation_with_vector(
+    retriever: Retriever, question: str, history: Sequence[Turn], k: int
+) -> tuple[list[FaqHit], Vectors]:
+    """`search_in_conversation`, and the question's sentence vector (read by the mood
+    classifier without a second encoder pass)."""
     last = history[-1] if history else None
     answered = last is not None and last.role == "assistant" and last.action == "answer"
     given = set(last.sources) if last is not None and answered else set()
-    hits = retriever.search(question, k + len(given), "hybrid", conversation_context(history))
+    hits, vector = retriever.search_with_vector(
+        question, k + len(given), "hybrid", conversation_context(history)
+    )
     hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
-    return hits[:k]
+    return hits[:k], vector
 
 
 def _duration(seconds: float) -> str:
@@ -110,10 +122,12 @@ class Brain:
         thresholds: Thresholds | None = None,
         hours: BusinessHours | None = None,
         idle_seconds: float = 0.0,
+        mood: MoodReader | None = None,
     ) -> None:
         self.hours = hours  # the support team's; None: always open
         self.idle_seconds = idle_seconds  # a claimed handoff returns to the bot after it
         self.retriever = retriever
+        self.mood = mood or MoodReader.regex_only()
         self.store = store
         self.backend = backend
         self.max_message_chars = max_message_chars
@@ -172,13 +186,16 @@ class Brain:
             return await self._command(command[1].lower(), inbound, user_turn)
 
         if record.held:
-            # A person holds the conversation: record, stay quiet (the team sees it).
+            # A person holds the conversation: record (with the mood), stay quiet (the
+            # team sees it).
             await handoffs.apply(inbound.channel, inbound.conversation_id, Change(Event.ACTIVITY))
+            user_turn = replace(user_turn, mood=await self._mood(question))
             await self.store.append(inbound, user_turn)
             return Reply("", "none", notice=notice)
 
         kind = small_talk(question)
         if kind is not None:
+            user_turn = replace(user_turn, mood=await self._mood(question))
             reply = Reply(
                 "Hi! What can I help you with today?"
                 if kind == "greeting"
@@ -193,9 +210,15 @@ class Brain:
         if chosen is not None:
             hits = [chosen]
             action, reason = "answer", "customer picked an offered entry"
+            user_turn = replace(user_turn, mood=await self._mood(question))
         else:
-            hits = await self._retrieve(question, history)
-            decision = decide(question, hits, self.thresholds)
+            hits, vector = await self._retrieve(question, history)
+            mood = self.mood.read(question, vector)
+            user_turn = replace(user_turn, mood=mood)
+            earlier = [turn.mood for turn in history if turn.role == "user" and turn.mood]
+            strong, sustained = self.mood.thresholds.strong, self.mood.thresholds.sustained
+            anger = anger_reason(mood, earlier[-1:], strong, sustained)
+            decision = decide(question, hits, self.thresholds, anger)
             action, reason = decision.action, decision.reason
             if just_resolved and action == "handoff" and reason != "asked for a person":
                 # Right after the team resolved it: no handing back on our own (the loop
@@ -219,10 +242,21 @@ class Brain:
         await self.store.append(inbound, user_turn, self._bot_turn(reply))
         return reply
 
-    async def _retrieve(self, question: str, history: list[Turn]) -> list[FaqHit]:
+    async def _retrieve(self, question: str, history: list[Turn]) -> tuple[list[FaqHit], Vectors]:
         return await asyncio.to_thread(
-            search_in_conversation, self.retriever, question, history, self.retriever.top_k
+            search_in_conversation_with_vector,
+            self.retriever,
+            question,
+            history,
+            self.retriever.top_k,
         )
+
+    async def _mood(self, question: str) -> Mood:
+        """The mood of a message that was not retrieved for (its vector is computed here)."""
+        vector = None
+        if self.mood.needs_vector:
+            vector = await asyncio.to_thread(self.retriever.embedder.encode_query, question)
+        return self.mood.read(question, vector)
 
     async def _answer(
         self, inbound: Inbound, question: str, hits: Sequence[FaqHit], history: list[Turn]
@@ -275,7 +309,7 @@ class Brain:
         )
         if reason == "not covered by the FAQ":
             opening = "I don't have an answer to that in our help centre."
-        elif reason == "customer seems upset":
+        elif is_anger_reason(reason):
             opening = "I'm sorry this has been frustrating."
         else:
             opening = "Of course."

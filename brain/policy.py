@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from brain.types import Mood
 from retrieval.index import FaqHit, Thresholds
 
 Decision = Literal["answer", "clarify", "handoff"]
@@ -51,12 +52,45 @@ def wants_human(text: str) -> bool:
 
 
 def is_upset(text: str) -> bool:
-    """Strong negative words, or shouting (mostly capitals with several exclamation marks)."""
+    """Strong negative words, or shouting (mostly capitals with several exclamation marks).
+
+    Only the fallback of `brain.mood.reader` when no mood classifier fits."""
     if _ANGRY.search(text):
         return True
     letters = [c for c in text if c.isalpha()]
     shouting = len(letters) >= 12 and sum(c.isupper() for c in letters) / len(letters) > 0.8
     return shouting and text.count("!") >= 2
+
+
+ANGRY_CUSTOMER = "angry customer"  # how every anger handoff reason starts
+
+
+def is_anger_reason(reason: str) -> bool:
+    """Whether a handoff reason is the customer's anger (see `anger_reason`)."""
+    return reason.startswith(ANGRY_CUSTOMER)
+
+
+def anger_reason(
+    mood: Mood | None, earlier: Sequence[Mood], strong: float, sustained: float
+) -> str | None:
+    """Why the customer's anger hands the conversation to a person, or None.
+
+    Strong: this message's anger probability is at least `strong`. Sustained: this one
+    and the customer's previous message (the last of `earlier`) are both at least
+    `sustained`. The reason names the figures, so staff see why in the escalation.
+    """
+    if mood is None:
+        return None
+    if mood.anger >= strong:
+        if mood.source == "regex":
+            return f"{ANGRY_CUSTOMER}: angry words or shouting (word list)"
+        return f"{ANGRY_CUSTOMER}: anger {mood.anger:.2f} (strong: at least {strong:.2f})"
+    if earlier and min(earlier[-1].anger, mood.anger) >= sustained:
+        return (
+            f"{ANGRY_CUSTOMER}: anger {earlier[-1].anger:.2f} then {mood.anger:.2f} "
+            f"(sustained: two messages at least {sustained:.2f})"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +99,15 @@ class PolicyDecision:
     reason: str
 
 
-def decide(text: str, hits: Sequence[FaqHit], thresholds: Thresholds) -> PolicyDecision:
-    """What to do with a question given its FAQ hits."""
+def decide(
+    text: str, hits: Sequence[FaqHit], thresholds: Thresholds, anger: str | None = None
+) -> PolicyDecision:
+    """What to do with a question given its FAQ hits and, if the customer is angry, why
+    (`anger_reason`)."""
     if wants_human(text):
         return PolicyDecision("handoff", "asked for a person")
-    if is_upset(text):
-        return PolicyDecision("handoff", "customer seems upset")
+    if anger:
+        return PolicyDecision("handoff", anger)
     if not hits or hits[0].score < thresholds.clarify:
         return PolicyDecision("handoff", "not covered by the FAQ")
     if hits[0].score < thresholds.answer:

@@ -445,6 +445,11 @@ class Settings:
         """Where fine-tuned model versions are registered (see brain.answering.registry)."""
         return self.data_dir / "registry"
 
+    @property
+    def classifier_registry_dir(self) -> Path:
+        """Where trained mood classifier versions are registered (see brain.mood)."""
+        return self.data_dir / "classifiers"
+
 
 def _read_toml(path: Path) -> dict[str, tuple[str, str]]:
     where = f"{PREFIX}CONFIG file {path}"

@@ -18,6 +18,7 @@ __all__ = [
     "FaqHit",
     "Feedback",
     "Inbound",
+    "Mood",
     "QuickReply",
     "Rating",
     "Reply",
@@ -84,6 +85,44 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Mood:
+    """How a customer message reads: `emotional`, the probability that it expresses an
+    emotion at all (most support questions do not); `scores`, the probability of each
+    label given that it does (label names come from the training data); `label`, the
+    most probable one, or "" for a neutral message; `anger` = emotional x P(anger) and
+    `sentiment` = emotional x (P(positive labels) - P(negative labels)), in [-1, 1]; and
+    what read it (a classifier version, or `regex` for the word-list fallback)."""
+
+    label: str
+    anger: float
+    sentiment: float
+    scores: tuple[tuple[str, float], ...] = ()
+    source: str = ""
+    emotional: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "anger": self.anger,
+            "sentiment": self.sentiment,
+            "emotional": self.emotional,
+            "scores": dict(self.scores),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Mood:
+        return cls(
+            label=str(data.get("label", "")),
+            anger=float(data.get("anger", 0.0)),
+            sentiment=float(data.get("sentiment", 0.0)),
+            scores=tuple((str(k), float(v)) for k, v in dict(data.get("scores") or {}).items()),
+            source=str(data.get("source", "")),
+            emotional=float(data.get("emotional", 1.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One entry of a conversation's history; roles match the training `messages` shape."""
 
@@ -95,6 +134,7 @@ class Turn:
     action: Action | None = None
     sources: tuple[str, ...] = ()
     model_version: str = ""
+    mood: Mood | None = None  # customer turns: how the message reads (see brain.mood)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "time": self.time}
@@ -104,6 +144,8 @@ class Turn:
                 data[name] = value
         if self.sources:
             data["sources"] = list(self.sources)
+        if self.mood is not None:
+            data["mood"] = self.mood.to_json()
         return data
 
     @classmethod
@@ -117,6 +159,7 @@ class Turn:
             action=data.get("action"),
             sources=tuple(data.get("sources", ())),
             model_version=data.get("model_version", ""),
+            mood=Mood.from_json(data["mood"]) if data.get("mood") else None,
         )
 
 

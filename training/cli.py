@@ -1,4 +1,5 @@
-"""The support-staff commands: `deskmate transcripts`, `deskmate train`, `deskmate model`.
+"""The support-staff commands: `deskmate transcripts`, `deskmate train`, `deskmate model`,
+`deskmate classifier`.
 
 bots/cli.py adds these to its parser with `add_commands` and hands parsed arguments to
 `dispatch`. Heavy imports (torch, models) happen only when a command needs them; the
@@ -19,7 +20,7 @@ from brain.redis_server import open_redis
 from brain.settings import Settings
 from training.transcripts import parse_when, write_conversations
 
-COMMANDS = ("transcripts", "train", "model")
+COMMANDS = ("transcripts", "train", "model", "classifier")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +98,103 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     prom.add_argument("version", metavar="VERSION", help=f"a registered version, or {BASE}")
     model_actions.add_parser("rollback", help="serve the version promoted before the active one")
+    add_classifier_commands(commands)
+
+
+CLASSIFIER_DATA = """\
+labelled data: JSONL, one {"text": "...", "label": "..."} a line; label names are
+whatever the data uses (e.g. anger / joy / optimism / sadness). The anger label
+escalates; sentiment = P(emotional) x (P(positive labels) - P(negative labels)), where
+P(emotional) comes from a gate trained against --neutral customer questions.
+"""
+
+
+def add_classifier_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """`deskmate classifier train | eval | examples | list | promote | rollback`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    classifier = commands.add_parser(
+        "classifier",
+        help="train, evaluate, promote and roll back the mood classifier",
+        epilog=CLASSIFIER_DATA,
+        formatter_class=formatter,
+    )
+    actions = classifier.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    train = actions.add_parser(
+        "train",
+        help="train a mood classifier on labelled JSONL and register it (not active)",
+        description="Embed the texts with the retrieval embedder (MiniLM), fit a logistic "
+        "regression head, calibrate the anger thresholds on --dev (default: a held-out "
+        "tenth), write report.json and confusion.png, and register a version.",
+        epilog=CLASSIFIER_DATA,
+        formatter_class=formatter,
+    )
+    train.add_argument("data", nargs="+", type=Path, metavar="DATA.jsonl")
+    train.add_argument("--dev", type=Path, metavar="DEV.jsonl", help="calibration / report set")
+    train.add_argument(
+        "--neutral",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="JSONL of neutral customer questions (FAQ files, labelled query files): most "
+        "support messages express no emotion, and the gate learnt from these keeps them "
+        "from reading as angry",
+    )
+    train.add_argument(
+        "--regularization", type=float, default=4.0, help="logistic regression C (default 4)"
+    )
+    train.add_argument("--anger-label", default="", help="the label that escalates")
+    train.add_argument(
+        "--positive", default="", help="labels counting as positive sentiment, comma-separated"
+    )
+    train.add_argument(
+        "--negative", default="", help="labels counting as negative sentiment, comma-separated"
+    )
+    train.add_argument(
+        "--strong-precision",
+        type=float,
+        default=0.9,
+        help="precision (on dev) of the one-message anger threshold (default 0.9)",
+    )
+    train.add_argument(
+        "--bundle", type=Path, metavar="DIR", help="also write the classifier files here"
+    )
+    train.add_argument("--no-register", action="store_true", help="do not register a version")
+    evaluate = actions.add_parser(
+        "eval",
+        help="per-label precision/recall/F1 and macro-F1 on labelled JSONL",
+        description="Evaluate the active classifier (or --version; `regex` = the word-list "
+        'fallback). --json prints {"n", "macro_f1", "per_label": {label: {"precision", '
+        '"recall", "f1"}}}.',
+        epilog=CLASSIFIER_DATA,
+        formatter_class=formatter,
+    )
+    evaluate.add_argument("data", type=Path, metavar="DATA.jsonl")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--version", help=f"a registered version, {BASE} or regex")
+    evaluate.add_argument(
+        "--report", type=Path, metavar="DIR", help="write report.json and confusion.png here"
+    )
+    examples = actions.add_parser(
+        "examples",
+        help="training lines from exported transcripts: messages handed off for anger",
+        description="Read a `deskmate transcripts export` file and write the customer "
+        "messages that led to a handoff for anger as labelled JSONL (personal data "
+        "redacted), to train on beside the public data: "
+        "`deskmate classifier train public.jsonl ours.jsonl`.",
+        formatter_class=formatter,
+    )
+    examples.add_argument("transcripts", type=Path, metavar="TRANSCRIPTS.jsonl")
+    examples.add_argument("--out", type=Path, required=True, metavar="FILE")
+    examples.add_argument("--label", default="", help="label to write (default: the anger label)")
+    actions.add_parser("list", help="registered versions, their scores, the active one")
+    prom = actions.add_parser("promote", help="serve VERSION in every running process")
+    prom.add_argument(
+        "version", metavar="VERSION", help=f"a registered version, or {BASE} (the bundled one)"
+    )
+    actions.add_parser("rollback", help="serve the version promoted before the active one")
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,6 +215,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         print(summary(result.report))
         return 0
+    if args.command == "classifier":
+        from training.classifier_commands import classifier_command
+
+        return classifier_command(args, settings)
     return asyncio.run(_model(args, settings))
 
 

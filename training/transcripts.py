@@ -4,7 +4,8 @@ One conversation per line:
 
     {"messages": [{"role": "user"|"assistant"|"agent", "content": "...", "time": 1.0,
                    "message_id"?, "user"?, "action"?, "sources"?, "model_version"?,
-                   "rating"?: "up"|"down", "correction"?: "better answer"}],
+                   "rating"?: "up"|"down", "correction"?: "better answer",
+                   "mood"?: {"label", "anger", "sentiment", ...}}],
      "meta": {"id", "channel", "source", "start", "end", "users", "names",
               "handoffs": [{"time", "reason"}], "ratings": {"up": n, "down": n}}}
 
@@ -53,6 +54,7 @@ class Message:
     model_version: str = ""
     rating: str = ""
     correction: str = ""
+    mood: dict[str, Any] | None = None  # customer messages: see brain.types.Mood
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "content": self.content, "time": self.time}
@@ -61,6 +63,8 @@ class Message:
                 data[name] = getattr(self, name)
         if self.sources:
             data["sources"] = list(self.sources)
+        if self.mood:
+            data["mood"] = self.mood
         return data
 
     @classmethod
@@ -78,6 +82,7 @@ class Message:
             model_version=str(data.get("model_version") or ""),
             rating=str(data.get("rating") or ""),
             correction=str(data.get("correction") or ""),
+            mood=dict(data["mood"]) if isinstance(data.get("mood"), dict) else None,
         )
 
 
@@ -228,6 +233,7 @@ def conversations_from_events(
                     action=str(turn.get("action") or ""),
                     sources=tuple(turn.get("sources") or ()),
                     model_version=str(turn.get("model_version") or ""),
+                    mood=turn.get("mood") if isinstance(turn.get("mood"), dict) else None,
                 )
             )
         elif kind == "feedback":

@@ -11,7 +11,10 @@ registry's `active.json` mirrors it (and answers when Redis has no value, e.g. a
 Redis). The name `base` means the base model without an adapter. `promote` pushes a version
 on the stack, `rollback` pops it and serves the one promoted before (or `base`).
 
-The registry lives in brain/ because serving reads it; training writes new versions.
+The registry lives in brain/ because serving reads it; training writes new versions. The
+mood classifier has a registry of its own (`<data_dir>/classifiers/`, same layout, the
+`adapter/` directory holding the classifier head, `base` = the head shipped with the
+package) followed through `{prefix}classifier:active`: the functions below take that key.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ class ModelVersion:
 class ModelRegistry:
     """Versions on disk under `root`; `register` is atomic (staged, then renamed)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, what: str = "model") -> None:
         self.root = Path(root)
+        self.what = what  # what error messages call the versions ("mood classifier")
 
     def versions(self) -> list[ModelVersion]:
         """Every registered version, oldest first."""
@@ -80,7 +84,7 @@ class ModelRegistry:
         manifest = self.root / name / "manifest.json"
         if not _NAME.match(name) or not manifest.exists():
             known = ", ".join(v.name for v in self.versions()) or "none registered yet"
-            raise RegistryError(f"no model version {name!r} in {self.root} (known: {known})")
+            raise RegistryError(f"no {self.what} version {name!r} in {self.root} (known: {known})")
         data = json.loads(manifest.read_text(encoding="utf-8"))
         return ModelVersion(
             name=name,
@@ -164,7 +168,7 @@ class ModelRegistry:
         """Drop the active version; the one promoted before it (or `base`) is active again."""
         state = self._state()
         if not state["stack"]:
-            raise RegistryError("nothing to roll back: the base model is already active")
+            raise RegistryError(f"nothing to roll back: the base {self.what} is already active")
         state["stack"].pop()
         now_active = state["stack"][-1] if state["stack"] else BASE
         state["log"].append({"action": "rollback", "version": now_active, "time": time.time()})
@@ -176,24 +180,35 @@ def active_key(prefix: str) -> str:
     return RedisKeys(prefix).model_active
 
 
-async def read_active(redis: aioredis.Redis, prefix: str, registry: ModelRegistry) -> str:
-    """The version processes should serve: Redis first, the registry file if Redis has none."""
-    value = await redis.get(active_key(prefix))
+async def read_active(
+    redis: aioredis.Redis, prefix: str, registry: ModelRegistry, key: str | None = None
+) -> str:
+    """The version processes should serve: Redis first, the registry file if Redis has none.
+    `key` names another registry's active key (default `model:active`)."""
+    value = await redis.get(key or active_key(prefix))
     if value:
         return value.decode() if isinstance(value, bytes) else str(value)
     return registry.active()
 
 
-async def promote(redis: aioredis.Redis, prefix: str, registry: ModelRegistry, name: str) -> None:
+async def promote(
+    redis: aioredis.Redis,
+    prefix: str,
+    registry: ModelRegistry,
+    name: str,
+    key: str | None = None,
+) -> None:
     """Make `name` (a version or `base`) the served version everywhere: file, then Redis."""
     registry.push_active(name)
-    await redis.set(active_key(prefix), name)
+    await redis.set(key or active_key(prefix), name)
 
 
-async def rollback(redis: aioredis.Redis, prefix: str, registry: ModelRegistry) -> str:
+async def rollback(
+    redis: aioredis.Redis, prefix: str, registry: ModelRegistry, key: str | None = None
+) -> str:
     """Serve the version promoted before the active one; returns its name."""
     name = registry.pop_active()
-    await redis.set(active_key(prefix), name)
+    await redis.set(key or active_key(prefix), name)
     return name
 
 
@@ -235,11 +250,15 @@ class ActiveModelWatcher:
         hook: VersionHook | None = None,
         interval: float = 1.0,
         current: str | None = None,
+        key: str | None = None,
+        what: str = "model",
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.registry = registry
         self.hook = hook
+        self.key = key  # another registry's active key (default `model:active`)
+        self.what = what  # what the log calls the versions
         # The version last applied; `current` when the backend was built serving it.
         self.current = current
         self._poller = Poller(self.check, interval, "model-watcher")
@@ -249,9 +268,9 @@ class ActiveModelWatcher:
     async def check(self) -> bool:
         """Apply the active version if it changed; True if it did."""
         try:
-            wanted = await read_active(self.redis, self.prefix, self.registry)
+            wanted = await read_active(self.redis, self.prefix, self.registry, self.key)
         except (RedisError, OSError) as exc:
-            log.warning("cannot read the active model version: %s", exc)
+            log.warning("cannot read the active %s version: %s", self.what, exc)
             return False
         if wanted == self.current:
             return False
@@ -264,14 +283,15 @@ class ActiveModelWatcher:
                 await self.hook(version)
         except Exception:
             log.exception(
-                "switching to model version %s failed; still serving %s (retrying in %.0f s)",
+                "switching to %s version %s failed; still serving %s (retrying in %.0f s)",
+                self.what,
                 wanted,
                 self.current,
                 RETRY_FAILED_SECONDS,
             )
             self._failed = (wanted, time.monotonic() + RETRY_FAILED_SECONDS)
             return False
-        log.warning("now serving model version %s (was %s)", wanted, self.current or "none")
+        log.warning("now serving %s version %s (was %s)", self.what, wanted, self.current or "none")
         self.current = wanted
         self.changed.set()
         return True

@@ -8,6 +8,8 @@ import redis.asyncio as aioredis
 
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
+from brain.mood.classifier import DEFAULT_DIR, MoodClassifier, MoodThresholds
+from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
 from brain.types import Feedback, Inbound
 from retrieval.index import Thresholds
@@ -130,3 +132,71 @@ async def test_every_turn_and_feedback_goes_to_the_transcripts_stream(
 async def test_greetings_and_thanks_are_not_handed_off(brain: Brain) -> None:
     assert (await brain.handle(message("hi there!"))).action == "none"
     assert (await brain.handle(message("ok thanks"))).action == "none"
+
+
+def mood_brain(
+    retriever: Retriever, store: ConversationStore, thresholds: MoodThresholds | None = None
+) -> Brain:
+    """A brain reading mood with the classifier shipped in the package."""
+    classifier = MoodClassifier.load(DEFAULT_DIR)
+    if thresholds is not None:
+        classifier = classifier.with_thresholds(thresholds)
+    reader = MoodReader(classifier, retriever.embedder.name, retriever.embedder.dimension)
+    return Brain(retriever, store, QuoteBackend(), mood=reader)
+
+
+async def user_moods(redis: aioredis.Redis) -> list[dict[str, object]]:
+    events = await redis.xrange("dm:transcripts")
+    turns = [json.loads(e["data"]).get("turn", {}) for _, e in events if e["type"] == "turn"]
+    return [turn["mood"] for turn in turns if turn["role"] == "user"]
+
+
+async def test_every_customer_message_carries_its_mood_in_the_transcripts(
+    retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    brain = mood_brain(retriever, store)
+    reply = await brain.handle(message("how do I track my parcel?"))
+    assert reply.action == "answer"
+    await brain.handle(message("thanks!"))
+    moods = await user_moods(redis)
+    assert len(moods) == 2
+    labels = MoodClassifier.load(DEFAULT_DIR).labels
+    for mood in moods:
+        assert set(mood["scores"]) == set(labels)  # type: ignore[arg-type]
+        assert mood["source"] == "base"
+        assert -1 <= mood["sentiment"] <= 1  # type: ignore[operator]
+    history = await store.history("console", "c1")
+    assert history[0].mood is not None and history[0].mood.anger < 0.5
+
+
+async def test_strong_anger_hands_off_and_staff_see_why(
+    retriever: Retriever, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    brain = mood_brain(retriever, store)
+    text = "This is the third time my order is late and nobody answers. I am furious!"
+    reply = await brain.handle(message(text))
+    assert reply.action == "handoff"
+    assert reply.text.startswith("I'm sorry this has been frustrating")
+    handoff = await store.handoff("console", "c1")
+    assert handoff is not None
+    assert handoff["reason"].startswith("angry customer: anger 0.")
+    assert "strong" in handoff["reason"]
+    assert (await user_moods(redis))[0]["label"] == "anger"
+
+
+async def test_sustained_anger_hands_off_on_the_second_angry_message(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    first = "how do I track my parcel? it is late again and I'm annoyed"
+    second = "how do I track my parcel? still late, this is getting annoying"
+    vectors = retriever.embedder.encode([first, second])
+    classifier = MoodClassifier.load(DEFAULT_DIR)
+    angers = [classifier.read(vector).anger for vector in vectors]
+    # Between the two thresholds: neither message is strong anger alone.
+    between = MoodThresholds(strong=max(angers) + 0.01, sustained=min(angers) - 0.01)
+    brain = mood_brain(retriever, store, between)
+    assert (await brain.handle(message(first))).action == "answer"
+    reply = await brain.handle(message(second))
+    assert reply.action == "handoff"
+    handoff = await store.handoff("console", "c1")
+    assert handoff is not None and "sustained" in handoff["reason"]

@@ -14,7 +14,7 @@ from brain.conversations import ConversationStore
 from brain.pipeline import Brain
 from brain.redis_server import EmbeddedRedis
 from brain.types import Feedback, Inbound, Turn
-from training.transcripts import export_transcripts, parse_when, read_conversations
+from training.transcripts import Message, export_transcripts, parse_when, read_conversations
 
 
 def inbound(text: str, conversation: str = "42", channel: str = "telegram") -> Inbound:
@@ -47,6 +47,11 @@ async def test_export_attaches_ratings_agent_turns_and_splits_at_reset(
         ("agent", "", ""),
     ]
     assert first.messages[1].sources  # FAQ ids the answer used
+    # Customer messages carry how they read (the word list here); commands carry none.
+    mood = first.messages[0].mood
+    assert mood is not None and mood["source"] == "regex" and mood["anger"] == 0.0
+    assert first.messages[2].mood is None
+    assert Message.from_json(first.messages[0].to_json()).mood == mood
     assert first.meta["handoffs"][0]["reason"] == "asked for a person"
     assert first.meta["ratings"] == {"up": 1, "down": 0}
     assert [(m.role, m.rating) for m in second.messages][-1] == ("assistant", "down")
