@@ -24,19 +24,29 @@ class Poller:
         self.name = name
         self.failures = 0  # checks that raised (tests, health)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the loop and wait for it to end.
+
+        The loop also ends at its next turn on its own: a library that swallows the
+        cancellation inside a check (seen with a Redis command cut short) would otherwise
+        send it back to sleep and leave `stop` waiting forever.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()

@@ -121,6 +121,7 @@ async def test_a_running_app_follows_promotions(
             "DESKMATE_DATA_DIR": str(tmp_path / "data"),
             "DESKMATE_REDIS_URL": redis_server.url,
             "DESKMATE_MODEL_WATCH_SECONDS": "0.05",
+            "DESKMATE_MODEL_BACKEND": "quote",  # the watcher records versions, loads none
         }
     )
     sample_index.save(settings.index_dir)  # the app loads it instead of building one

@@ -83,6 +83,7 @@ async def test_a_running_app_serves_the_shipped_classifier_and_follows_promotion
             "DESKMATE_DATA_DIR": str(tmp_path / "data"),
             "DESKMATE_REDIS_URL": redis_server.url,
             "DESKMATE_MODEL_WATCH_SECONDS": "0.05",
+            "DESKMATE_MODEL_BACKEND": "quote",  # the mood classifier is under test
         }
     )
     sample_index.save(settings.index_dir)
