@@ -330,8 +330,10 @@ class Brain:
                 f"{BACK_WITH_BOT}\n\n{RATE_QUESTION}", "none", quick_replies=RATING_BUTTONS
             )
         if text == IDLE_TIMEOUT:
+            # Decided at the time the desk's check saw it idle (its clock): a message
+            # written since then makes it not idle.
             change = Change(Event.TIMEOUT, idle_seconds=self.idle_seconds)
-            timed_out = await handoffs.apply(channel, conversation_id, change)
+            timed_out = await handoffs.apply(channel, conversation_id, change, now=inbound.time)
             return Reply(BACK_AFTER_IDLE, "none") if timed_out.applied else Reply("", "none")
         if record.state is State.CLAIMED:
             await handoffs.apply(channel, conversation_id, Change(Event.ACTIVITY))

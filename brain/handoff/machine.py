@@ -226,7 +226,8 @@ def decide(record: Handoff, change: Change, now: float) -> Outcome:
         state = State.QUEUED if change.open_now else State.AFTER_HOURS
         return Outcome(record, replace(bumped, state=state, queued_at=now), True)
     if event is Event.OPEN:
-        return Outcome(record, replace(bumped, state=State.QUEUED), True)
+        # Queued from now: the wait the on-call reminder measures starts with the hours.
+        return Outcome(record, replace(bumped, state=State.QUEUED, queued_at=now), True)
     if event is Event.POSTED:
         if record.staff_ts:
             return refuse("the escalation was posted already")
