@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bots.serve import build_channels, describe_handoffs, handoffs_posted
+from bots.slack.render import QUICK_BLOCK
 from bots.slack.staff_desk import (
     CLAIM_ACTION,
     RESOLVE_ACTION,
@@ -750,3 +751,111 @@ async def test_a_handoff_left_requested_by_a_dead_worker_is_routed_once(
             brain.retriever, redis, prefix="dm:", index_dir=data_dir, backend_version="quote"
         ).run("queue")
         assert "telegram:99" in listed and "#1 queued" in listed
+
+
+# -- Slack customers: cancel and rate without slash commands ---------------------------
+
+
+def offered(run: Running, channel: str) -> JSON:
+    """The latest message in `channel` offering quick-reply buttons, with its ts."""
+    found: list[JSON] = []
+    for payload, response in zip(
+        run.slack.payloads("chat.postMessage"), run.slack.responses("chat.postMessage"), strict=True
+    ):
+        if payload["channel"] == channel:
+            found.append({**payload, "ts": response["ts"]})
+    found += [p for p in run.slack.payloads("chat.update") if p["channel"] == channel]
+    with_buttons = [
+        m for m in found if any(b.get("block_id") == QUICK_BLOCK for b in m.get("blocks") or [])
+    ]
+    return max(with_buttons, key=lambda m: float(m["ts"]))
+
+
+async def press_quick(run: Running, message: JSON, label: str, user: str) -> None:
+    """A Slack customer presses the quick-reply button `label` on `message`."""
+    [block] = [b for b in message["blocks"] if b.get("block_id") == QUICK_BLOCK]
+    [button] = [e for e in block["elements"] if e["text"]["text"] == label]
+    body = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user},
+        "api_app_id": "A1",
+        "channel": {"id": message["channel"]},
+        "container": {"type": "message", "message_ts": message["ts"]},
+        "message": {
+            "type": "message",
+            "ts": message["ts"],
+            "text": message["text"],
+            "blocks": message["blocks"],
+        },
+        "actions": [{**button, "block_id": QUICK_BLOCK, "action_ts": str(time.time())}],
+        "trigger_id": "1.2.3",
+        "response_url": f"{run.slack.url}/response/1",
+    }
+    form = urlencode({"payload": json.dumps(body)})
+    assert await run._post(form, "application/x-www-form-urlencoded") == 200
+
+
+async def test_slack_dm_customers_cancel_with_a_button_or_bot_typed_and_rate_with_a_button(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async def dm(text: str) -> None:
+        await run.event(
+            {
+                "type": "message",
+                "channel_type": "im",
+                "channel": "D7",
+                "user": "U7",
+                "text": text,
+                "ts": slack_ts(),
+            }
+        )
+
+    def texts() -> list[str]:
+        """Every text deskmate showed in the DM, posted or put in place of a placeholder."""
+        calls = run.slack.payloads("chat.postMessage") + run.slack.payloads("chat.update")
+        return [p["text"] for p in calls if p["channel"] == "D7"]
+
+    async def state_is(state: str) -> None:
+        for _ in range(500):
+            if (await brain.store.handoff_record("slack", "D7")).state == state:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never {state}")
+
+    async with running(brain, redis, data_dir) as run:
+        # Handed off: the notice offers "Back to the bot"; a press cancels.
+        await dm("can I talk to a human please")
+        await state_is("queued")
+        await run.slack.wait_for(lambda: any("Type bot" in t for t in texts()))
+        notice = offered(run, "D7")
+        await press_quick(run, notice, "Back to the bot", "U7")
+        await run.slack.wait_for(lambda: any("cancelled your request" in t for t in texts()))
+        await state_is("bot")
+        pressed = [p for p in run.slack.payloads("chat.update") if p["ts"] == notice["ts"]][-1]
+        assert not [b for b in pressed["blocks"] if b.get("block_id") == QUICK_BLOCK]
+
+        # `bot` typed alone does the same (`/bot` is a Slack slash command).
+        await dm("human please")
+        await state_is("queued")
+        await dm("bot")
+        await state_is("bot")
+        await run.slack.wait_for(lambda: sum("cancelled your request" in t for t in texts()) == 2)
+
+        # Resolved: 👍 / 👎 buttons; one press records the rating.
+        await dm("talk to a person")
+        await state_is("queued")
+        await run.slack.wait_for(lambda: len(run.escalations()) == 3)
+        escalation = run.escalations()[-1]
+        for _ in range(500):
+            if (await brain.store.handoff_record("slack", "D7")).staff_ts == escalation["ts"]:
+                break
+            await asyncio.sleep(0.01)
+        await run.press_resolve(escalation)
+        await run.slack.wait_for(lambda: any("How did our team do?" in t for t in texts()))
+        await press_quick(run, offered(run, "D7"), "👍", "U7")
+        await run.slack.wait_for(lambda: any("Thank you for rating" in t for t in texts()))
+        states = [e["data"] for e in await run.transcript("handoff_state")]
+        assert [s["event"] for s in states][-2:] == ["resolve", "rate"]
+        assert states[-1]["csat"] == "up"
+        assert (await brain.store.handoffs.record(states[-1]["id"]))["csat"] == "up"
