@@ -11,9 +11,16 @@ With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
 - Agents. A person's reply in an escalation's thread goes into the durable inbox as an
   `Inbound(agent=True)` of the customer's conversation; the brain records it as an `agent`
   turn and the sender delivers it to the customer on their own channel.
+- Claim, release, transfer. *I'll take it*, Release and the colleague picker (or `claim`,
+  `release`, `transfer @colleague` typed in the thread) move the handoff's state machine;
+  `note: ...` in the thread stays with the team.
 - Resolve. The Resolve button, or `resolve` typed in the thread, gives the conversation back
   to the bot (through the inbox too, so the customer is told in order) and marks the
   escalation resolved by whom.
+- The periodic check (`check`, every `CHECK_SECONDS` in every process, on an injectable
+  clock): after-hours handoffs join the queue when the team's hours begin, an unclaimed one
+  gets one on-call reminder, an idle claimed one goes back to the bot, and one a dead worker
+  left `requested` is routed.
 
 The desk's listeners are registered on the Slack app before the channel's own, so messages
 in the staff channel are never answered as customer questions. Bots' messages, edits,

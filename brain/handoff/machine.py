@@ -15,7 +15,8 @@ what the customer writes goes to the team. `resolved` waits for the customer's r
 
 Storage (keys in `brain.keys`): the hash `handoff:{channel}:{id}` is the conversation's
 record (`state`, `version`, `id`, times, `agent`, staff thread); absent means `bot`. A hash
-of an earlier version, with no `state`, reads as `queued`. Every transition is decided by
+of an earlier version, with no `state`, reads as `queued`; `index_earlier_records` (run by
+`deskmate serve` at start) puts those in the queue sets. Every transition is decided by
 the pure `decide` on the record as read under `WATCH`, and written with `MULTI`: the new
 record with its version one higher, the queue sets, the staff-thread key, the finished
 record and a `handoff_state` event in the transcripts stream, all or nothing. A concurrent
