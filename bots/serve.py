@@ -32,6 +32,7 @@ from brain.flow.stream import FlowStatus, flow_status
 from brain.flow.upgrade import requeue_legacy_entries
 from brain.flow.wiring import Flow
 from brain.flow.worker import AnswerFunction
+from brain.handoff.machine import Handoffs
 from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
@@ -135,6 +136,7 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
         await requeue_legacy_entries(redis, keys)  # left by an earlier version: before intake
+        await Handoffs(redis, settings.redis_prefix).index_earlier_records()  # their handoffs
         flow = Flow(
             redis,
             keys,

@@ -1,16 +1,22 @@
-"""Conversation state in Redis: recent history, handoff state and the transcripts stream.
+"""Conversation state in Redis: recent history, the handoff record and the transcripts stream.
 
 A conversation is its channel and its id (ids are only unique within a channel). Keys
-(under the configured prefix): `conv:{channel}:{id}` list of JSON turns trimmed to N and
-expiring after the idle TTL; `handoff:{channel}:{id}` hash while a human holds the
-conversation; `transcripts` stream with every turn, feedback and handoff event. A handoff
-posted to the support team's channel also has `handoff:thread:{staff thread ts}` naming
-its conversation.
+(under the configured prefix, named in `brain.keys`): `conv:{channel}:{id}` list of JSON
+turns trimmed to N and expiring after the idle TTL; `transcripts` stream with every turn,
+feedback and handoff event. The handoff is the state machine of `brain.handoff.machine`
+(`handoffs`): the hash `handoff:{channel}:{id}` holds its record (`state` requested,
+queued, after_hours, claimed or resolved, a `version`, times, agent, staff thread) and is
+absent while the bot has the conversation; `handoff:thread:{staff thread ts}` names the
+conversation an escalation posted to the support team belongs to. This store starts a
+handoff (`start_handoff`), attaches its staff thread and forgets it on `/reset`, always
+through the machine's transitions.
 
-Upgrading: earlier versions named the first two `conv:{id}` and `handoff:{id}`. The first
-time a store touches a conversation, before anything else, it moves such keys to their new
-names (`UPGRADE`), so a deployment's conversations carry on; the old names are gone once
-every conversation of the old version has been touched or has expired.
+Upgrading: earlier versions named the first key and the handoff `conv:{id}` and
+`handoff:{id}`. The first time a store touches a conversation, before anything else, it
+moves such keys to their new names (`UPGRADE`), so a deployment's conversations carry on;
+the old names are gone once every conversation of the old version has been touched or has
+expired. (`deskmate serve` also indexes earlier versions' open handoffs in the queue when
+it starts: `Handoffs.index_earlier_records`.)
 """
 
 from __future__ import annotations

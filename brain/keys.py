@@ -105,8 +105,15 @@ class RedisKeys:
         return f"{self.prefix}conv:{conversation_id}"
 
     def handoff(self, channel: str, conversation_id: str) -> str:
-        """Hash: the conversation is held by a person (the bot stays quiet)."""
+        """Hash: the conversation's handoff state machine record (`state`, `version`, times,
+        agent, staff thread); absent while the bot has the conversation."""
         return f"{self.prefix}handoff:{channel}:{conversation_id}"
+
+    @property
+    def handoff_match(self) -> str:
+        """SCAN pattern matching every handoff hash, of this version and earlier ones (and
+        the staff-thread keys, which callers skip)."""
+        return f"{self.prefix}handoff:*"
 
     def legacy_handoff(self, conversation_id: str) -> str:
         """`handoff` as named before it carried the channel."""

@@ -46,6 +46,7 @@ RATE_QUESTION = "How did our team do? One tap is enough (or reply with 1 to 5)."
 RATINGS = {"👍": "up", "👎": "down", **{str(n): str(n) for n in range(1, 6)}}
 RATING_BUTTONS = (QuickReply("👍", "👍"), QuickReply("👎", "👎"))
 CANCEL_BUTTON = QuickReply("Back to the bot", "/bot")
+CANCEL_WORDS = frozenset({"bot", "back to the bot"})  # typed alone while held: as /bot
 BACK_AFTER_IDLE = (
     "Nobody from the team has written here for a while, so you're back with me, the "
     "assistant. Ask me anything, or /human to reach a person again."
@@ -181,6 +182,9 @@ class Brain:
                 await self.store.append(inbound, user_turn, self._bot_turn(reply))
                 return reply
 
+        if record.held and question.strip().strip(".!").lower() in CANCEL_WORDS:
+            # Where `/bot` cannot be typed (Slack takes it for a slash command).
+            return await self._command("/bot", inbound, user_turn)
         command = _COMMAND.match(question)
         if command and command[1].lower() in COMMANDS:
             return await self._command(command[1].lower(), inbound, user_turn)
@@ -319,7 +323,7 @@ class Brain:
     async def _waiting_status(self, inbound: Inbound, outcome: Outcome) -> str:
         """What happens next, honestly: the place in the queue and a typical wait, or
         when the team is back; or who has the conversation."""
-        cancel = "(/bot brings you back to me meanwhile.)"
+        cancel = "(Type bot to come back to me meanwhile.)"
         state = outcome.after.state
         if state is State.CLAIMED:
             return f"A member of our support team is on it and will reply here. {cancel}"
@@ -364,8 +368,10 @@ class Brain:
                 f"{BACK_WITH_BOT}\n\n{RATE_QUESTION}", "none", quick_replies=RATING_BUTTONS
             )
         if text == IDLE_TIMEOUT:
+            # Decided at the time the desk's check saw it idle (its clock): a message
+            # written since then makes it not idle.
             change = Change(Event.TIMEOUT, idle_seconds=self.idle_seconds)
-            timed_out = await handoffs.apply(channel, conversation_id, change)
+            timed_out = await handoffs.apply(channel, conversation_id, change, now=inbound.time)
             return Reply(BACK_AFTER_IDLE, "none") if timed_out.applied else Reply("", "none")
         if record.state is State.CLAIMED:
             await handoffs.apply(channel, conversation_id, Change(Event.ACTIVITY))

@@ -44,8 +44,10 @@ from bots.slack.render import (
     FEEDBACK_ACTION_PATTERN,
     FEEDBACK_ACTIONS,
     PLACEHOLDER,
+    QUICK_ACTION_PATTERN,
     acknowledge_choice,
     acknowledge_feedback,
+    acknowledge_quick_reply,
     escape,
     plain_text,
     render_reply,
@@ -167,6 +169,32 @@ def to_choice(body: Mapping[str, Any]) -> Inbound | None:
     )
 
 
+def to_quick_reply(body: Mapping[str, Any]) -> Inbound | None:
+    """A press on a quick reply ("Back to the bot", 👍 / 👎) as the customer sending its
+    text, in the conversation the buttons were offered in."""
+    actions = body.get("actions") or [{}]
+    pressed = QUICK_ACTION_PATTERN.match(str(actions[0].get("action_id", "")))
+    said = actions[0].get("value")
+    message = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id")
+    user = (body.get("user") or {}).get("id")
+    if pressed is None or not isinstance(said, str) or not said:
+        return None
+    if not channel or not user or not message.get("ts"):
+        return None
+    direct = str(channel).startswith("D")
+    return Inbound(
+        channel="slack",
+        conversation_id=conversation_id(channel, message.get("thread_ts")),
+        user_id=user,
+        message_id=f"say-{actions[0].get('action_ts') or message['ts']}",
+        text=said,
+        time=time.time(),
+        is_group=not direct,
+        mentioned=not direct,
+    )
+
+
 def check_settings(settings: Settings) -> None:
     """Fail before anything starts when Slack cannot be served with these settings."""
     if not settings.slack_bot_token:
@@ -228,6 +256,7 @@ class SlackAdapter:
         self.app.event("app_mention")(self._on_event)
         self.app.action(FEEDBACK_ACTION_PATTERN)(self._on_feedback_action)
         self.app.action(CHOICE_ACTION_PATTERN)(self._on_choice_action)
+        self.app.action(QUICK_ACTION_PATTERN)(self._on_quick_action)
         self.app.command(SLASH_COMMAND)(self._on_command)
         self._socket: AsyncSocketModeHandler | None = None
         # Bolt runs every acked event as its own task; a burst must not open one Redis
@@ -370,6 +399,29 @@ class SlackAdapter:
                 text=str(message.get("text", "")),
                 blocks=acknowledge_choice(
                     list(message.get("blocks") or []), int(inbound.text), inbound.user_id
+                ),
+            )
+        except SlackApiError as exc:
+            log.warning("conversation %s: buttons not removed (%s)", inbound.conversation_id, exc)
+        async with self._in_flight:
+            await self._handle(inbound, {"event_id": inbound.message_id}, {})
+
+    async def _on_quick_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        inbound = to_quick_reply(body)
+        if inbound is None:
+            return
+        message = body.get("message") or {}
+        action = (body.get("actions") or [{}])[0]
+        label = str((action.get("text") or {}).get("text") or inbound.text)
+        channel, _ = parse_conversation(inbound.conversation_id)
+        try:  # one press per offer: the buttons go
+            await self.client.chat_update(
+                channel=channel,
+                ts=str(message["ts"]),
+                text=str(message.get("text", "")),
+                blocks=acknowledge_quick_reply(
+                    list(message.get("blocks") or []), label, inbound.user_id
                 ),
             )
         except SlackApiError as exc:

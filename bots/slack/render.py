@@ -1,4 +1,5 @@
-"""Rendering replies for Slack: mrkdwn escaping, Block Kit, feedback and choice buttons.
+"""Rendering replies for Slack: mrkdwn escaping, Block Kit, feedback, choice and quick-reply
+buttons.
 Pure, no I/O.
 
 Model output is untrusted text: `&`, `<` and `>` are escaped so it can never ping
@@ -21,6 +22,8 @@ FEEDBACK_ACTIONS = {"deskmate_feedback_up": "up", "deskmate_feedback_down": "dow
 FEEDBACK_ACTION_PATTERN = re.compile(r"^deskmate_feedback_(up|down)$")
 CHOICE_BLOCK = "deskmate_choices"
 CHOICE_ACTION_PATTERN = re.compile(r"^deskmate_pick_(\d{1,2})$")
+QUICK_BLOCK = "deskmate_quick"
+QUICK_ACTION_PATTERN = re.compile(r"^deskmate_say_(\d)$")
 BUTTON_CHARS = 70  # Block Kit: a button's text holds at most 75 characters
 SECTION_LIMIT = 3000  # Block Kit: a section's text holds at most 3,000 characters
 MAX_SECTIONS = 40  # a message holds at most 50 blocks; leave room for sources and buttons
@@ -103,6 +106,27 @@ def choice_buttons(reply: Reply) -> Block:
     return {"type": "actions", "block_id": CHOICE_BLOCK, "elements": elements}
 
 
+def quick_reply_buttons(reply: Reply) -> Block:
+    """One button per quick reply ("Back to the bot", 👍 / 👎); a press is the customer
+    sending the button's text (its value)."""
+    elements = [
+        {
+            "type": "button",
+            "action_id": f"deskmate_say_{number}",
+            "value": option.text,
+            "text": {"type": "plain_text", "text": option.label[:BUTTON_CHARS], "emoji": True},
+        }
+        for number, option in enumerate(reply.quick_replies[:10])
+    ]
+    return {"type": "actions", "block_id": QUICK_BLOCK, "elements": elements}
+
+
+def acknowledge_quick_reply(blocks: list[Block], label: str, user_id: str) -> list[Block]:
+    """A message's blocks with its quick-reply buttons replaced by who pressed which."""
+    kept = [block for block in blocks if block.get("block_id") != QUICK_BLOCK]
+    return [*kept, _context(f"<@{escape(user_id)}>: {escape(label)}")]
+
+
 def acknowledge_choice(blocks: list[Block], number: int, user_id: str) -> list[Block]:
     """The clarifying question's blocks with its buttons replaced by who picked what."""
     kept = [block for block in blocks if block.get("block_id") != CHOICE_BLOCK]
@@ -134,6 +158,8 @@ def render_reply(reply: Reply) -> tuple[str, list[Block]]:
         blocks.append(feedback_buttons())
     elif reply.action == "clarify" and reply.sources:
         blocks.append(choice_buttons(reply))
+    if reply.quick_replies:
+        blocks.append(quick_reply_buttons(reply))
     fallback = escape(body)
     if len(fallback) > FALLBACK_LIMIT:
         fallback = split_text(fallback, FALLBACK_LIMIT - 2)[0] + " …"

@@ -11,9 +11,16 @@ With DESKMATE_SLACK_STAFF_CHANNEL set, the Slack channel carries a `StaffDesk`:
 - Agents. A person's reply in an escalation's thread goes into the durable inbox as an
   `Inbound(agent=True)` of the customer's conversation; the brain records it as an `agent`
   turn and the sender delivers it to the customer on their own channel.
+- Claim, release, transfer. *I'll take it*, Release and the colleague picker (or `claim`,
+  `release`, `transfer @colleague` typed in the thread) move the handoff's state machine;
+  `note: ...` in the thread stays with the team.
 - Resolve. The Resolve button, or `resolve` typed in the thread, gives the conversation back
   to the bot (through the inbox too, so the customer is told in order) and marks the
   escalation resolved by whom.
+- The periodic check (`check`, every `CHECK_SECONDS` in every process, on an injectable
+  clock): after-hours handoffs join the queue when the team's hours begin, an unclaimed one
+  gets one on-call reminder, an idle claimed one goes back to the bot, and one a dead worker
+  left `requested` is routed.
 
 The desk's listeners are registered on the Slack app before the channel's own, so messages
 in the staff channel are never answered as customer questions. Bots' messages, edits,
@@ -27,7 +34,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, cast, get_args
@@ -61,6 +68,7 @@ RESOLVE_WORDS = frozenset({"resolve", "resolved", "/resolve", "/deskmate resolve
 _NOTE = re.compile(r"^\s*note\s*:", re.IGNORECASE)
 _TRANSFER = re.compile(r"^\s*transfer\s+(?:to\s+)?<@([A-Z0-9]+)(?:\|[^>]*)?>\s*$", re.IGNORECASE)
 CHECK_SECONDS = 30.0  # how often the desk looks for timeouts and unclaimed escalations
+STUCK_REQUEST_SECONDS = 30.0  # a handoff still `requested` this long lost its worker
 SHOWN_TURNS = 12  # the conversation so far, as posted: its last turns
 TURN_CHARS = 600
 MAX_TRANSCRIPT_SECTIONS = 8
@@ -255,6 +263,9 @@ class StaffDesk:
         client: AsyncWebClient,
         redis: aioredis.Redis,
         on_message: Handler,
+        *,
+        clock: Callable[[], float] = time.time,
+        check_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.staff_channel = settings.slack_staff_channel
         self.client = client
@@ -270,7 +281,8 @@ class StaffDesk:
         self.oncall_group = settings.handoff_oncall_group
         self.oncall_seconds = settings.handoff_oncall_seconds
         self.idle_seconds = settings.handoff_idle_seconds
-        self.check_seconds = CHECK_SECONDS
+        self.clock = clock  # the periodic check's time (tests move it on)
+        self.check_seconds = check_seconds  # how often it runs
         self._checks: asyncio.Task[None] | None = None
 
     def register(self, app: AsyncApp) -> None:
@@ -492,59 +504,82 @@ class StaffDesk:
                 log.exception("staff desk: checking open handoffs failed; trying again later")
 
     async def check(self, now: float | None = None) -> None:
-        """One look at the open handoffs: into the queue when the team's hours begin,
-        back to the bot when a claimed one went idle (through the inbox, so the customer
-        is told in order), and a reminder for the on-call group on one that waited
-        unclaimed too long within business hours. Every process may run it: each step is
-        a compare-and-set on the record, so it happens once."""
-        now = time.time() if now is None else now
+        """One look at the open handoffs (at `now`, default the desk's clock): into the
+        queue when the team's hours begin, back to the bot when a claimed one went idle
+        (through the inbox, so the customer is told in order), a reminder for the on-call
+        group on one that waited unclaimed too long within business hours, and routing one
+        its worker left `requested`. Every process may run it: each step is a
+        compare-and-set on the record (or a deduplicated inbox message), so it happens
+        once. A failure on one handoff is logged and the others are still looked at."""
+        now = self.clock() if now is None else now
         open_now = self.hours is None or self.hours.is_open(datetime.fromtimestamp(now, UTC))
         for entry in await self.store.handoffs.open_handoffs(now):
             record = entry.handoff
-            channel, conversation_id = record.channel, record.conversation_id
-            if channel not in get_args(Channel):
+            if record.channel not in get_args(Channel):
                 continue
-            if record.state is State.REQUESTED and now - record.since > self.check_seconds:
-                # Its worker died between the two steps of a request: route it now.
-                await self.store.handoffs.apply(
-                    channel,
-                    conversation_id,
-                    Change(Event.ROUTE, open_now=open_now, expect_version=record.version),
+            try:
+                await self._check_one(record, now, open_now)
+            except Exception:
+                log.exception(
+                    "conversation %s: checking its handoff failed", record.conversation_id
                 )
-            elif record.state is State.AFTER_HOURS and open_now:
-                await self.store.handoffs.apply(
-                    channel, conversation_id, Change(Event.OPEN, expect_version=record.version)
-                )
-            elif record.state is State.CLAIMED and self.idle_seconds:
-                if now - record.last_activity >= self.idle_seconds:
-                    await self.on_message(
-                        Inbound(
-                            channel=cast(Channel, channel),
-                            conversation_id=conversation_id,
-                            user_id=self.bot_user_id or "deskmate",
-                            message_id=f"idle:{record.id}:{record.version}",
-                            text=IDLE_TIMEOUT,
-                            is_staff=True,
-                            agent=True,
-                        )
+
+    async def _check_one(self, record: Handoff, now: float, open_now: bool) -> None:
+        channel, conversation_id = cast(Channel, record.channel), record.conversation_id
+        handoffs = self.store.handoffs
+        if record.state is State.REQUESTED and now - record.since >= STUCK_REQUEST_SECONDS:
+            # Its worker died between the two steps of a request: route it now.
+            change = Change(Event.ROUTE, open_now=open_now, expect_version=record.version)
+            await handoffs.apply(channel, conversation_id, change, now=now)
+        elif record.state is State.AFTER_HOURS and open_now:
+            change = Change(Event.OPEN, expect_version=record.version)
+            opened = await handoffs.apply(channel, conversation_id, change, now=now)
+            if opened.applied and opened.after.staff_ts:
+                await self._show(opened.after)  # no longer "after hours" on the escalation
+        elif record.state is State.CLAIMED and self.idle_seconds:
+            if now - record.last_activity >= self.idle_seconds:
+                await self.on_message(
+                    Inbound(
+                        channel=channel,
+                        conversation_id=conversation_id,
+                        user_id=self.bot_user_id or "deskmate",
+                        message_id=f"idle:{record.id}:{record.version}",
+                        text=IDLE_TIMEOUT,
+                        time=now,  # the brain decides on the same clock
+                        is_staff=True,
+                        agent=True,
                     )
-            elif (
-                record.state is State.QUEUED
-                and open_now
-                and self.oncall_seconds
-                and record.staff_ts
-                and not record.reposted
-                and now - record.since >= self.oncall_seconds
-            ):
-                await self._remind(record, now)
+                )
+        elif (
+            record.state is State.QUEUED
+            and open_now
+            and self.oncall_seconds
+            and record.staff_ts
+            and not record.reposted
+            and now - (record.queued_at or record.since) >= self.oncall_seconds
+        ):
+            await self._remind(record, now)
+
+    async def _show(self, record: Handoff) -> None:
+        """Bring an escalation's status and buttons up to date with `record`."""
+        history = await self.store.history(record.channel, record.conversation_id)
+        text, blocks = render_escalation(record.conversation_id, record.to_hash(), history)
+        try:
+            await self.client.chat_update(
+                channel=self.staff_channel, ts=record.staff_ts, text=text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            log.warning("conversation %s: escalation not updated (%s)", record.conversation_id, exc)
 
     async def _remind(self, record: Handoff, now: float) -> None:
         change = Change(Event.REMIND, expect_version=record.version)
-        marked = await self.store.handoffs.apply(record.channel, record.conversation_id, change)
+        marked = await self.store.handoffs.apply(
+            record.channel, record.conversation_id, change, now=now
+        )
         if not marked.applied:
             return  # another process reminded, or someone claimed it meanwhile
         who = f"<!subteam^{escape(self.oncall_group)}>" if self.oncall_group else "<!here>"
-        minutes = int((now - record.since) // 60)
+        minutes = int((now - (record.queued_at or record.since)) // 60)
         await delivering(
             lambda: self.client.chat_postMessage(
                 channel=self.staff_channel,

@@ -2,9 +2,11 @@
 
 `DESKMATE_BUSINESS_HOURS` reads `DAYS HH:MM-HH:MM[; DAYS HH:MM-HH:MM ...] TIME/ZONE`, e.g.
 `Mon-Fri 09:00-18:00 Europe/Berlin` or `Mon-Fri 09:00-17:30; Sat 10:00-14:00 Europe/Paris`;
-DAYS is a day (`Sat`), a range (`Mon-Fri`) or a comma list (`Mon,Wed,Fri`). `24:00` ends
-a day. `DESKMATE_HOLIDAYS` lists dates (`2026-12-25,2026-12-26`), closed all day in that
-zone. Unset hours mean always open.
+DAYS is a day (`Sat` or `Saturday`), a range (`Mon-Fri`, `Sat-Mon` wraps) or a comma list
+(`Mon,Wed,Fri`). A span ends on the day it starts (`24:00` ends a day); an overnight shift
+is two spans. The zone is an IANA name (`UTC`, `America/New_York`). `DESKMATE_HOLIDAYS`
+lists dates (`2026-12-25,2026-12-26`), closed all day in that zone. Unset hours mean
+always open.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _SPAN = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 LOOKAHEAD_DAYS = 400  # how far `next_open` looks (a year of holidays and then some)
 
@@ -30,10 +33,13 @@ class Opening:
 
 
 def _weekday(name: str) -> int:
-    key = name.strip().lower()[:3]
-    if key not in DAYS or not name.strip().lower().startswith(key):
-        raise ValueError(f"unknown day {name.strip()!r} (use Mon, Tue, ... Sun)")
-    return DAYS.index(key)
+    """0 for `Mon` or `Monday` (any case), ... 6 for `Sun`; anything else is an error."""
+    key = name.strip().lower()
+    if key in DAYS:
+        return DAYS.index(key)
+    if key in DAY_NAMES:
+        return DAY_NAMES.index(key)
+    raise ValueError(f"unknown day {name.strip()!r} (use Mon, Tue, ... Sun)")
 
 
 def _days(text: str) -> frozenset[int]:
@@ -68,14 +74,16 @@ class BusinessHours:
     def parse(cls, text: str, holidays: Sequence[date] = ()) -> BusinessHours:
         """Read `Mon-Fri 09:00-18:00 Europe/Berlin`; ValueError says what is wrong."""
         head, _, zone_name = text.strip().rpartition(" ")
-        if not head or ("/" not in zone_name and zone_name.upper() != "UTC"):
+        if not head or _SPAN.match(zone_name):
             raise ValueError(
                 "must be like 'Mon-Fri 09:00-18:00 Europe/Berlin' (days, hours, time zone)"
             )
         try:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {zone_name!r}") from None
+            raise ValueError(
+                f"unknown time zone {zone_name!r} (an IANA name such as Europe/Berlin or UTC)"
+            ) from None
         openings = []
         for segment in head.split(";"):
             words = segment.split()
@@ -88,7 +96,10 @@ class BusinessHours:
                 raise ValueError(f"{words[1]!r} must be hours like 09:00-18:00")
             start, end = _minutes(span[1], span[2]), _minutes(span[3], span[4])
             if start >= end:
-                raise ValueError(f"{words[1]!r} must end after it starts")
+                raise ValueError(
+                    f"{words[1]!r} must end after it starts on the same day (overnight: "
+                    "split it, e.g. 'Mon-Fri 22:00-24:00; Tue-Sat 00:00-06:00')"
+                )
             openings.append(Opening(_days(words[0]), start, end))
         return cls(tuple(openings), zone, frozenset(holidays))
 

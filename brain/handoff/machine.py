@@ -15,7 +15,8 @@ what the customer writes goes to the team. `resolved` waits for the customer's r
 
 Storage (keys in `brain.keys`): the hash `handoff:{channel}:{id}` is the conversation's
 record (`state`, `version`, `id`, times, `agent`, staff thread); absent means `bot`. A hash
-of an earlier version, with no `state`, reads as `queued`. Every transition is decided by
+of an earlier version, with no `state`, reads as `queued`; `index_earlier_records` (run by
+`deskmate serve` at start) puts those in the queue sets. Every transition is decided by
 the pure `decide` on the record as read under `WATCH`, and written with `MULTI`: the new
 record with its version one higher, the queue sets, the staff-thread key, the finished
 record and a `handoff_state` event in the transcripts stream, all or nothing. A concurrent
@@ -32,7 +33,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, get_args
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -40,7 +41,28 @@ from redis.exceptions import RedisError, WatchError
 from brain.keys import CLAIM_SAMPLES, HANDOFF_RECORD_TTL_SECONDS, RedisKeys
 from brain.redis_server import RedisUnavailable
 from brain.transcript_events import TRANSCRIPTS_MAXLEN, transcript_entry
+from brain.types import Channel
 
+# KEYS: the hash as found, its name now (the same, unless found under its name from before
+# keys carried the channel), the open and waiting sets. ARGV: the queue member, now. A hash
+# with no `state` is made an explicit `queued` record (kept until it ends, like any open
+# one) and indexed by its request time; anything else is left alone, so a second run or a
+# second process starting together changes nothing.
+INDEX_EARLIER = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'state') == 1 then return 0 end
+if KEYS[1] ~= KEYS[2] then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+local since = tonumber(redis.call('HGET', KEYS[2], 'since') or '') or tonumber(ARGV[2])
+local stamp = string.format('%.3f', since)
+redis.call('HSET', KEYS[2], 'state', 'queued', 'version', '0', 'since', stamp)
+redis.call('PERSIST', KEYS[2])
+redis.call('ZADD', KEYS[3], 'NX', since, ARGV[1])
+redis.call('ZADD', KEYS[4], 'NX', since, ARGV[1])
+return 1
+"""
 RATING_WINDOW_SECONDS = 24 * 3600  # how long a resolved handoff waits for its rating
 MAX_ATTEMPTS = 50  # optimistic retries under contention before giving up
 
@@ -226,7 +248,8 @@ def decide(record: Handoff, change: Change, now: float) -> Outcome:
         state = State.QUEUED if change.open_now else State.AFTER_HOURS
         return Outcome(record, replace(bumped, state=state, queued_at=now), True)
     if event is Event.OPEN:
-        return Outcome(record, replace(bumped, state=State.QUEUED), True)
+        # Queued from now: the wait the on-call reminder measures starts with the hours.
+        return Outcome(record, replace(bumped, state=State.QUEUED, queued_at=now), True)
     if event is Event.POSTED:
         if record.staff_ts:
             return refuse("the escalation was posted already")
@@ -417,6 +440,41 @@ class Handoffs:
             if record.held:
                 found.append(QueueEntry(record, max(0.0, now - record.since)))
         return found
+
+    async def index_earlier_records(self, now: float | None = None) -> int:
+        """Index the open handoffs an earlier version wrote (hashes with no `state`, under
+        `handoff:{channel}:{id}` or, older still, `handoff:{id}` naming its `channel`) in
+        `handoffs:open` / `handoffs:waiting`, so `/deskmate queue`, queue places and the
+        desk's checks see them; the number indexed. Run once when a process starts
+        (`deskmate serve` does); running it again finds nothing to do."""
+        now = time.time() if now is None else now
+        script = self.redis.register_script(INDEX_EARLIER)
+        pattern = self.keys.handoff_match
+        thread_prefix = self.keys.handoff_thread("")
+        channel_names = get_args(Channel)
+        indexed = 0
+        try:
+            async for raw_key in self.redis.scan_iter(match=pattern, count=1000):
+                key = _text(raw_key)
+                if key.startswith(thread_prefix):
+                    continue
+                rest = key[len(pattern) - 1 :]
+                channel, _, conversation_id = rest.partition(":")
+                if channel not in channel_names or not conversation_id:
+                    # Named before keys carried the channel: the hash names it.
+                    channel = _text(await self.redis.hget(key, "channel"))
+                    conversation_id = rest
+                    if channel not in channel_names:
+                        continue
+                new_key = self._key(channel, conversation_id)
+                done = await script(
+                    keys=[key, new_key, self.keys.handoff_open, self.keys.handoff_waiting],
+                    args=[f"{channel}:{conversation_id}", f"{now:.3f}"],
+                )
+                indexed += int(done)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(f"Redis failed while indexing earlier handoffs: {exc}") from exc
+        return indexed
 
     async def record(self, handoff_id: str) -> dict[str, str]:
         """A finished handoff's analytics record (empty if unknown or expired)."""

@@ -8,15 +8,18 @@ import pytest
 
 from bots.slack.render import (
     FEEDBACK_BLOCK,
+    QUICK_ACTION_PATTERN,
+    QUICK_BLOCK,
     SECTION_LIMIT,
     acknowledge_choice,
     acknowledge_feedback,
+    acknowledge_quick_reply,
     escape,
     render_reply,
     split_text,
     to_mrkdwn,
 )
-from brain.types import Reply, Source
+from brain.types import QuickReply, Reply, Source
 
 ESCAPES = [
     ("plain", "Returns take 30 days.", "Returns take 30 days."),
@@ -127,3 +130,22 @@ def test_a_clarifying_question_has_one_button_per_option_and_a_pick_replaces_the
     picked = acknowledge_choice(blocks, 2, "U1")
     assert not [b for b in picked if b["type"] == "actions"]
     assert picked[-1]["elements"][0]["text"] == "<@U1> picked 2."
+
+
+def test_quick_replies_are_buttons_that_send_their_text_and_go_once_pressed() -> None:
+    reply = Reply(
+        "Resolved. How did our team do?",
+        "none",
+        quick_replies=(QuickReply("👍", "👍"), QuickReply("Back to the bot", "/bot")),
+    )
+    _, blocks = render_reply(reply)
+    [buttons] = [b for b in blocks if b.get("block_id") == QUICK_BLOCK]
+    assert [(e["action_id"], e["value"], e["text"]["text"]) for e in buttons["elements"]] == [
+        ("deskmate_say_0", "👍", "👍"),
+        ("deskmate_say_1", "/bot", "Back to the bot"),
+    ]
+    assert all(QUICK_ACTION_PATTERN.match(e["action_id"]) for e in buttons["elements"])
+    after = acknowledge_quick_reply(blocks, "<Back>", "U7")
+    assert not [b for b in after if b.get("block_id") == QUICK_BLOCK]
+    assert after[-1]["elements"][0]["text"] == "<@U7>: &lt;Back&gt;"
+    assert QUICK_BLOCK not in str(render_reply(Reply("An answer.", "answer"))[1])

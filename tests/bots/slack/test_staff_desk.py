@@ -9,9 +9,10 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -21,22 +22,31 @@ import pytest
 import redis.asyncio as aioredis
 
 from bots.serve import build_channels, describe_handoffs, handoffs_posted
+from bots.slack.render import QUICK_BLOCK
 from bots.slack.staff_desk import (
     CLAIM_ACTION,
     RESOLVE_ACTION,
+    STUCK_REQUEST_SECONDS,
     TRANSFER_ACTION,
+    StaffDesk,
     is_resolve,
     render_escalation,
     to_thread_reply,
 )
 from bots.staff import StaffCommands
 from bots.web import make_web_app, serve_web
+from brain.answering.backends import QuoteBackend
+from brain.channel import Handler
+from brain.conversations import ConversationStore
 from brain.flow.staff_notices import STAFF_CHANNEL, staff_notice
 from brain.flow.wiring import Flow
+from brain.handoff.hours import BusinessHours
+from brain.handoff.machine import Change, Event
 from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.settings import Secret, Settings, SettingsError
 from brain.types import Inbound, Reply, Turn
+from retrieval.retriever import Retriever
 from tests.fakes.slack import JSON, FakeSlack, signed_headers
 from tests.fakes.telegram import FakeTelegram, button_press, text_message, visible_text
 from training.dataset import pick_pairs
@@ -45,6 +55,7 @@ from training.transcripts import export_transcripts
 SECRET = "handoff-test-signing-secret"
 STAFF = "CSTAFF"
 AGENT = "UAGENT"
+CHECK_EVERY = 0.02  # the desk's periodic check, instead of every 30 s
 _ids = itertools.count(1)
 
 
@@ -61,6 +72,9 @@ class Running:
     endpoint: str
     session: aiohttp.ClientSession
     redis: aioredis.Redis
+    settings: Settings
+    on_message: Handler  # the durable intake
+    desk: StaffDesk | None
 
     async def _post(self, body: str, content_type: str) -> int:
         headers = signed_headers(body, SECRET, content_type)
@@ -140,9 +154,16 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    brain: Brain, redis: aioredis.Redis, data_dir: Path, *, staff_channel: str = STAFF
+    brain: Brain,
+    redis: aioredis.Redis,
+    data_dir: Path,
+    *,
+    staff_channel: str = STAFF,
+    clock: Callable[[], float] = time.time,
+    **more_settings: Any,
 ) -> AsyncIterator[Running]:
-    """Telegram and Slack channels, a brain worker and a sender on the durable flow."""
+    """Telegram and Slack channels, a brain worker and a sender on the durable flow; the
+    desk's periodic check runs every 20 ms on `clock`."""
     fake_slack = FakeSlack()
     async with AsyncExitStack() as stack:
         telegram = await stack.enter_async_context(FakeTelegram())
@@ -156,9 +177,13 @@ async def running(
             slack_signing_secret=Secret(SECRET),
             slack_api_url=f"{fake_slack.url}/api",
             slack_staff_channel=staff_channel,
+            **more_settings,
         )
         flow = Flow(redis, RedisKeys(settings.redis_prefix), name="test", block_seconds=0.1)
         channels = build_channels(settings, flow.intake.handler, brain.feedback, redis)
+        desks = [channel for channel in channels if isinstance(channel, StaffDesk)]
+        for desk in desks:
+            desk.clock, desk.check_seconds = clock, CHECK_EVERY
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
@@ -171,7 +196,16 @@ async def running(
                 staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
             )
         )
-        yield Running(telegram, fake_slack, f"http://127.0.0.1:{port}/slack/events", session, redis)
+        yield Running(
+            telegram,
+            fake_slack,
+            f"http://127.0.0.1:{port}/slack/events",
+            session,
+            redis,
+            settings,
+            flow.intake.handler,
+            desks[0] if desks else None,
+        )
 
 
 async def test_telegram_customer_is_handed_to_an_agent_and_back(
@@ -539,3 +573,289 @@ async def test_the_customer_cancels_with_bot_and_the_escalation_is_gone(
     assert await redis.zrange("dm:handoffs:open", 0, -1) == []
     again = await brain.handle(Inbound("telegram", "5", "5", "m3", "/bot"))
     assert "already" in again.text
+
+
+# -- the periodic check: reminders, idle hand-back, opening hours, stuck requests ------
+
+
+class Clock:
+    """The desk's clock, moved on by the test instead of waiting for real minutes."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+async def posted_escalation(run: Running, brain: Brain, conversation_id: str = "42") -> JSON:
+    """The escalation of the conversation, once the desk has recorded its thread."""
+    await run.slack.wait_for(lambda: bool(run.escalations()))
+    [escalation] = run.escalations()
+    for _ in range(500):
+        if (await brain.store.handoff_record("telegram", conversation_id)).staff_ts:
+            return escalation
+        await asyncio.sleep(0.01)
+    raise AssertionError("the escalation's thread was not recorded")
+
+
+def reminders(run: Running) -> list[JSON]:
+    return [p for p in run.posts(STAFF) if p.get("reply_broadcast")]
+
+
+async def state_becomes(brain: Brain, conversation_id: str, state: str) -> None:
+    for _ in range(500):
+        if (await brain.store.handoff_record("telegram", conversation_id)).state == state:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the handoff never became {state}")
+
+
+async def test_the_check_reminds_the_oncall_group_once_and_hands_an_idle_one_back_once(
+    retriever: Retriever, store: ConversationStore, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    brain = Brain(retriever, store, QuoteBackend(), idle_seconds=3600.0)
+    clock = Clock()
+    async with running(
+        brain,
+        redis,
+        data_dir,
+        clock=clock,
+        handoff_oncall_group="SONCALL",
+        handoff_oncall_seconds=600.0,
+        handoff_idle_seconds=3600.0,
+    ) as run:
+        assert run.desk is not None
+        # A second process's desk on the same Redis and Slack, checking at the same times.
+        other = StaffDesk(run.settings, run.desk.client, redis, run.on_message, clock=clock)
+        other.bot_user_id = run.desk.bot_user_id
+        run.telegram.push(text_message("/human"))
+        await run.telegram.wait_for_messages(1)
+        escalation = await posted_escalation(run, brain)
+        await asyncio.sleep(10 * CHECK_EVERY)
+        assert reminders(run) == []  # not unclaimed for long yet
+
+        # Ten minutes later: one reminder, in the thread and broadcast, naming the group.
+        clock.advance(601)
+        await asyncio.gather(other.check(), other.check(), run.desk.check())
+        await run.slack.wait_for(lambda: bool(reminders(run)))
+        await asyncio.sleep(10 * CHECK_EVERY)
+        [reminder] = reminders(run)
+        assert reminder["thread_ts"] == escalation["ts"]
+        assert reminder["text"].startswith("<!subteam^SONCALL> this handoff has waited 10 min")
+        assert (await brain.store.handoff_record("telegram", "42")).reposted == 1
+
+        # An agent answers (and so claims it); then nobody writes for almost an hour.
+        await run.event(
+            {
+                "type": "message",
+                "channel": STAFF,
+                "user": AGENT,
+                "text": "I'm looking into it.",
+                "ts": slack_ts(),
+                "thread_ts": escalation["ts"],
+            }
+        )
+        await run.telegram.wait_for_messages(2)
+        assert (await brain.store.handoff_record("telegram", "42")).state == "claimed"
+        clock.advance(2900)  # 601 + 2900 s after the claim: not idle yet
+        await other.check()
+        await asyncio.sleep(10 * CHECK_EVERY)
+        assert len(run.customer_texts()) == 2
+
+        # Past the idle time: back to the bot, the customer told once, after the agent.
+        clock.advance(200)
+        await asyncio.gather(other.check(), run.desk.check(), other.check())
+        await run.telegram.wait_for_messages(3)
+        await state_becomes(brain, "42", "bot")
+        await asyncio.sleep(10 * CHECK_EVERY)
+        texts = run.customer_texts()
+        assert texts[1] == "I'm looking into it."
+        assert texts[2].startswith("Nobody from the team has written here for a while")
+        assert len(texts) == 3
+        events = [e["data"] for e in await run.transcript("handoff_state")]
+        assert [e["event"] for e in events] == ["request", "route", "remind", "claim", "timeout"]
+        assert (await brain.store.handoffs.record(events[-1]["id"]))["outcome"] == "timeout"
+        assert await redis.zrange("dm:handoffs:open", 0, -1) == []
+        assert await redis.get(f"dm:handoff:thread:{escalation['ts']}") is None
+
+        # The bot answers again.
+        run.telegram.push(text_message("how long do I have to return an item?"))
+        await run.telegram.wait_for_messages(4)
+        assert "30 days" in run.customer_texts()[3]
+
+
+async def test_after_hours_handoffs_join_the_queue_when_the_team_starts(
+    retriever: Retriever, store: ConversationStore, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    # Open all of tomorrow (UTC) only: closed now, open from the coming midnight.
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    hours_text = f"{midnight.strftime('%a')} 00:00-24:00 UTC"
+    brain = Brain(retriever, store, QuoteBackend(), hours=BusinessHours.parse(hours_text))
+    clock = Clock()
+    async with running(
+        brain,
+        redis,
+        data_dir,
+        clock=clock,
+        business_hours=hours_text,
+        handoff_oncall_seconds=600.0,
+    ) as run:
+        run.telegram.push(text_message("/human"))
+        [told] = await run.telegram.wait_for_messages(1)
+        assert "back tomorrow at 00:00 (UTC time)" in visible_text(told["text"])
+        escalation = await posted_escalation(run, brain)
+        assert "after hours" in json.dumps(escalation["blocks"])
+        await asyncio.sleep(10 * CHECK_EVERY)
+        assert (await brain.store.handoff_record("telegram", "42")).state == "after_hours"
+
+        # The team's day begins: queued, and the escalation says it waits for someone.
+        clock.advance((midnight - now).total_seconds() + 1)
+        await state_becomes(brain, "42", "queued")
+        await run.slack.wait_for(lambda: bool(run.slack.payloads("chat.update")))
+        [update] = run.slack.payloads("chat.update")
+        assert update["ts"] == escalation["ts"]
+        assert "waiting for someone to take it" in json.dumps(update["blocks"])
+        # The wait the on-call reminder measures starts with the hours, not the request.
+        await asyncio.sleep(10 * CHECK_EVERY)
+        assert reminders(run) == []
+        clock.advance(601)
+        await run.slack.wait_for(lambda: bool(reminders(run)))
+        assert "waited 10 min" in reminders(run)[0]["text"]
+        events = [e["data"]["event"] for e in await run.transcript("handoff_state")]
+        assert events == ["request", "route", "open", "remind"]
+
+
+async def test_a_handoff_left_requested_by_a_dead_worker_is_routed_once(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    clock = Clock()
+    async with running(brain, redis, data_dir, clock=clock) as run:
+        # What a worker that died between the two steps of a handoff leaves behind.
+        change = Change(Event.REQUEST, reason="asked for a person", user="99")
+        await brain.store.handoffs.apply("telegram", "99", change)
+        await asyncio.sleep(10 * CHECK_EVERY)  # a worker may still be on its way: left alone
+        assert (await brain.store.handoff_record("telegram", "99")).state == "requested"
+
+        clock.advance(STUCK_REQUEST_SECONDS)
+        await state_becomes(brain, "99", "queued")
+        await asyncio.sleep(10 * CHECK_EVERY)
+        assert await redis.zrange("dm:handoffs:waiting", 0, -1) == ["telegram:99"]
+        events = [e["data"]["event"] for e in await run.transcript("handoff_state")]
+        assert events == ["request", "route"]
+        listed = await StaffCommands(
+            brain.retriever, redis, prefix="dm:", index_dir=data_dir, backend_version="quote"
+        ).run("queue")
+        assert "telegram:99" in listed and "#1 queued" in listed
+
+
+# -- Slack customers: cancel and rate without slash commands ---------------------------
+
+
+def offered(run: Running, channel: str) -> JSON:
+    """The latest message in `channel` offering quick-reply buttons, with its ts."""
+    found: list[JSON] = []
+    for payload, response in zip(
+        run.slack.payloads("chat.postMessage"), run.slack.responses("chat.postMessage"), strict=True
+    ):
+        if payload["channel"] == channel:
+            found.append({**payload, "ts": response["ts"]})
+    found += [p for p in run.slack.payloads("chat.update") if p["channel"] == channel]
+    with_buttons = [
+        m for m in found if any(b.get("block_id") == QUICK_BLOCK for b in m.get("blocks") or [])
+    ]
+    return max(with_buttons, key=lambda m: float(m["ts"]))
+
+
+async def press_quick(run: Running, message: JSON, label: str, user: str) -> None:
+    """A Slack customer presses the quick-reply button `label` on `message`."""
+    [block] = [b for b in message["blocks"] if b.get("block_id") == QUICK_BLOCK]
+    [button] = [e for e in block["elements"] if e["text"]["text"] == label]
+    body = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user},
+        "api_app_id": "A1",
+        "channel": {"id": message["channel"]},
+        "container": {"type": "message", "message_ts": message["ts"]},
+        "message": {
+            "type": "message",
+            "ts": message["ts"],
+            "text": message["text"],
+            "blocks": message["blocks"],
+        },
+        "actions": [{**button, "block_id": QUICK_BLOCK, "action_ts": str(time.time())}],
+        "trigger_id": "1.2.3",
+        "response_url": f"{run.slack.url}/response/1",
+    }
+    form = urlencode({"payload": json.dumps(body)})
+    assert await run._post(form, "application/x-www-form-urlencoded") == 200
+
+
+async def test_slack_dm_customers_cancel_with_a_button_or_bot_typed_and_rate_with_a_button(
+    brain: Brain, redis: aioredis.Redis, data_dir: Path
+) -> None:
+    async def dm(text: str) -> None:
+        await run.event(
+            {
+                "type": "message",
+                "channel_type": "im",
+                "channel": "D7",
+                "user": "U7",
+                "text": text,
+                "ts": slack_ts(),
+            }
+        )
+
+    def texts() -> list[str]:
+        """Every text deskmate showed in the DM, posted or put in place of a placeholder."""
+        calls = run.slack.payloads("chat.postMessage") + run.slack.payloads("chat.update")
+        return [p["text"] for p in calls if p["channel"] == "D7"]
+
+    async def state_is(state: str) -> None:
+        for _ in range(500):
+            if (await brain.store.handoff_record("slack", "D7")).state == state:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never {state}")
+
+    async with running(brain, redis, data_dir) as run:
+        # Handed off: the notice offers "Back to the bot"; a press cancels.
+        await dm("can I talk to a human please")
+        await state_is("queued")
+        await run.slack.wait_for(lambda: any("Type bot" in t for t in texts()))
+        notice = offered(run, "D7")
+        await press_quick(run, notice, "Back to the bot", "U7")
+        await run.slack.wait_for(lambda: any("cancelled your request" in t for t in texts()))
+        await state_is("bot")
+        pressed = [p for p in run.slack.payloads("chat.update") if p["ts"] == notice["ts"]][-1]
+        assert not [b for b in pressed["blocks"] if b.get("block_id") == QUICK_BLOCK]
+
+        # `bot` typed alone does the same (`/bot` is a Slack slash command).
+        await dm("human please")
+        await state_is("queued")
+        await dm("bot")
+        await state_is("bot")
+        await run.slack.wait_for(lambda: sum("cancelled your request" in t for t in texts()) == 2)
+
+        # Resolved: 👍 / 👎 buttons; one press records the rating.
+        await dm("talk to a person")
+        await state_is("queued")
+        await run.slack.wait_for(lambda: len(run.escalations()) == 3)
+        escalation = run.escalations()[-1]
+        for _ in range(500):
+            if (await brain.store.handoff_record("slack", "D7")).staff_ts == escalation["ts"]:
+                break
+            await asyncio.sleep(0.01)
+        await run.press_resolve(escalation)
+        await run.slack.wait_for(lambda: any("How did our team do?" in t for t in texts()))
+        await press_quick(run, offered(run, "D7"), "👍", "U7")
+        await run.slack.wait_for(lambda: any("Thank you for rating" in t for t in texts()))
+        states = [e["data"] for e in await run.transcript("handoff_state")]
+        assert [s["event"] for s in states][-2:] == ["resolve", "rate"]
+        assert states[-1]["csat"] == "up"
+        assert (await brain.store.handoffs.record(states[-1]["id"]))["csat"] == "up"
