@@ -146,7 +146,10 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
-        port = await stack.enter_async_context(serve_web(make_web_app(routes), settings.http_addr))
+        web_app = make_web_app(
+            routes, redis=redis, keys=keys, metrics_token=str(settings.metrics_token)
+        )
+        port = await stack.enter_async_context(serve_web(web_app, settings.http_addr))
         host = settings.http_addr.rpartition(":")[0]
 
         adapters = {channel.channel: channel for channel in channels}
