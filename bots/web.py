@@ -70,9 +70,10 @@ def make_web_app(
     redis: aioredis.Redis | None = None,
     keys: RedisKeys | None = None,
     metrics_token: str = "",
+    dashboard: web.Application | None = None,
 ) -> web.Application:
-    """The web application: health, metrics (queue gauges when `redis` is given) and
-    the routes channels and the dashboard contribute."""
+    """The web application: health, metrics (queue gauges when `redis` is given), the
+    routes channels contribute and the staff dashboard (a sub-application)."""
     app = web.Application(client_max_size=1024 * 1024)
     if redis is not None:
         app[REDIS_KEY] = redis
@@ -81,7 +82,14 @@ def make_web_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.add_routes(list(routes))
+    if dashboard is not None:
+        app.router.add_get("/dashboard", to_dashboard)
+        app.add_subapp("/dashboard", dashboard)
     return app
+
+
+async def to_dashboard(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/dashboard/")
 
 
 def split_addr(addr: str) -> tuple[str, int]:

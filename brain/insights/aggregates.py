@@ -50,7 +50,7 @@ def bucket_of(seconds: float) -> int:
 
 def bucket_value(bucket: int) -> float:
     """The middle of a duration bucket, in seconds."""
-    return BUCKET_FLOOR * BUCKET_BASE ** (bucket + 0.5)
+    return float(BUCKET_FLOOR * BUCKET_BASE ** (bucket + 0.5))
 
 
 @dataclass(slots=True)
@@ -271,7 +271,7 @@ class Insights:
                 keys.transcripts, min="(" + cursor, max="+", count=FOLD_BATCH
             )
             for entry_id, fields in chunk or []:
-                fold.apply({_text(k): _text(v) for k, v in fields.items()})
+                fold.apply({_text(k): _text(v) for k, v in (fields or {}).items()})
                 cursor = _text(entry_id)
             read += len(chunk or [])
             if len(chunk or []) < FOLD_BATCH:
@@ -296,7 +296,7 @@ class Insights:
 
     async def days(self, first: str, last: str) -> dict[str, dict[str, int]]:
         """The counters of every day from `first` to `last` (inclusive) that has any."""
-        names = []
+        names: list[str] = []
         day = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=UTC)
         end = datetime.strptime(last, "%Y-%m-%d").replace(tzinfo=UTC)
         while day <= end and len(names) < 3700:
