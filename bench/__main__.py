@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-QUICK = ["retrieval"]
+QUICK = ["retrieval", "dashboard"]
 
 
 def main() -> None:

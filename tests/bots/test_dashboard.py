@@ -157,3 +157,59 @@ async def test_conversation_viewer_redacts_personal_data(served: Served) -> None
         async with session.get(served.base + "/dashboard/conversations?c=telegram:pii") as r:
             html = await r.text()
     assert "ana@example.com" not in html and "mail me at" in html
+
+
+def _browser() -> object:
+    """Headless Debian Chromium through its chromedriver, or skip saying why."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("no browser: apt-get install chromium chromium-driver (make install tries)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+async def test_in_a_browser_log_in_read_and_approve(served: Served) -> None:
+    import asyncio
+
+    from selenium.webdriver.common.by import By
+
+    browser = _browser()
+
+    def session() -> str:
+        b = browser  # type: ignore[assignment]
+        b.set_page_load_timeout(30)  # type: ignore[attr-defined]
+        b.get(served.base + "/dashboard/")  # type: ignore[attr-defined]
+        b.find_element(By.ID, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
+        b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+        assert b.find_element(By.ID, "conversations").text == "6"  # type: ignore[attr-defined]
+        assert b.find_element(By.ID, "chart")  # type: ignore[attr-defined]
+        b.get(served.base + "/dashboard/gaps")  # type: ignore[attr-defined]
+        gap = next(
+            g
+            for g in b.find_elements(By.CLASS_NAME, "gap")  # type: ignore[attr-defined]
+            if "bitcoin" in g.text
+        )
+        answer = gap.find_element(By.NAME, "answer")
+        answer.clear()
+        answer.send_keys("We do not sell crypto, sorry.")
+        gap.find_element(By.CLASS_NAME, "approve").click()
+        text: str = b.find_element(By.ID, "approved").text  # type: ignore[attr-defined]
+        return text
+
+    try:
+        approved = await asyncio.to_thread(session)
+    finally:
+        await asyncio.to_thread(browser.quit)  # type: ignore[attr-defined]
+    entry_id = approved.split("Added ", 1)[1].split(" ", 1)[0]
+    assert served.retriever.search("can I buy bitcoin with my card", 1)[0].id == entry_id
+    assert entry_id in approved.split("now:", 1)[1]  # the gap's question now finds it
