@@ -1,4 +1,5 @@
-"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval, classifier);
+"""Run benchmarks by name: `python -m bench` runs the quick ones (retrieval, classifier,
+dashboard);
 `python -m bench ingestion` the knowledge import one, and so on."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-QUICK = ["retrieval", "classifier"]
+QUICK = ["retrieval", "classifier", "dashboard"]
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ examples:
   deskmate eval answers --faq faq.jsonl --queries labelled.jsonl  answer quality end to end
   deskmate serve --workers 4                     run the channels, workers and senders
   deskmate status                                queues, pending work, live processes
+  deskmate report --since 2026-11-01 --json      conversations, resolution, ratings, handoffs
   deskmate transcripts export --since 2026-11-01 --out t.jsonl   conversations for training
   deskmate train t.jsonl --epochs 2              fine-tune, evaluate, register a version
   deskmate model promote v3                      serve v3 everywhere (model rollback undoes)
@@ -190,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status", help="queue depths, pending work, live processes and the active model"
     )
+    report = commands.add_parser(
+        "report",
+        help="what the bot did: conversations, answered/handed off/resolved rates, ratings",
+        description="Figures folded from the transcripts stream (incrementally: only what "
+        "was recorded since the last report or dashboard view is read). Dates are UTC days.",
+        formatter_class=formatter,
+    )
+    report.add_argument("--since", required=True, metavar="DATE", help="first day, 2026-11-01")
+    report.add_argument("--until", metavar="DATE", help="last day (default today)")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+    commands.add_parser(
+        "dashboard-password",
+        help="hash a staff password (read from stdin) for DESKMATE_DASHBOARD_PASSWORD_HASH",
+    )
     training_cli.add_commands(commands)
     answers = ev_commands.add_parser(
         "answers",
@@ -272,6 +287,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from bots.serve import show_status
 
         return asyncio.run(show_status(settings))
+    if args.command == "report":
+        return asyncio.run(commands.insights_report(settings, args.since, args.until, args.json))
+    if args.command == "dashboard-password":
+        from bots.dashboard.auth import hash_password
+
+        print(hash_password(sys.stdin.readline().rstrip("\n")))
+        return 0
     if args.command in training_cli.COMMANDS:
         return training_cli.dispatch(args, settings)
     if args.command == "config":

@@ -240,3 +240,26 @@ def print_report(result: RetrievalReport, mode: str) -> None:
     print(f"Retrieval ({mode})")
     for name, value in rows:
         print(f"  {name:24} {value:>10}")
+
+
+async def insights_report(
+    settings: Settings, since: str, until: str | None, as_json: bool, now: float | None = None
+) -> int:
+    """`deskmate report`: fold what is new in the transcripts, then sum the days asked."""
+    import time
+
+    from brain.insights.aggregates import Insights, day_of
+    from brain.insights.report import build_report
+    from training.transcripts import parse_when
+
+    first = day_of(parse_when(since))
+    last = day_of(parse_when(until)) if until else day_of(time.time() if now is None else now)
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        insights = Insights(redis, settings.redis_prefix, settings.resolved_window)
+        await insights.update(now)
+        figures = build_report(first, last, await insights.days(first, last))
+    if as_json:
+        print(json.dumps(figures.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(figures.render())
+    return 0

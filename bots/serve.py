@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 import redis.asyncio as aioredis
+from aiohttp import web
 from redis.exceptions import RedisError
 
 from bots.app import build_app
@@ -36,6 +37,7 @@ from brain.handoff.machine import Handoffs
 from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
+from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
@@ -101,6 +103,36 @@ def describe_handoffs(settings: Settings) -> str:
     )
 
 
+async def build_dashboard(
+    settings: Settings, redis: aioredis.Redis, retriever: Retriever
+) -> web.Application:
+    """The staff dashboard, served at /dashboard when a staff password hash is set."""
+    from bots.dashboard.approvals import Approvals
+    from bots.dashboard.auth import Sessions
+    from bots.dashboard.pages import Dashboard, dashboard_secret, make_dashboard
+    from brain.insights.aggregates import Insights
+
+    prefix = settings.redis_prefix
+    secret = await dashboard_secret(redis, prefix, str(settings.dashboard_secret))
+    return make_dashboard(
+        Dashboard(
+            redis,
+            prefix,
+            str(settings.dashboard_password_hash),
+            Sessions(secret, settings.dashboard_session),
+            Insights(redis, prefix, settings.resolved_window),
+            Approvals(
+                redis,
+                prefix,
+                retriever,
+                settings.index_dir,
+                settings.data_dir,
+                ingest_options(settings),
+            ),
+        )
+    )
+
+
 def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -148,7 +180,17 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
-        port = await stack.enter_async_context(serve_web(make_web_app(routes), settings.http_addr))
+        dashboard = None
+        if workers and settings.dashboard_password_hash:
+            dashboard = await build_dashboard(settings, redis, app.retriever)
+        web_app = make_web_app(
+            routes,
+            redis=redis,
+            keys=keys,
+            metrics_token=str(settings.metrics_token),
+            dashboard=dashboard,
+        )
+        port = await stack.enter_async_context(serve_web(web_app, settings.http_addr))
         host = settings.http_addr.rpartition(":")[0]
 
         adapters = {channel.channel: channel for channel in channels}

@@ -150,6 +150,44 @@ class RedisKeys:
         """Stream: every turn, feedback and handoff event, for export and training."""
         return self.prefix + "transcripts"
 
+    # -- insights (the report, the dashboard) -----------------------------------------
+
+    def stats_day(self, day: str) -> str:
+        """Hash: one UTC day's counters (`YYYY-MM-DD`), folded from the transcripts."""
+        return f"{self.prefix}stats:day:{day}"
+
+    @property
+    def stats_cursor(self) -> str:
+        """String: the last transcripts entry id folded into the day counters."""
+        return self.prefix + "stats:cursor"
+
+    @property
+    def stats_open(self) -> str:
+        """Hash: conversations still going (`{channel}:{id}` -> JSON fold state)."""
+        return self.prefix + "stats:open"
+
+    @property
+    def stats_lock(self) -> str:
+        """String with a TTL: the process folding new transcripts right now."""
+        return self.prefix + "stats:lock"
+
+    @property
+    def stats_gaps(self) -> str:
+        """List: questions the bot could not answer or that were rated 👎 (JSON, newest
+        first, capped), what content gaps are clustered from."""
+        return self.prefix + "stats:gaps"
+
+    @property
+    def faq_approvals(self) -> str:
+        """List: every approved (or undone) dashboard FAQ entry, newest first (JSON: who,
+        when, what)."""
+        return self.prefix + "faq:approvals"
+
+    @property
+    def dashboard_secret(self) -> str:
+        """String: the key signing dashboard sessions when none is configured."""
+        return self.prefix + "dashboard:secret"
+
     # -- what every process follows ----------------------------------------------------
 
     @property

@@ -255,6 +255,34 @@ class Settings:
         Secret(""),
         secret=True,
     )
+    metrics_token: Secret = _setting(
+        "bearer token /metrics requires (unset = /metrics is open, bind it privately)",
+        Secret,
+        Secret(""),
+        secret=True,
+    )
+    dashboard_password_hash: Secret = _setting(
+        "staff dashboard: the password's hash from `deskmate dashboard-password` "
+        "(unset = /dashboard is off)",
+        Secret,
+        Secret(""),
+        secret=True,
+    )
+    dashboard_secret: Secret = _setting(
+        "staff dashboard: key signing session cookies (unset = one kept in Redis)",
+        Secret,
+        Secret(""),
+        secret=True,
+    )
+    dashboard_session: float = _setting(
+        "staff dashboard: seconds a login lasts", _seconds, 8 * 3600.0
+    )
+    resolved_window: float = _setting(
+        "report: seconds after an answer in which a handoff, a 👎 or the same question "
+        "again means the bot did not resolve it",
+        _seconds,
+        600.0,
+    )
     reclaim_idle: float = _setting(
         "seconds a message may sit with a silent worker or sender before another takes it",
         _seconds,

@@ -34,6 +34,7 @@ from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
 from brain.flow.consumer import Conversation, OrderedConsumer, Postpone
 from brain.flow.stream import OUTBOX_GROUP, Outgoing
 from brain.keys import RedisKeys
+from brain.metrics import record_delivery
 
 log = logging.getLogger(__name__)
 UNDELIVERED_MAXLEN = 100_000
@@ -115,6 +116,8 @@ class Sender(OrderedConsumer[Outgoing]):
                 log.exception("conversation %s: adapter failed", record.conversation_id)
             await self._record_undelivered(record, exc)
             return None
+        if record.reply.text:
+            record_delivery(record.channel, record.received)
         if record.received:
             self.latencies.append(time.time() - record.received)
             del self.latencies[:-10_000]

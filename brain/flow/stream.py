@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from brain.keys import SEEN_TTL_SECONDS, RedisKeys
+from brain.metrics import MESSAGES_IN
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, QuickReply, Reply, Source
 
@@ -195,7 +196,10 @@ class Intake:
                 args=[SEEN_TTL_SECONDS, inbound_to_json(inbound)],
             ),
         )
-        return entry_id is not None
+        if entry_id is None:
+            return False
+        MESSAGES_IN.labels(channel=inbound.channel).inc()
+        return True
 
     async def handler(self, inbound: Inbound) -> None:
         """`submit` as an adapter `Handler` (adapters need not tell repeats apart)."""

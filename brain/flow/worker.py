@@ -21,6 +21,7 @@ from brain.flow.consumer import Conversation, OrderedConsumer
 from brain.flow.staff_notices import desk_conversation_id, staff_notice
 from brain.flow.stream import INBOX_GROUP, Outgoing, inbound_from_json
 from brain.keys import RedisKeys
+from brain.metrics import record_decision
 from brain.redis_server import RedisUnavailable
 from brain.types import Inbound, Reply
 
@@ -78,6 +79,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
             # One error boundary per message: log, apologise, keep the worker running.
             log.exception("conversation %s: failed to answer", record.conversation_id)
             reply = Reply(APOLOGY, "none")
+        record_decision(record.channel, reply.action, reply.model_version)
         notice = staff_notice(record, reply)
         staff = ""
         if self.staff_channel and notice is not None:

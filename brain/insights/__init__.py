@@ -1,0 +1,1 @@
+"""Insights: what the bot did, folded from the transcripts stream into Redis."""
