@@ -34,6 +34,9 @@ def env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.startswith("DESKMATE_") and name != "DESKMATE_DATA_DIR":
             monkeypatch.delenv(name)
+    # The CLI under test, answering by quoting; the shipped default model has its own
+    # test (tests/brain/answering/test_real_model.py).
+    monkeypatch.setenv("DESKMATE_MODEL_BACKEND", "quote")
     return data_dir
 
 

@@ -188,6 +188,8 @@ async def test_in_a_browser_log_in_read_and_approve(served: Served) -> None:
     def session() -> str:
         b = browser  # type: ignore[assignment]
         b.set_page_load_timeout(30)  # type: ignore[attr-defined]
+        # Elements of the next page are waited for (a loaded CPU renders it late).
+        b.implicitly_wait(15)  # type: ignore[attr-defined]
         b.get(served.base + "/dashboard/")  # type: ignore[attr-defined]
         b.find_element(By.ID, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
         b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
