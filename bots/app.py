@@ -189,6 +189,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         active, version = await _active_version(redis, settings.redis_prefix, registry)
         backend = await make_backend(settings, embedder, version)
+        log.warning("answering with %s", getattr(backend, "version", settings.model_backend))
         store = ConversationStore(
             redis,
             prefix=settings.redis_prefix,
