@@ -13,8 +13,9 @@ The citation policy decides what reaches the customer after the model has writte
 | fails (model error, server down, timeout)  | the best entry quoted (fallback)       |
 
 A number (a price, a phone number, a count of days) the answer states must appear in a
-passage it was given, the question or the conversation: a small model that makes up a
-hotline number or a refund period is worse than a quote.
+passage it was given, the question or the conversation, and a duration ("2 weeks") with
+its unit: a small model that makes up a hotline number or a refund period is worse than
+a quote.
 
 Quoting is always grounded, and retrieval was already confident (the pipeline only asks
 for an answer then), so an ungrounded generation costs wording, never correctness. Every
@@ -61,6 +62,12 @@ FALLBACKS = Counter(
 Verdict = Literal["grounded", "bad_citation", "uncited", "abstained", "unsupported_number"]
 
 _DIGITS = re.compile(r"\d+")
+# A number with a unit of time: "30 days", "2-year", "5 working days", "48 hours".
+_DURATION = re.compile(
+    r"\b(\d+)[\s-]?(?:(?:working|business|calendar)[\s-])?"
+    r"(second|minute|hour|day|week|month|year)s?\b",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d{1,2}\])*(?=\s|$)")
 
 
@@ -84,11 +91,20 @@ def check_citations(text: str, passage_count: int) -> CitationCheck:
     return CitationCheck("uncited", ())
 
 
+def _durations(text: str) -> set[tuple[str, str]]:
+    return {(n.lstrip("0"), unit.lower()) for n, unit in _DURATION.findall(text)}
+
+
 def unsupported_numbers(answer: str, sources: Sequence[str]) -> list[str]:
-    """Digit runs of `answer` (citations aside) that none of `sources` contains."""
-    known = {run.lstrip("0") for text in sources for run in _DIGITS.findall(text)}
-    said = _DIGITS.findall(strip_citations(answer))
-    return [run for run in said if run.lstrip("0") not in known]
+    """Numbers of `answer` (citations aside) that none of `sources` states: digit runs
+    found nowhere, and durations ("2 weeks") whose number and unit go together nowhere
+    (a "2-year guarantee" does not support "up to 2 weeks")."""
+    text = strip_citations(answer)
+    known = {run.lstrip("0") for source in sources for run in _DIGITS.findall(source)}
+    missing = [run for run in _DIGITS.findall(text) if run.lstrip("0") not in known]
+    stated = set().union(*(_durations(source) for source in sources))
+    missing += [f"{n} {unit}" for n, unit in sorted(_durations(text)) if (n, unit) not in stated]
+    return missing
 
 
 def tidy(text: str) -> str:

@@ -52,6 +52,12 @@ def test_numbers_must_come_from_what_the_model_was_given() -> None:
     assert unsupported_numbers("Yes, within 30 days [1], as you ordered 3 weeks ago.", given) == []
     assert unsupported_numbers("Call 0800 555 0199 [2].", given) == ["0800", "555", "0199"]
     assert unsupported_numbers("A 02-year guarantee [1].", given) == []  # same number
+    # A duration needs its number and unit together somewhere: a 2-year guarantee is
+    # no source for "2 weeks"; "30 days" and "3 weeks" are stated.
+    assert unsupported_numbers("Returns take up to 2 weeks [1].", given) == ["2 week"]
+    assert unsupported_numbers("Within 30 days of a 2-year-old order.", given) == []
+    assert unsupported_numbers("Refunds in 5 working days.", ["5 working days"]) == []
+    assert unsupported_numbers("Refunds in 5 days.", ["within 5 working days"]) == []
 
 
 def test_citation_checks() -> None:
