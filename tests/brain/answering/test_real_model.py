@@ -39,10 +39,9 @@ async def test_the_default_model_answers_from_the_faq_and_resists_injection(
         if reply.action == "answer":
             assert reply.sources and reply.sources[0].id.startswith("returns-")
             assert "[1]" in reply.text
-            assert reply.model_version in (
-                "SmolLM2-135M-Instruct@base",
-                "quote (fallback from SmolLM2-135M-Instruct@base: uncited)",
-                "quote (fallback from SmolLM2-135M-Instruct@base: bad_citation)",
+            # The model's words, or a quote after any of the citation policy's fallbacks.
+            assert reply.model_version == "SmolLM2-135M-Instruct@base" or (
+                reply.model_version.startswith("quote (fallback from SmolLM2-135M-Instruct@base")
             )
 
         attack = (
