@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# (nothing downloaded at test time). Tried once, as root only; without it the browser
 	# test skips and says why, and the build goes on.
 	-@command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || true
+		&& { apt-get update -q >/dev/null 2>&1 || true; } \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+		>/dev/null 2>&1; } || true
 	touch $(STAMP)
 
 install: $(STAMP)
