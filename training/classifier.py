@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,25 +57,32 @@ class Labelled:
     where: str  # "file:line", for error messages
 
 
+def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """("file:line", parsed value) for each non-blank line; unreadable files and invalid
+    JSON raise ClassifierDataError naming them."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ClassifierDataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClassifierDataError(f"{path}: cannot read ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ClassifierDataError(f"{where}: not valid JSON ({exc.msg})") from None
+        yield where, data
+
+
 def read_labelled(paths: Iterable[Path]) -> list[Labelled]:
     """Every `{"text", "label"}` line of the files, validated (errors name file:line)."""
     examples: list[Labelled] = []
     for path in paths:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ClassifierDataError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClassifierDataError(f"{path}: cannot read ({exc})") from None
         found = 0
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ClassifierDataError(f"{where}: not valid JSON ({exc.msg})") from None
+        for where, data in _json_lines(path):
             if not isinstance(data, dict):
                 raise ClassifierDataError(f'{where}: expected an object {{"text", "label"}}')
             text, label = data.get("text"), data.get("label")
@@ -98,27 +105,13 @@ def read_neutral(paths: Iterable[Path]) -> list[str]:
     files and labelled query files both work) and its "alternates". Errors name file:line."""
     texts: list[str] = []
     for path in paths:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ClassifierDataError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClassifierDataError(f"{path}: cannot read ({exc})") from None
         found = 0
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ClassifierDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        for where, data in _json_lines(path):
             text = next(
                 (data[f] for f in NEUTRAL_FIELDS if isinstance(data, dict) and f in data), None
             )
             if not isinstance(text, str):
-                raise ClassifierDataError(
-                    f'{path}:{number}: needs a "text", "query" or "question" string'
-                )
+                raise ClassifierDataError(f'{where}: needs a "text", "query" or "question" string')
             if not text.strip():
                 continue  # an empty message (query files test those) is no example
             alternates = data.get("alternates") or []
