@@ -84,6 +84,9 @@ class Reply:
     quick_replies: tuple[QuickReply, ...] = ()  # one-tap answers: cancel, a rating
 
 
+NEUTRAL_MOOD = "neutral"  # what reports and staff call a message that expresses no emotion
+
+
 @dataclass(frozen=True, slots=True)
 class Mood:
     """How a customer message reads: `emotional`, the probability that it expresses an

@@ -467,6 +467,21 @@ def evaluate(
     return result
 
 
+def staff_labelled(conversations: Iterable[Conversation]) -> list[dict[str, str]]:
+    """The customer messages staff labelled in the dashboard, as `{"text", "label"}` lines
+    (label `neutral` for "no emotion"), personal data redacted."""
+    redactor = Redactor()
+    lines: list[dict[str, str]] = []
+    for conversation in conversations:
+        names = conversation.meta.get("names", [])
+        for message in conversation.messages:
+            if message.role == "user" and message.mood_label:
+                text = redactor.redact(message.content, names).strip()
+                if text:
+                    lines.append({"text": text, "label": message.mood_label})
+    return lines
+
+
 def examples_from_conversations(
     conversations: Iterable[Conversation], anger_label: str
 ) -> list[dict[str, str]]:

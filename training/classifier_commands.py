@@ -16,12 +16,14 @@ from brain.mood.classifier import DEFAULT_DIR, ClassifierLoadError, MoodClassifi
 from brain.mood.reader import REGEX
 from brain.redis_server import open_redis
 from brain.settings import Settings
+from brain.types import NEUTRAL_MOOD
 from retrieval.embedder import Embedder
 from training.classifier import (
     ClassifierConfig,
     ClassifierDataError,
     evaluate,
     examples_from_conversations,
+    staff_labelled,
     train,
 )
 from training.transcripts import read_conversations
@@ -148,14 +150,27 @@ def _examples(args: argparse.Namespace, settings: Settings) -> int:
     except TranscriptFormatError as exc:
         raise ClassifierDataError(str(exc)) from exc
     lines = examples_from_conversations(conversations, label)
-    Path(args.out).write_text(
+    labelled = staff_labelled(conversations)
+    neutral = [line for line in labelled if line["label"] == NEUTRAL_MOOD]
+    lines += [line for line in labelled if line["label"] != NEUTRAL_MOOD]
+    _write_lines(args.out, lines)
+    print(
+        f"Wrote {len(lines)} examples from {len(conversations)} conversations to {args.out} "
+        f"({len(lines) - len(labelled) + len(neutral)} {label!r} from anger handoffs, "
+        f"{len(labelled) - len(neutral)} labelled by staff)."
+    )
+    if neutral and args.neutral_out is not None:
+        _write_lines(args.neutral_out, neutral)
+        print(f"Wrote {len(neutral)} messages staff labelled neutral to {args.neutral_out}.")
+    elif neutral:
+        print(f"Left out {len(neutral)} messages staff labelled neutral (see --neutral-out).")
+    return 0
+
+
+def _write_lines(path: Path, lines: list[dict[str, str]]) -> None:
+    Path(path).write_text(
         "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
     )
-    print(
-        f"Wrote {len(lines)} {label!r} examples from {len(conversations)} conversations to "
-        f"{args.out}."
-    )
-    return 0
 
 
 async def _versions(args: argparse.Namespace, settings: Settings) -> int:

@@ -179,16 +179,26 @@ def add_classifier_commands(
     )
     examples = actions.add_parser(
         "examples",
-        help="training lines from exported transcripts: messages handed off for anger",
-        description="Read a `deskmate transcripts export` file and write the customer "
-        "messages that led to a handoff for anger as labelled JSONL (personal data "
-        "redacted), to train on beside the public data: "
-        "`deskmate classifier train public.jsonl ours.jsonl`.",
+        help="training lines from exported transcripts: anger handoffs, staff labels",
+        description="Read a `deskmate transcripts export` file and write labelled JSONL "
+        "(personal data redacted) to train on beside the public data: the customer "
+        "messages that led to a handoff for anger, and every message staff labelled in "
+        "the dashboard's conversation viewer. Messages labelled neutral go to "
+        "--neutral-out, the gate's examples. Then: `deskmate classifier train "
+        "public.jsonl ours.jsonl --neutral ours-neutral.jsonl`.",
         formatter_class=formatter,
     )
     examples.add_argument("transcripts", type=Path, metavar="TRANSCRIPTS.jsonl")
     examples.add_argument("--out", type=Path, required=True, metavar="FILE")
-    examples.add_argument("--label", default="", help="label to write (default: the anger label)")
+    examples.add_argument(
+        "--label", default="", help="label of anger handoffs' messages (default: the anger label)"
+    )
+    examples.add_argument(
+        "--neutral-out",
+        type=Path,
+        metavar="FILE",
+        help="write the messages staff labelled neutral here (else they are left out)",
+    )
     actions.add_parser("list", help="registered versions, their scores, the active one")
     prom = actions.add_parser("promote", help="serve VERSION in every running process")
     prom.add_argument(

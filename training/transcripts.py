@@ -5,7 +5,8 @@ One conversation per line:
     {"messages": [{"role": "user"|"assistant"|"agent", "content": "...", "time": 1.0,
                    "message_id"?, "user"?, "action"?, "sources"?, "model_version"?,
                    "rating"?: "up"|"down", "correction"?: "better answer",
-                   "mood"?: {"label", "anger", "sentiment", ...}}],
+                   "mood"?: {"label", "anger", "sentiment", ...},
+                   "mood_label"?: "a label staff gave the message, or neutral"}],
      "meta": {"id", "channel", "source", "start", "end", "users", "names",
               "handoffs": [{"time", "reason"}], "ratings": {"up": n, "down": n}}}
 
@@ -18,6 +19,8 @@ How ratings attach: a feedback event carries the platform id of the rated bot me
 Bot turns in the stream carry no platform id yet (it is assigned on delivery), so a rating
 goes to the bot turn with that `message_id` when one has it, else to the last bot turn of
 the same conversation recorded before the feedback. A `/reset` starts a new conversation.
+A `mood_label` event (staff labelling a customer message's mood in the dashboard) attaches
+to the customer message with its `message_id`; the latest label wins.
 """
 
 from __future__ import annotations
@@ -55,10 +58,19 @@ class Message:
     rating: str = ""
     correction: str = ""
     mood: dict[str, Any] | None = None  # customer messages: see brain.types.Mood
+    mood_label: str = ""  # customer messages: the mood staff say it has (or "neutral")
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "content": self.content, "time": self.time}
-        for name in ("message_id", "user", "action", "model_version", "rating", "correction"):
+        for name in (
+            "message_id",
+            "user",
+            "action",
+            "model_version",
+            "rating",
+            "correction",
+            "mood_label",
+        ):
             if getattr(self, name):
                 data[name] = getattr(self, name)
         if self.sources:
@@ -83,6 +95,7 @@ class Message:
             rating=str(data.get("rating") or ""),
             correction=str(data.get("correction") or ""),
             mood=dict(data["mood"]) if isinstance(data.get("mood"), dict) else None,
+            mood_label=str(data.get("mood_label") or ""),
         )
 
 
@@ -240,6 +253,11 @@ def conversations_from_events(
             target = _rated_message(conversation, str(data.get("message_id", "")))
             if target is not None and data.get("rating") in ("up", "down"):
                 target.rating = data["rating"]
+        elif kind == "mood_label":
+            labelled = str(data.get("message_id", ""))
+            for message in conversation.messages:
+                if message.role == "user" and labelled and message.message_id == labelled:
+                    message.mood_label = str(data.get("label", ""))
         elif kind == "handoff":
             conversation.meta.setdefault("handoffs", []).append(
                 {"time": when, "reason": str(data.get("reason", ""))}

@@ -1,9 +1,11 @@
 """The dashboard's pages, rendered on the server (jinja2, autoescaped; charts as inline
 SVG): nothing is fetched from the internet, so it works on a closed network.
 
-Pages: overview (the report figures of the last 30 days and a chart), content gaps with
-their draft FAQ entries (edit and approve; approvals listed with undo), and a conversation
-viewer with personal data redacted. Everything but the login needs a session; every POST
+Pages: overview (the report figures of the last 30 days, conversations and customer mood
+per day), content gaps with their draft FAQ entries (edit and approve; approvals listed
+with undo), a conversation viewer with personal data redacted (where staff label a
+customer message's mood for the classifier), and handoffs (the queue now; outcomes,
+reasons and CSAT). Everything but the login needs a session; every POST
 needs the session's CSRF token.
 """
 
@@ -13,9 +15,11 @@ import asyncio
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import redis.asyncio as aioredis
@@ -24,14 +28,25 @@ from markupsafe import escape
 
 from bots.dashboard.approvals import Approvals
 from bots.dashboard.auth import COOKIE, Session, Sessions, check_password
+from brain.handoff.machine import WAITING, Handoffs
 from brain.insights.aggregates import Insights, day_of
 from brain.insights.gaps import find_gaps
 from brain.insights.report import Report, build_report
 from brain.keys import RedisKeys
+from brain.transcript_events import TRANSCRIPTS_MAXLEN, transcript_entry
+from brain.types import NEUTRAL_MOOD
 from training.redact import Redactor
 from training.transcripts import conversations_from_events
 
 OVERVIEW_DAYS = 30
+HANDOFF_EVENTS = {
+    "request": "Requested",
+    "claim": "Claimed",
+    "resolve": "Resolved",
+    "cancel": "Cancelled",
+    "timeout": "Timed out",
+    "rate": "Rated",
+}
 GAP_QUESTIONS = 2_000  # newest gap questions clustered on the gaps page
 LOGIN_COOKIE = "deskmate_login"
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("session", Session)
@@ -51,6 +66,7 @@ textarea,input[type=text]{width:100%;box-sizing:border-box}.muted{color:#777}
 .ok{color:#16713a}.bad{color:#a32020}</style></head><body>
 {% if user %}<nav><a href="/dashboard/">Overview</a><a href="/dashboard/gaps">Content gaps</a>
 <a href="/dashboard/conversations">Conversations</a>
+<a href="/dashboard/handoffs">Handoffs</a>
 <form method="post" action="/dashboard/logout"><input type="hidden" name="csrf"
  value="{{ csrf }}"><button id="logout">Log out {{ user }}</button></form></nav>{% endif %}
 <main>{% block body %}{% endblock %}</main></body></html>""",
@@ -76,7 +92,14 @@ textarea,input[type=text]{width:100%;box-sizing:border-box}.muted{color:#777}
 <h2>Handoffs</h2><p>{% for k, v in r.handoffs.items() %}{{ k }} {{ v }} · {% endfor %}
 time to claim (median) {{ secs(r.median_time_to_claim_seconds) }} ·
 time to resolve (median) {{ secs(r.median_time_to_resolve_seconds) }} ·
-CSAT {% for k, v in r.csat.items() %}{{ k }}: {{ v }} {% else %}-{% endfor %}</p>
+CSAT {% for k, v in r.csat.items() %}{{ k }}: {{ v }} {% else %}-{% endfor %}
+· <a href="/dashboard/handoffs">queue and outcomes</a></p>
+<h2>Customer mood</h2><div id="mood">
+<div class="figure">Mean sentiment<b>{{ signed(r.mean_sentiment) }}</b></div>
+<div class="figure">Messages that read angry<b>{{ pct(r.angry_message_rate) }}</b></div>
+<div class="figure">Angry conversations<b>{{ pct(r.angry_conversation_rate) }}</b></div>
+<div class="figure">Handed off for anger<b>{{ r.handoff_reasons.get('angry customer', 0) }}</b>
+</div></div>{{ mood_chart|safe }}
 <h2>Models</h2><p id="models">{% for k, v in r.models.items() %}{{ k }} ({{ v }} replies)
 {% else %}-{% endfor %} · serving now: {{ model }}</p>
 <p class="muted">Rendered in {{ '%.0f'|format(ms) }} ms.</p>{% endblock %}""",
@@ -109,13 +132,44 @@ biggest first.</p>
 <button class="undo">Undo</button></form>{% endif %}</td></tr>{% endfor %}</table>
 {% endblock %}""",
     "conversations.html": """{% extends "base.html" %}{% block body %}<h1>Conversations</h1>
-<p class="muted">Personal data (emails, phone numbers, cards, IBANs, names) is redacted.</p>
+<p class="muted">Personal data (emails, phone numbers, cards, IBANs, names) is redacted.
+Label a customer message's mood to teach the mood classifier
+(<code>deskmate classifier examples</code>).</p>
 {% if messages %}<h2>{{ selected }}</h2><table id="conversation">
 {% for m in messages %}<tr><td class="muted">{{ when(m.time) }}</td><td>{{ m.role }}</td>
-<td>{{ m.content }}</td><td class="muted">{{ m.action }} {{ m.rating }}</td></tr>{% endfor %}
+<td>{{ m.content }}</td><td class="muted">{{ m.action }} {{ m.rating }}</td>
+<td class="muted">{% if m.mood -%}
+{{ m.mood.label or 'neutral' }} ({{ 'anger %.2f'|format(m.mood.anger or 0) }}){% endif %}
+{% if m.role == 'user' and m.message_id %}
+<form method="post" action="/dashboard/conversations/mood" class="label">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="c" value="{{ selected }}">
+<input type="hidden" name="message_id" value="{{ m.message_id }}">
+<select name="label">{% for label in labels %}<option{% if label == m.mood_label %}
+ selected{% endif %}>{{ label }}</option>{% endfor %}</select>
+<button>{{ 'Relabel' if m.mood_label else 'Label' }}</button>
+{% if m.mood_label %}<b class="ok">staff: {{ m.mood_label }}</b>{% endif %}</form>
+{% endif %}</td></tr>{% endfor %}
 </table>{% endif %}<h2>Latest</h2><ul>{% for c in recent %}
 <li><a href="/dashboard/conversations?c={{ c.id|urlencode }}">{{ c.id }}</a>
 <span class="muted">{{ when(c.start) }}, {{ c.count }} messages</span></li>{% endfor %}</ul>
+{% endblock %}""",
+    "handoffs.html": """{% extends "base.html" %}{% block body %}<h1>Handoffs</h1>
+<h2>Open now ({{ open|length }})</h2>{% if open %}<table id="queue">
+<tr><th>place</th><th>conversation</th><th>state</th><th>waiting</th><th>agent</th>
+<th>reason</th></tr>{% for e in open %}<tr><td>{{ e.place or '' }}</td>
+<td><a href="/dashboard/conversations?c={{ e.member|urlencode }}">{{ e.member }}</a></td>
+<td>{{ e.state }}</td><td>{{ duration(e.age) }}</td><td>{{ e.agent or '-' }}</td>
+<td>{{ e.reason }}</td></tr>{% endfor %}</table>
+{% else %}<p>Nobody is waiting for a person.</p>{% endif %}
+<h2>Outcomes <span class="muted">{{ r.since }} .. {{ r.until }}</span></h2>
+<div id="outcomes">{% for k in ['request', 'claim', 'resolve', 'cancel', 'timeout', 'rate'] %}
+<div class="figure">{{ names[k] }}<b>{{ r.handoffs.get(k, 0) }}</b></div>{% endfor %}
+<div class="figure">Time to claim (median)<b>{{ secs(r.median_time_to_claim_seconds) }}</b></div>
+<div class="figure">Time to resolve (median)
+<b>{{ secs(r.median_time_to_resolve_seconds) }}</b></div></div>
+<h2>Why conversations were handed off</h2>{{ reasons_chart|safe }}
+<h2>Customer satisfaction after a handoff</h2>{{ csat_chart|safe }}
 {% endblock %}""",
 }
 
@@ -134,21 +188,41 @@ def _when(value: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(value)))
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#7f7f7f"]
+
+
 def chart_svg(report: Report) -> str:
     """Stacked bars of conversations per day, one colour per channel."""
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-    channels = report.channels
-    days = sorted(report.by_day)
+    return stacked_bars(report.by_day, "chart", "No conversations yet.")
+
+
+def stacked_bars(by_day: Mapping[str, Mapping[str, int]], chart_id: str, empty: str) -> str:
+    """Stacked bars, one a day, one colour a series (biggest series first), as inline SVG."""
+    palette = PALETTE
+    totals: Counter[str] = Counter()
+    for counts in by_day.values():
+        totals.update(counts)
+    channels = [name for name, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
+    days = sorted(by_day)
     width, height, pad = 720, 200, 24
     if not days:
-        return '<p class="muted">No conversations yet.</p>'
-    most = max(sum(report.by_day[d].values()) for d in days) or 1
+        return f'<p class="muted">{escape(empty)}</p>'
+    most = max(sum(by_day[d].values()) for d in days) or 1
     bar = (width - pad) / len(days)
-    parts = [f'<svg id="chart" width="{width}" height="{height + 40}" role="img">']
+    parts = [f'<svg id="{chart_id}" width="{width}" height="{height + 40}" role="img">']
     for i, day in enumerate(days):
         y = float(height)
         for c, channel in enumerate(channels):
-            n = report.by_day[day].get(channel, 0)
+            n = by_day[day].get(channel, 0)
             h = n / most * (height - pad)
             y -= h
             parts.append(
@@ -165,6 +239,27 @@ def chart_svg(report: Report) -> str:
         parts.append(
             f'<text x="{pad + c * 110}" y="{height + 34}" font-size="12" '
             f'fill="{palette[c % len(palette)]}">■ {escape(channel)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars(counts: Mapping[str, int], chart_id: str, empty: str) -> str:
+    """Horizontal bars of a few counts, biggest first, as inline SVG."""
+    items = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0]))
+    if not items:
+        return f'<p class="muted">{escape(empty)}</p>'
+    width, row, label = 720, 22, 220
+    most = items[0][1]
+    parts = [f'<svg id="{chart_id}" width="{width}" height="{row * len(items) + 4}" role="img">']
+    for i, (name, n) in enumerate(items):
+        w = n / most * (width - label - 60)
+        y = i * row
+        parts.append(
+            f'<text x="0" y="{y + 15}" font-size="12">{escape(name)}</text>'
+            f'<rect x="{label}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row - 6}" '
+            f'fill="{PALETTE[i % len(PALETTE)]}"><title>{escape(name)}: {n}</title></rect>'
+            f'<text x="{label + w + 6:.1f}" y="{y + 15}" font-size="12">{n}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -190,6 +285,8 @@ class Dashboard:
             pct=_pct,
             secs=_secs,
             when=_when,
+            signed=_signed,
+            duration=_duration,
             **context,
         )
         response = web.Response(text=html, content_type="text/html")
@@ -257,6 +354,9 @@ class Dashboard:
             title="overview",
             r=report,
             chart=chart_svg(report),
+            mood_chart=stacked_bars(
+                report.moods_by_day, "mood-chart", "No customer moods read yet."
+            ),
             model=model_name,
             ms=(time.perf_counter() - started) * 1000,
         )
@@ -327,6 +427,7 @@ class Dashboard:
         ]
         selected = request.query.get("c", "")
         messages = []
+        labels = {NEUTRAL_MOOD}
         for conversation in found:
             if conversation.meta["id"] == selected:
                 redactor = Redactor()
@@ -334,6 +435,10 @@ class Dashboard:
                 for message in conversation.messages:
                     message.content = redactor.redact(message.content, names)
                     messages.append(message)
+        for conversation in found:  # the labels the mood classifier has given
+            for message in conversation.messages:
+                if message.mood:
+                    labels.update(str(k) for k in message.mood.get("scores") or {})
         return self.render(
             "conversations.html",
             request,
@@ -341,6 +446,60 @@ class Dashboard:
             recent=recent,
             selected=selected,
             messages=messages,
+            labels=sorted(labels),
+        )
+
+    async def label_mood(self, request: web.Request) -> web.StreamResponse:
+        """Staff say what mood a customer message has: a `mood_label` transcripts event,
+        which `deskmate classifier examples` turns into a training line."""
+        form = request[FORM_KEY]
+        selected = str(form.get("c", ""))
+        message_id = str(form.get("message_id", ""))
+        label = str(form.get("label", "")).strip()
+        channel, _, conversation_id = selected.partition(":")
+        part = conversation_id.rpartition("#")
+        if part[1] and part[2].isdigit():
+            conversation_id = part[0]  # `#2`: the conversation's second session
+        if not (channel and conversation_id and message_id) or not label or len(label) > 40:
+            raise web.HTTPBadRequest(text="needs a conversation, a message id and a label\n")
+        entry = transcript_entry(
+            "mood_label",
+            channel,
+            conversation_id,
+            f"staff:{request[SESSION_KEY].user}",
+            {"message_id": message_id, "label": label, "by": request[SESSION_KEY].user},
+        )
+        keys = RedisKeys(self.prefix)
+        await self.redis.xadd(keys.transcripts, entry, maxlen=TRANSCRIPTS_MAXLEN, approximate=True)
+        raise web.HTTPSeeOther(f"/dashboard/conversations?c={quote(selected)}")
+
+    async def handoffs(self, request: web.Request) -> web.Response:
+        """The queue as it stands, and how handoffs went over the overview's days."""
+        now = time.time()
+        report = await self.overview_report(now)
+        queue = await Handoffs(self.redis, self.prefix).open_handoffs(now)
+        waiting = [e for e in queue if e.handoff.state in WAITING]
+        places = {e.handoff.member: i for i, e in enumerate(waiting, start=1)}
+        rows = [
+            {
+                "member": e.handoff.member,
+                "state": e.handoff.state.value.replace("_", " "),
+                "age": e.age_seconds,
+                "agent": e.handoff.agent,
+                "reason": e.handoff.reason,
+                "place": places.get(e.handoff.member),
+            }
+            for e in queue
+        ]
+        return self.render(
+            "handoffs.html",
+            request,
+            title="handoffs",
+            open=rows,
+            r=report,
+            names=HANDOFF_EVENTS,
+            reasons_chart=bars(report.handoff_reasons, "reasons", "No handoffs yet."),
+            csat_chart=bars(report.csat, "csat", "No ratings after a handoff yet."),
         )
 
     # -- the guard --------------------------------------------------------------------
@@ -392,4 +551,6 @@ def make_dashboard(dashboard: Dashboard) -> web.Application:
     app.router.add_post("/gaps/approve", dashboard.approve)
     app.router.add_post("/faq/undo", dashboard.undo)
     app.router.add_get("/conversations", dashboard.conversations)
+    app.router.add_post("/conversations/mood", dashboard.label_mood)
+    app.router.add_get("/handoffs", dashboard.handoffs)
     return app

@@ -14,6 +14,12 @@ FAQ entry as one given less than `resolved_window` seconds earlier).
 
 Durations (time to first reply, to claim, to resolve) are counted in logarithmic buckets
 5 % wide, so a median over any range of days is read from a few hundred counters.
+
+Mood: each customer message the mood reader read counts under its label (`neutral` when it
+expresses no emotion) on the day it was sent, with its sentiment summed in thousandths. A
+message **reads angry** when its anger score is at least `ANGRY_SCORE` (more likely angry
+than not); a conversation with one such message counts as angry. Handoffs count by reason
+(`handoff_reason_kind`), so anger handoffs stand beside the questions the FAQ missed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from brain.keys import RedisKeys
+from brain.policy import ANGRY_CUSTOMER, is_anger_reason
+from brain.types import NEUTRAL_MOOD
 
 SESSION_GAP_SECONDS = 30 * 60  # silence after which a conversation counts as finished
 GAPS_KEPT = 20_000  # latest unanswered questions kept for the content-gap report
@@ -37,6 +45,18 @@ LOCK_SECONDS = 120
 BUCKET_BASE = 1.05  # duration buckets: 5 % wide, from 10 ms
 BUCKET_FLOOR = 0.01
 NO_ANSWER_REASONS = ("not covered by the FAQ", "the matching FAQ entry has no answer on file")
+ANGRY_SCORE = 0.5  # a message whose anger score is at least this reads angry
+
+
+def handoff_reason_kind(reason: str) -> str:
+    """The kind of a handoff reason, for counting: `angry customer`, `not covered` or the
+    reason up to its first colon (reasons are the product's own words, never the
+    customer's; figures after a colon are left out so that kinds add up)."""
+    if is_anger_reason(reason):
+        return ANGRY_CUSTOMER
+    if reason in NO_ANSWER_REASONS:
+        return "not covered"
+    return reason.partition(":")[0].strip()[:60] or "unknown"
 
 
 def day_of(when: float) -> str:
@@ -72,6 +92,7 @@ class OpenConversation:
     questions: list[dict[str, Any]] = field(default_factory=list)  # gap candidates
     open_clarify: dict[str, Any] | None = None  # a clarification not followed by an answer
     last_answer: dict[str, Any] | None = None  # the latest answered question (for a 👎)
+    angry: bool = False  # a customer message read angry
 
     def to_json(self) -> str:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -127,6 +148,8 @@ class Fold:
             self._feedback(state, str(data.get("rating", "")), when)
         elif kind == "handoff":
             state.handed_off = True
+            reason = str(data.get("reason", ""))
+            self.counters[day_of(when)][f"handoff_reason:{handoff_reason_kind(reason)}"] += 1
             if data.get("reason") in NO_ANSWER_REASONS:
                 text = str(data.get("text") or state.question)
                 state.questions.append({"question": text, "why": "handoff", "time": when})
@@ -139,6 +162,7 @@ class Fold:
         if role == "user":
             state.question = str(turn.get("text", ""))
             day[f"messages:{state.channel}"] += 1
+            self._mood(state, turn.get("mood"), when)
             return
         if role not in ("assistant", "agent"):
             return
@@ -174,6 +198,17 @@ class Fold:
             state.open_clarify = {"question": state.question, "why": "clarify", "time": when}
         elif action == "handoff":
             state.handed_off = True
+
+    def _mood(self, state: OpenConversation, mood: Any, when: float) -> None:
+        if not isinstance(mood, dict):
+            return  # recorded before moods were read, or a staff command
+        day = self.counters[day_of(when)]
+        day[f"mood:{mood.get('label') or NEUTRAL_MOOD}"] += 1
+        day["mood_messages"] += 1
+        day["mood_sentiment_milli"] += round(float(mood.get("sentiment") or 0.0) * 1000)
+        if float(mood.get("anger") or 0.0) >= ANGRY_SCORE:
+            day["angry_messages"] += 1
+            state.angry = True
 
     def _feedback(self, state: OpenConversation, rating: str, when: float) -> None:
         if rating not in ("up", "down"):
@@ -215,6 +250,7 @@ class Fold:
         day["clarified"] += state.clarifications > 0
         day["handed_off"] += state.handed_off
         day["rated_down"] += state.rated_down
+        day["angry_conversations"] += state.angry
         resolved = (
             state.answers > 0 and not state.handed_off and not state.rated_down
         ) and not state.repeated

@@ -49,6 +49,12 @@ class Report:
     median_time_to_resolve_seconds: float | None = None
     csat: dict[str, int] = field(default_factory=dict)  # rating -> count
     models: dict[str, int] = field(default_factory=dict)  # version -> bot replies
+    handoff_reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> handoffs
+    moods: dict[str, int] = field(default_factory=dict)  # label -> customer messages
+    moods_by_day: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> label -> n
+    mean_sentiment: float | None = None  # over the customer messages whose mood was read
+    angry_message_rate: float | None = None  # of those messages, the ones that read angry
+    angry_conversation_rate: float | None = None  # of finished conversations
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +85,14 @@ class Report:
             + (", ".join(f"{k}: {v}" for k, v in sorted(self.csat.items())) or "-"),
             "models              "
             + (", ".join(f"{k} ({v})" for k, v in sorted(self.models.items())) or "-"),
+            "handoff reasons     "
+            + (", ".join(f"{k} {v}" for k, v in _biggest(self.handoff_reasons)) or "-"),
+            "moods               "
+            + (", ".join(f"{k} {v}" for k, v in _biggest(self.moods)) or "-"),
+            "sentiment (mean)    "
+            + ("-" if self.mean_sentiment is None else f"{self.mean_sentiment:+.2f}"),
+            f"angry messages      {pct(self.angry_message_rate)}",
+            f"angry conversations {pct(self.angry_conversation_rate)}",
             "",
             "day         " + " ".join(f"{c:>9}" for c in self.channels),
         ]
@@ -89,6 +103,10 @@ class Report:
     @property
     def channels(self) -> list[str]:
         return sorted({c for counts in self.by_day.values() for c in counts})
+
+
+def _biggest(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def build_report(since: str, until: str, days: Mapping[str, Mapping[str, int]]) -> Report:
@@ -104,6 +122,13 @@ def build_report(since: str, until: str, days: Mapping[str, Mapping[str, int]]) 
         }
         if per_channel:
             report.by_day[day] = per_channel
+        moods = {
+            name.partition(":")[2]: count
+            for name, count in counters.items()
+            if name.startswith("mood:") and count
+        }
+        if moods:
+            report.moods_by_day[day] = moods
 
     def family(prefix: str) -> dict[str, int]:
         return {
@@ -130,4 +155,10 @@ def build_report(since: str, until: str, days: Mapping[str, Mapping[str, int]]) 
     report.median_time_to_resolve_seconds = _median(buckets("resolve:"))
     report.csat = family("csat:")
     report.models = family("model:")
+    report.handoff_reasons = family("handoff_reason:")
+    report.moods = family("mood:")
+    read = total["mood_messages"]
+    report.mean_sentiment = round(total["mood_sentiment_milli"] / 1000 / read, 3) if read else None
+    report.angry_message_rate = _rate(total["angry_messages"], read)
+    report.angry_conversation_rate = _rate(total["angry_conversations"], finished)
     return report

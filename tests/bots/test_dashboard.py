@@ -83,11 +83,21 @@ def test_password_hash_round_trip() -> None:
 
 async def test_nothing_is_readable_without_a_login(served: Served) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        for path in ("/dashboard/", "/dashboard/gaps", "/dashboard/conversations"):
+        pages = (
+            "/dashboard/",
+            "/dashboard/gaps",
+            "/dashboard/conversations",
+            "/dashboard/handoffs",
+        )
+        for path in pages:
             async with session.get(served.base + path, allow_redirects=False) as response:
                 assert response.status == 303
                 assert response.headers["Location"] == "/dashboard/login"
-        for path in ("/dashboard/gaps/approve", "/dashboard/faq/undo"):
+        for path in (
+            "/dashboard/gaps/approve",
+            "/dashboard/faq/undo",
+            "/dashboard/conversations/mood",
+        ):
             async with session.post(served.base + path, data={"question": "x"}) as response:
                 assert response.status == 401
         forged = {"deskmate_session": Sessions("other-secret", 3600).issue("eve")}
@@ -215,3 +225,59 @@ async def test_in_a_browser_log_in_read_and_approve(served: Served) -> None:
     entry_id = approved.split("Added ", 1)[1].split(" ", 1)[0]
     assert served.retriever.search("can I buy bitcoin with my card", 1)[0].id == entry_id
     assert entry_id in approved.split("now:", 1)[1]  # the gap's question now finds it
+
+
+async def test_handoffs_page_shows_the_queue_and_outcomes(served: Served) -> None:
+    from brain.conversations import ConversationStore
+
+    store = ConversationStore(served.redis, "dm:")
+    await store.start_handoff("telegram", "waits-1", "not covered by the FAQ")
+    await store.start_handoff("telegram", "waits-2", "angry customer: anger 0.93 (strong: 0.80)")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        await log_in(session, served.base)
+        async with session.get(served.base + "/dashboard/handoffs") as r:
+            html = await r.text()
+        async with session.get(served.base + "/dashboard/") as r:
+            overview = await r.text()
+    queue = html.split('id="queue"', 1)[1].split("</table>", 1)[0]
+    assert queue.index("telegram:waits-1") < queue.index("telegram:waits-2")
+    assert "<td>1</td>" in queue and "<td>2</td>" in queue  # places in the queue
+    assert "angry customer: anger 0.93" in queue
+    # Outcomes of the hand-made transcripts: c was handed off as not covered, claimed, CSAT 5.
+    assert '<svg id="reasons"' in html and "not covered: 1" in html
+    assert '<svg id="csat"' in html and "5: 1" in html
+    assert 'id="mood"' in overview
+
+
+async def test_staff_label_a_customer_message_mood(served: Served, tmp_path: Path) -> None:
+    from bots.cli import main
+    from training.transcripts import conversations_from_events, read_events
+
+    mood = {"label": "anger", "anger": 0.2, "sentiment": -0.1, "scores": {"anger": 0.5, "joy": 0.5}}
+    user = {"role": "user", "text": "well that took ages", "time": DAY_ONE, "message_id": "m7"}
+    await write(
+        served.redis, [("turn", "telegram", "moody", {"turn": {**user, "mood": mood}}, DAY_ONE)]
+    )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        await log_in(session, served.base)
+        async with session.get(served.base + "/dashboard/conversations?c=telegram:moody") as r:
+            page = await r.text()
+        assert "anger (anger 0.20)" in page and "<option>joy</option>" in page
+        form = {"csrf": csrf_of(page), "c": "telegram:moody", "message_id": "m7", "label": "joy"}
+        async with session.post(served.base + "/dashboard/conversations/mood", data=form) as r:
+            assert r.status == 200 and "staff: joy" in await r.text()
+        form["label"] = "neutral"  # staff change their mind: the latest label wins
+        async with session.post(served.base + "/dashboard/conversations/mood", data=form) as r:
+            assert "staff: neutral" in await r.text()
+    events = await read_events(served.redis, "dm:")
+    moody = [c for c in conversations_from_events(events) if c.meta["id"] == "telegram:moody"]
+    assert moody[0].messages[0].mood_label == "neutral"
+    # Export, then `classifier examples` puts it with the gate's neutral examples.
+    from training.transcripts import write_conversations
+
+    write_conversations(tmp_path / "export.jsonl", moody)
+    out, neutral = tmp_path / "ours.jsonl", tmp_path / "neutral.jsonl"
+    argv = ["classifier", "examples", str(tmp_path / "export.jsonl"), "--out", str(out)]
+    assert main([*argv, "--label", "anger", "--neutral-out", str(neutral)]) == 0
+    assert out.read_text() == ""
+    assert '"text": "well that took ages", "label": "neutral"' in neutral.read_text()

@@ -229,7 +229,7 @@ def test_examples_command_writes_jsonl(
         main(["classifier", "examples", str(exported), "--out", str(out), "--label", "anger"]) == 0
     )
     assert json.loads(out.read_text()) == {"text": "worst service ever", "label": "anger"}
-    assert "Wrote 1 'anger' examples" in capsys.readouterr().out
+    assert "(1 'anger' from anger handoffs, 0 labelled by staff)" in capsys.readouterr().out
 
 
 def test_numpy_is_enough_to_serve(tmp_path: Path) -> None:

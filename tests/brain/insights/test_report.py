@@ -89,3 +89,45 @@ def test_report_command_prints_json(
     assert figures["conversations"] == 5 and figures["resolved_by_bot_rate"] == 0.4
     assert main(["report", "--since", "2026-03-02"]) == 0
     assert "resolved by the bot" in capsys.readouterr().out
+
+
+def _mood(label: str, anger: float, sentiment: float) -> dict[str, object]:
+    return {"label": label, "anger": anger, "sentiment": sentiment, "source": "v3"}
+
+
+async def test_moods_and_handoff_reasons_are_counted(redis: aioredis.Redis) -> None:
+    from brain.transcript_events import transcript_entry
+    from tests.brain.insights.transcripts import answer, turn
+
+    t0 = DAY_ONE
+    items = [
+        ("turn", "g", turn("user", "where is my order", t0, mood=_mood("", 0.01, 0.0)), t0),
+        ("turn", "g", answer("On its way.", t0 + 1, "ship"), t0 + 1),
+        (
+            "turn",
+            "h",
+            turn("user", "this is a joke!!", t0 + 5, mood=_mood("anger", 0.9, -0.8)),
+            t0 + 5,
+        ),
+        ("handoff", "h", {"reason": "angry customer: anger 0.90 (strong: at least 0.80)"}, t0 + 6),
+        ("turn", "i", turn("user", "thanks, lovely", t0 + 9, mood=_mood("joy", 0.0, 0.6)), t0 + 9),
+        ("turn", "i", turn("user", "do you sell boats", t0 + 12), t0 + 12),  # no mood read
+        ("handoff", "i", {"reason": "not covered by the FAQ"}, t0 + 13),
+    ]
+    for kind, conversation, data, when in items:
+        await redis.xadd(
+            "dm:transcripts", transcript_entry(kind, "telegram", conversation, "u", data, when)
+        )
+    insights = Insights(redis, "dm:")
+    await insights.update(now=LATER)
+    report = build_report(
+        "2026-03-02", "2026-03-02", await insights.days("2026-03-02", "2026-03-02")
+    )
+    assert report.moods == {"neutral": 1, "anger": 1, "joy": 1}
+    assert report.moods_by_day == {"2026-03-02": {"neutral": 1, "anger": 1, "joy": 1}}
+    assert report.mean_sentiment == pytest.approx((0.0 - 0.8 + 0.6) / 3, abs=0.001)
+    assert report.angry_message_rate == pytest.approx(1 / 3, abs=0.001)
+    assert report.angry_conversation_rate == pytest.approx(1 / 3, abs=0.001)  # h of g, h, i
+    assert report.handoff_reasons == {"angry customer": 1, "not covered": 1}
+    text = report.render()
+    assert "angry customer 1" in text and "anger 1" in text and "angry conversations 33.3%" in text
