@@ -34,7 +34,9 @@ from brain.flow.upgrade import requeue_legacy_entries
 from brain.flow.wiring import Flow
 from brain.flow.worker import AnswerFunction
 from brain.handoff.machine import Handoffs
+from brain.insights.aggregates import Insights
 from brain.keys import RedisKeys
+from brain.polling import Poller
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
 from retrieval.retriever import Retriever
@@ -110,7 +112,6 @@ async def build_dashboard(
     from bots.dashboard.approvals import Approvals
     from bots.dashboard.auth import Sessions
     from bots.dashboard.pages import Dashboard, dashboard_secret, make_dashboard
-    from brain.insights.aggregates import Insights
 
     prefix = settings.redis_prefix
     secret = await dashboard_secret(redis, prefix, str(settings.dashboard_secret))
@@ -225,6 +226,14 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             "started": time.time(),
         }
         tasks.append(asyncio.create_task(_heartbeat(redis, keys, info, flow.consumers, stop)))
+        if settings.fold_seconds:
+            fold = Poller(
+                Insights(redis, settings.redis_prefix, settings.resolved_window).update,
+                settings.fold_seconds,
+                "insights-fold",
+            )
+            fold.start()  # one process folds at a time (the fold's own lock)
+            stack.push_async_callback(fold.stop)
         return await _until_stopped(stop, tasks, out)
 
 

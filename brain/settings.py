@@ -283,6 +283,13 @@ class Settings:
         _seconds,
         600.0,
     )
+    fold_seconds: float = _setting(
+        "how often `deskmate serve` folds new transcripts into the report's day counters, so "
+        "the dashboard never has a backlog to fold on a request (0 = only when a page or "
+        "`deskmate report` asks)",
+        _non_negative_float,
+        60.0,
+    )
     reclaim_idle: float = _setting(
         "seconds a message may sit with a silent worker or sender before another takes it",
         _seconds,

@@ -50,6 +50,7 @@ class Cluster:
             "DESKMATE_ANSWER_THRESHOLD": "0.3",
             "DESKMATE_CLARIFY_THRESHOLD": "0.2",
             "DESKMATE_LOG_LEVEL": "WARNING",
+            "DESKMATE_FOLD_SECONDS": "0.5",
         }
         self.processes: list[asyncio.subprocess.Process] = []
         self.front_url = ""
@@ -169,3 +170,15 @@ async def test_two_worker_processes_share_200_messages_in_order(
     assert alive, output
     assert int(alive[1]) >= 3 and int(alive[2]) >= 4, output
     assert "inbox" in output and "active model: (unset)" in output
+    # The report's counters were folded in the background, with no page asking.
+    import redis.asyncio as aioredis
+
+    connection = aioredis.Redis.from_url(cluster.env["DESKMATE_REDIS_URL"])
+    try:
+        for _ in range(100):  # nothing else folds here: no dashboard, no report command
+            if await connection.get("dm:stats:cursor"):
+                break
+            await asyncio.sleep(0.1)
+        assert await connection.hgetall("dm:stats:open"), "no background fold"
+    finally:
+        await connection.aclose()
