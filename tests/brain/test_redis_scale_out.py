@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import ClassVar, Self
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -29,6 +32,7 @@ from retrieval.retriever import Retriever
 from tests.redis_nodes import (
     SERVICE,
     Node,
+    free_ports,
     start_cluster,
     start_sentinel,
     topology,
@@ -152,6 +156,36 @@ async def test_messages_handoffs_and_status_work_on_a_cluster(
     assert slots == {redis.keyslot(keys.inbox)}  # type: ignore[attr-defined]
 
 
+def test_the_readmes_move_onto_a_cluster_keeps_lifetimes_and_pending_entries(
+    cluster: list[Node], tmp_path: Path
+) -> None:
+    """The README's two commands, run as written: rename on the old server, import."""
+    for node in cluster:
+        node.client().flushall()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rename = re.search(r'EVAL "(.*?)" 0', readme, re.S)
+    assert rename is not None
+    with topology(tmp_path) as nodes:
+        old_node = nodes.start("old", free_ports(1)[0])
+        old = old_node.client()
+        old.set("dm:seen:http:c1:m1", "1", ex=600)
+        old.xadd("dm:inbox", {"data": "{}"})
+        old.xgroup_create("dm:inbox", "brain", id="0")
+        old.xreadgroup("brain", "worker", {"dm:inbox": ">"})  # taken, not finished
+        old.eval(rename.group(1), 0)
+        command = ["--cluster", "import", cluster[0].address, "--cluster-from", old_node.address]
+        subprocess.run(
+            [nodes.cli, *command, "--cluster-copy"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    moved = sync_redis.RedisCluster("127.0.0.1", cluster[0].port, decode_responses=True)
+    assert 0 < moved.ttl("{dm}:seen:http:c1:m1") <= 600
+    assert moved.xpending("{dm}:inbox", "brain")["pending"] == 1
+    moved.close()
+
+
 # -- Sentinel ---------------------------------------------------------------------------
 
 CONVERSATIONS = 6
@@ -174,7 +208,10 @@ async def traffic_through(
     assert await redis.ping()
     assert int((await redis.info("server"))["tcp_port"]) == primary.port
     keys = RedisKeys(settings.redis_prefix)
-    flow = Flow(redis, keys, name="sentinel", lock_timeout=2.0, reclaim_idle=3.0,
+    # Longer than a failover, as the default (60 s) is: a consumer whose step was not
+    # confirmed takes its entry back itself, remembering the work done (a reclaim by
+    # another sender would deliver a reply again: delivery is at-least-once).
+    flow = Flow(redis, keys, name="sentinel", lock_timeout=2.0, reclaim_idle=30.0,
                 block_seconds=0.2)  # fmt: skip
 
     async def platform() -> list[Inbound]:
