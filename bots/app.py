@@ -186,7 +186,9 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
     retriever = Retriever(embedder, index, top_k=settings.top_k)
     registry = ModelRegistry(settings.registry_dir)
     mood = MoodReader.default(settings.embedding_model, embedder.dimension)
-    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+    async with open_redis(
+        settings.redis_url, settings.data_dir, wait_replicas=settings.redis_wait_replicas
+    ) as redis:
         active, version = await _active_version(redis, settings.redis_prefix, registry)
         backend = await make_backend(settings, embedder, version)
         log.warning("answering with %s", getattr(backend, "version", settings.model_backend))

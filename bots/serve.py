@@ -165,7 +165,11 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             )
         else:
             redis = await stack.enter_async_context(
-                open_redis(settings.redis_url, settings.data_dir)
+                open_redis(
+                    settings.redis_url,
+                    settings.data_dir,
+                    wait_replicas=settings.redis_wait_replicas,
+                )
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
         await requeue_legacy_entries(redis, keys)  # left by an earlier version: before intake

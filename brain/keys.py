@@ -8,6 +8,10 @@ Keys of one conversation name its channel beside its id (`conv:{channel}:{id}`):
 the platforms' (a Telegram chat id, a Slack channel) and only unique within a channel.
 The `legacy_*` names are the same keys as deskmate wrote them before that; only the
 upgrade paths read them (`brain.conversations`, `brain.flow.upgrade`).
+
+On Redis Cluster every key's prefix carries a hash tag (`{dm}:`, see `cluster_prefix`):
+the flow's scripts and transactions touch a stream, a conversation's keys and shared
+indexes in one atomic step, and Redis Cluster runs such a step only within one slot.
 """
 
 from __future__ import annotations
@@ -19,6 +23,32 @@ SEEN_TTL_SECONDS: Final = 24 * 3600  # dedupe of platform messages and events
 PLACEHOLDER_TTL_SECONDS: Final = 3600  # Slack "thinking..." placeholders awaiting a reply
 HANDOFF_RECORD_TTL_SECONDS: Final = 400 * 24 * 3600  # finished handoffs, for analytics
 CLAIM_SAMPLES: Final = 50  # latest time-to-claim measurements kept
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The hash tag a key starting with `prefix` is placed by on Redis Cluster (the text
+    between the first `{` and the next `}`, if not empty); None when the prefix has none,
+    and keys would then spread over slots by their whole name."""
+    opening = prefix.find("{")
+    closing = prefix.find("}", opening + 1) if opening >= 0 else -1
+    if closing <= opening + 1:
+        return None
+    return prefix[opening + 1 : closing]
+
+
+def cluster_prefix(prefix: str) -> str:
+    """`prefix` as deskmate uses it on Redis Cluster: with a hash tag, so every key of the
+    deployment lands in one slot. `dm:` becomes `{dm}:`; a prefix with a tag already
+    (`{acme}:bot:`) is kept as it is."""
+    if hash_tag(prefix) is not None:
+        return prefix
+    name = prefix.rstrip(":")
+    if not name or "{" in name or "}" in name:
+        raise ValueError(
+            "must be a name to tag on Redis Cluster (e.g. dm:) or carry its own "
+            "hash tag (e.g. {dm}:)"
+        )
+    return "{" + name + "}" + prefix[len(name) :]
 
 
 @dataclass(frozen=True, slots=True)

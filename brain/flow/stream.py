@@ -14,8 +14,8 @@ Keys under the configured prefix (DESIGN.md, "Message flow"; names in `brain.key
 - `process:{name}` heartbeats of running `deskmate serve` processes (expire when one dies).
 - `model:active` the model version replicas serve.
 
-Scripts touch several keys at once; on Redis Cluster give the prefix a hash tag
-(`DESKMATE_REDIS_PREFIX={dm}:`) so they share a slot.
+Scripts touch several keys at once; on Redis Cluster the prefix carries a hash tag
+(`{dm}:`, see `brain.keys.cluster_prefix`) so they share a slot.
 """
 
 from __future__ import annotations

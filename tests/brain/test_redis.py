@@ -11,7 +11,14 @@ from bots.console import run_console
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.pipeline import Brain
-from brain.redis_server import EmbeddedRedis, RedisUnavailable, client, open_redis
+from brain.redis_server import (
+    EmbeddedRedis,
+    RedisUnavailable,
+    client,
+    is_cluster_url,
+    open_redis,
+    parse_url,
+)
 from brain.types import Inbound
 from retrieval.retriever import Retriever
 
@@ -52,6 +59,25 @@ async def test_unreachable_redis_url_is_a_clear_error(tmp_path: Path) -> None:
             pass
     assert "DESKMATE_REDIS_URL" in str(error.value)
     assert "127.0.0.1:1" in str(error.value)
+
+
+def test_cluster_and_sentinel_urls_are_taken_apart() -> None:
+    cluster = parse_url("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001")
+    assert cluster.cluster and cluster.nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert (cluster.username, cluster.password) == ("u", "p@ss")
+    sentinel = parse_url("redis+sentinel://s1:26379,s2:26380/mymaster/3")
+    assert not sentinel.cluster
+    assert (sentinel.nodes, sentinel.service, sentinel.db) == (
+        (("s1", 26379), ("s2", 26380)), "mymaster", 3)  # fmt: skip
+    assert is_cluster_url("rediss+cluster://h:1") and not is_cluster_url("redis://h:1")
+
+
+async def test_malformed_cluster_url_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RedisUnavailable) as error:
+        async with open_redis("redis+sentinel://user:hunter2@127.0.0.1:1", tmp_path):
+            pass
+    assert "DESKMATE_REDIS_URL must name the monitored primary" in str(error.value)
+    assert "hunter2" not in str(error.value)
 
 
 async def test_password_in_url_is_not_shown(tmp_path: Path) -> None:

@@ -40,6 +40,10 @@ def test_environment_values_are_parsed(tmp_path: Path) -> None:
         ("DESKMATE_TOP_K", "0", "DESKMATE_TOP_K must be a positive integer"),
         ("DESKMATE_MODEL_BACKEND", "gpt", "DESKMATE_MODEL_BACKEND must be one of hf, openai"),
         ("DESKMATE_REDIS_URL", "localhost:6379", "DESKMATE_REDIS_URL must be a redis://"),
+        ("DESKMATE_REDIS_URL", "redis+cluster://h", "DESKMATE_REDIS_URL names 'h' where host"),
+        ("DESKMATE_REDIS_URL", "redis+cluster://h:1/2", "DESKMATE_REDIS_URL names a database"),
+        ("DESKMATE_REDIS_URL", "redis+sentinel://h:1", "DESKMATE_REDIS_URL must name the"),
+        ("DESKMATE_REDIS_URL", "redis+sentinel://h:1/s/x", "DESKMATE_REDIS_URL must name the"),
         ("DESKMATE_HTTP_ADDR", "8080", "DESKMATE_HTTP_ADDR must be host:port"),
         ("DESKMATE_ANSWER_THRESHOLD", "1.5", "DESKMATE_ANSWER_THRESHOLD must be a number"),
         ("DESKMATE_TELEGRAM_API_URL", "api.telegram.org", "DESKMATE_TELEGRAM_API_URL must be"),
@@ -49,6 +53,21 @@ def test_malformed_values_name_the_variable(variable: str, value: str, message: 
     with pytest.raises(SettingsError) as error:
         Settings.load({variable: value})
     assert message in str(error.value)
+
+
+def test_cluster_and_sentinel_urls() -> None:
+    cluster = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+    assert Settings.load({"DESKMATE_REDIS_URL": cluster}).redis_prefix == "{dm}:"
+    with pytest.raises(SettingsError, match="DESKMATE_REDIS_PREFIX must be a name"):
+        Settings.load({"DESKMATE_REDIS_URL": cluster, "DESKMATE_REDIS_PREFIX": ":"})
+    with pytest.raises(SettingsError, match="DESKMATE_REDIS_WAIT_REPLICAS is not supported"):
+        Settings.load({"DESKMATE_REDIS_URL": cluster, "DESKMATE_REDIS_WAIT_REPLICAS": "1"})
+    sentinel = Settings.load({"DESKMATE_REDIS_URL": "redis+sentinel://h:26379,g:26379/main/2"})
+    assert sentinel.redis_prefix == "dm:"  # standalone key shapes: Sentinel changes no key
+    assert sentinel.redis_wait_replicas is None  # the client waits for one replica
+    with pytest.raises(SettingsError) as error:
+        Settings.load({"DESKMATE_REDIS_URL": "redis+sentinel://u:hunter2@h:1"})
+    assert "hunter2" not in str(error.value)
 
 
 def test_secrets_never_show(tmp_path: Path) -> None:
