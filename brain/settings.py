@@ -498,7 +498,7 @@ class Settings:
             elif isinstance(value, tuple):
                 shown = ",".join(str(v) for v in value)
             else:
-                shown = str(value)
+                shown = _without_credentials(str(value))
             rows.append((PREFIX + spec.name.upper(), shown, spec.metadata["help"]))
         return rows
 
@@ -549,3 +549,13 @@ def _read_toml(path: Path) -> dict[str, tuple[str, str]]:
             value = ",".join(str(v) for v in value)
         out[key] = (f"{path}: key {key!r}", str(value))
     return out
+
+
+def _without_credentials(value: str) -> str:
+    """A URL's `user:password@` masked (a Redis or callback URL may carry a password);
+    anything else unchanged."""
+    scheme, sep, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return value
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"

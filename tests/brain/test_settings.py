@@ -79,6 +79,19 @@ def test_secrets_never_show(tmp_path: Path) -> None:
     assert token in settings.secrets()
 
 
+def test_passwords_in_urls_never_show() -> None:
+    settings = Settings.load(
+        {
+            "DESKMATE_REDIS_URL": "redis://default:hunter2@redis.internal:6379/0",
+            "DESKMATE_HTTP_CALLBACK_URL": "https://bot:s3cret@example.test/hook?x=1",
+        }
+    )
+    shown = dict((name, value) for name, value, _ in settings.describe())
+    assert shown["DESKMATE_REDIS_URL"] == "redis://***@redis.internal:6379/0"
+    assert shown["DESKMATE_HTTP_CALLBACK_URL"] == "https://***@example.test/hook?x=1"
+    assert shown["DESKMATE_REDIS_PREFIX"] == "dm:"
+
+
 def test_toml_file_with_environment_override(tmp_path: Path) -> None:
     config = tmp_path / "deskmate.toml"
     config.write_text('top_k = 3\nbot_name = "Northy"\nfaq = ["a.jsonl", "b.csv"]\n')
