@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -131,10 +132,33 @@ class EmbeddedRedis:
         self.stop()
 
 
-def client(url: str, retries: int = 3) -> aioredis.Redis:
-    """A client that retries connection errors with exponential backoff."""
-    return aioredis.Redis.from_url(
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_POOL_TIMEOUT = 5.0
+
+
+def pool_size(workers: int, senders: int) -> int:
+    """Connections a `deskmate serve` process needs at most at once: each brain worker
+    and sender holds one for its blocking read and one for its own commands (its lock's
+    renewal included), and the web server's requests, heartbeats and watchers share a
+    fixed reserve beside them (a burst queues for those; see `client`)."""
+    return 2 * (workers + senders) + 32
+
+
+def client(
+    url: str,
+    retries: int = 3,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> aioredis.Redis:
+    """A client that retries connection errors with exponential backoff. Its pool holds
+    at most `max_connections`; a command finding them all busy waits up to
+    `pool_timeout` seconds for one (a burst queues instead of failing with "Too many
+    connections"), then fails like an unreachable Redis."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
@@ -142,6 +166,7 @@ def client(url: str, retries: int = 3) -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionRefusedError],
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def describe_url(url: str) -> str:
@@ -153,15 +178,22 @@ def describe_url(url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(url: str | None, data_dir: Path) -> AsyncIterator[aioredis.Redis]:
-    """Yield a connected client: to `url`, or to an embedded server in `data_dir/redis`."""
+async def open_redis(
+    url: str | None,
+    data_dir: Path,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> AsyncIterator[aioredis.Redis]:
+    """Yield a connected client: to `url`, or to an embedded server in `data_dir/redis`
+    (its pool as `client` says)."""
     with contextlib.ExitStack() as stack:
         if url is None:
             url = stack.enter_context(EmbeddedRedis(data_dir / "redis")).url
             where = f"the embedded Redis in {data_dir / 'redis'}"
         else:
             where = f"Redis at {describe_url(url)} (DESKMATE_REDIS_URL)"
-        redis = client(url)
+        redis = client(url, max_connections=max_connections, pool_timeout=pool_timeout)
         try:
             await redis.ping()
         except (RedisError, OSError) as exc:
