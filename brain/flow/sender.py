@@ -147,8 +147,8 @@ class Sender(OrderedConsumer[Outgoing]):
                         return None
         except (RetryAfter, NetworkError) as exc:
             raise Postpone(f"{record.channel} unreachable: {exc}") from exc
-        except LockLost:
-            raise
+        except (LockLost, RedisUnavailable):
+            raise  # taken again with the lock / once Redis is back: not a delivery failure
         except Exception as exc:  # DeliveryFailed, or a bug in an adapter: do not loop on it
             if isinstance(exc, DeliveryFailed):
                 log.error("conversation %s: reply not delivered: %s", record.conversation_id, exc)

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bots.http_channel import HttpChannel
 from bots.web import make_web_app, serve_web
@@ -25,7 +26,7 @@ from brain.flow.stream import Intake, Outgoing
 from brain.flow.wiring import Flow
 from brain.flow.worker import BrainWorker
 from brain.keys import RedisKeys
-from brain.redis_server import EmbeddedRedis, client
+from brain.redis_server import EmbeddedRedis, RedisUnavailable, client
 from brain.types import Inbound, Reply, Turn
 from tests.fakes.callback_server import CallbackServer
 
@@ -279,3 +280,25 @@ async def wait_until(condition: Any, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_redis_failing_before_a_platform_call_leaves_the_reply_pending(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not recorded as undelivered (and dropped): sent once Redis is back."""
+    platform = Platform()
+    one = sender(redis, FakeAdapter(platform), "one")
+    await queue_replies(redis, "m1")
+    (m1,) = await take(one)
+    begin = one._begin
+
+    async def redis_gone(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(one, "_begin", begin)
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(one, "_begin", redis_gone)
+    with pytest.raises(RedisUnavailable):
+        await one._handle(*m1)
+    assert await redis.xlen(KEYS.undelivered) == 0 and platform.received == []
+    await one._handle(*m1)
+    assert platform.order() == ["m1"]
