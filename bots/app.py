@@ -32,7 +32,7 @@ from brain.conversations import ConversationStore
 from brain.keys import RedisKeys
 from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
-from brain.redis_server import open_redis
+from brain.redis_server import DEFAULT_MAX_CONNECTIONS, open_redis
 from brain.settings import Settings, SettingsError
 from retrieval.embedder import Embedder
 from retrieval.index import FaqHit, Thresholds
@@ -180,18 +180,28 @@ async def _active_version(
 
 
 @asynccontextmanager
-async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIterator[App]:
+async def build_app(
+    settings: Settings, show_progress: bool = True, *, staff_reachable: bool | None = None
+) -> AsyncIterator[App]:
+    """Everything a process answers with. `staff_reachable`: whether a person sees
+    handoffs (default: a Slack staff channel is configured); the console passes False."""
+    if staff_reachable is None:
+        staff_reachable = bool(settings.slack_staff_channel and settings.slack_bot_token)
     embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
     index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
     retriever = Retriever(embedder, index, top_k=settings.top_k)
     registry = ModelRegistry(settings.registry_dir)
     mood = MoodReader.default(settings.embedding_model, embedder.dimension)
     async with open_redis(
-        settings.redis_url, settings.data_dir, wait_replicas=settings.redis_wait_replicas
+        settings.redis_url,
+        settings.data_dir,
+        wait_replicas=settings.redis_wait_replicas,
+        max_connections=settings.redis_max_connections or DEFAULT_MAX_CONNECTIONS,
+        pool_timeout=settings.redis_pool_timeout,
     ) as redis:
         active, version = await _active_version(redis, settings.redis_prefix, registry)
         backend = await make_backend(settings, embedder, version)
-        log.warning("answering with %s", getattr(backend, "version", settings.model_backend))
+        log.info("answering with %s", getattr(backend, "version", settings.model_backend))
         store = ConversationStore(
             redis,
             prefix=settings.redis_prefix,
@@ -208,6 +218,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             hours=settings.opening_hours,
             idle_seconds=settings.handoff_idle_seconds,
             mood=mood,
+            staff_reachable=staff_reachable,
         )
         watcher = ActiveModelWatcher(
             redis,

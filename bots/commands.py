@@ -34,7 +34,9 @@ from retrieval.retriever import Retriever
 
 
 async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
-    async with build_app(settings) as app:
+    # Handoffs from the console reach nobody: the console runs the brain directly, not
+    # through the outbox that posts them to the staff channel.
+    async with build_app(settings, staff_reachable=False) as app:
         await run_console(
             app.brain,
             sys.stdin,

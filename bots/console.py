@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from typing import TextIO
 
 from brain.pipeline import Brain
@@ -46,7 +47,14 @@ async def run_console(
     retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
 ) -> None:
     """Read lines until EOF or /quit; answer each one. Errors never end the session."""
-    stdout.write(f"Chatting with {brain.bot_name}. Type /help for commands, /quit to leave.\n")
+    answering = getattr(brain.backend, "version", "")
+    with_what = f" (answering with {answering})" if answering else ""
+    stdout.write(
+        f"Chatting with {brain.bot_name}{with_what}. Type /help for commands, /quit to leave.\n"
+    )
+    # Message ids are unique across sessions of the same conversation: the history keeps
+    # a message's turns once, by its id.
+    session = f"{time.time_ns() // 1_000_000:x}"
     for number in itertools.count(1):
         if prompt:
             stdout.write("you> ")
@@ -60,7 +68,7 @@ async def run_console(
             channel="console",
             conversation_id=conversation_id,
             user_id=user_id,
-            message_id=str(number),
+            message_id=f"{session}-{number}",
             text=line.rstrip("\n"),
         )
         reply = await _handle_with_retry(brain, inbound, stdout, retry_delays)

@@ -6,7 +6,10 @@ durable in Redis (`503` with `Retry-After` when Redis is down: send it again; a 
 `message_id` is accepted and answered once). Replies: POSTed as JSON to
 DESKMATE_HTTP_CALLBACK_URL, `{"conversation_id", "in_reply_to", "text", "action",
 "sources", "confidence", "model_version", "notice"}`. With DESKMATE_HTTP_TOKEN set, both
-directions carry `Authorization: Bearer <token>`.
+directions carry `Authorization: Bearer <token>`. A reply sent again because an earlier
+callback for it was cut mid-flight (deskmate killed or paused during the request) carries
+`"redelivery": true`: a receiver that already has (`conversation_id`, `in_reply_to`)
+drops it.
 """
 
 from __future__ import annotations
@@ -115,15 +118,24 @@ class HttpChannel:
     async def send(self, conversation_id: str, reply: Reply) -> None:
         """POST the reply to the callback URL; failures map to the delivery exceptions.
         A silent reply (a person holds the conversation) is not posted."""
+        await self._post(conversation_id, reply, redelivery=False)
+
+    async def resend(self, conversation_id: str, reply: Reply) -> None:
+        """`send` for a reply an earlier, cut-off callback may have delivered already."""
+        await self._post(conversation_id, reply, redelivery=True)
+
+    async def _post(self, conversation_id: str, reply: Reply, *, redelivery: bool) -> None:
         if self._session is None:
             raise RuntimeError("HttpChannel.send outside `async with`")
         if reply.action == "none" and not reply.text:
             return
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        body = render(conversation_id, reply)
+        if redelivery:
+            body["redelivery"] = True
         try:
-            async with self._session.post(
-                self.callback_url, json=render(conversation_id, reply), headers=headers
-            ) as response:
+            post = self._session.post(self.callback_url, json=body, headers=headers)
+            async with post as response:
                 if response.status < 300:
                     return
                 detail = (await response.text())[:200]

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any, TextIO
 
 import redis.asyncio as aioredis
@@ -37,7 +38,7 @@ from brain.handoff.machine import Handoffs
 from brain.insights.aggregates import Insights
 from brain.keys import RedisKeys
 from brain.polling import Poller
-from brain.redis_server import describe_url, open_redis
+from brain.redis_server import describe_url, open_redis, pool_size
 from brain.settings import Settings
 from retrieval.retriever import Retriever
 
@@ -145,6 +146,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     check_channels(settings)  # before the models load
+    if not settings.redis_max_connections:
+        settings = replace(settings, redis_max_connections=pool_size(workers, senders))
     keys = RedisKeys(settings.redis_prefix)
     name = process_name()
     async with AsyncExitStack() as stack:
@@ -169,6 +172,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                     settings.redis_url,
                     settings.data_dir,
                     wait_replicas=settings.redis_wait_replicas,
+                    max_connections=settings.redis_max_connections,
+                    pool_timeout=settings.redis_pool_timeout,
                 )
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
@@ -219,6 +224,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             f"{workers} brain workers, {sender_count} senders; Redis {where}; process {name}",
             file=out,
         )
+        if workers:
+            print(f"answering with {app.brain.backend.version}", file=out)
         print(describe_handoffs(settings), file=out, flush=True)
         info = {
             "name": name,

@@ -33,7 +33,17 @@ class Adapter(Protocol):
 
     def web_routes(self) -> list[web.RouteDef]: ...
 
-    async def send(self, conversation_id: str, reply: Reply) -> None: ...
+    async def send(self, conversation_id: str, reply: Reply) -> str | None:
+        """Deliver `reply`; the platform's id of the message sent, where it gives one."""
+        ...
+
+
+class Redelivering(Protocol):
+    """An adapter whose platform lets a receiver recognise a repeat. The sender calls
+    `resend` instead of `send` when an earlier call for the same reply had an unknown
+    outcome (cut mid-flight, timed out): it may have arrived."""
+
+    async def resend(self, conversation_id: str, reply: Reply) -> str | None: ...
 
 
 class DeliveryError(Exception):

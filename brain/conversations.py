@@ -49,6 +49,33 @@ end
 return 0
 """
 
+# KEYS: history list, transcripts stream. ARGV: role and message id of the first turn
+# (id '' = no check), turns kept, idle TTL, transcripts cap, then for each turn its JSON
+# and its transcripts entry as a JSON list of [field, value]. Turns of a message already
+# in the history are not written again: a worker paused or killed after saving them
+# and before finishing the message, whose message another worker then answered, would
+# otherwise record the customer's turn twice.
+APPEND = """
+if ARGV[2] ~= '' then
+  for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, turn = pcall(cjson.decode, item)
+    if ok and turn['role'] == ARGV[1] and turn['message_id'] == ARGV[2] then return 0 end
+  end
+end
+for i = 6, #ARGV, 2 do
+  redis.call('RPUSH', KEYS[1], ARGV[i])
+  local entry = {}
+  for _, pair in ipairs(cjson.decode(ARGV[i + 1])) do
+    entry[#entry + 1] = pair[1]
+    entry[#entry + 1] = pair[2]
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(entry))
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
 
 class ConversationStore:
     """Reads and writes conversation state. Redis failures become `RedisUnavailable`."""
@@ -66,6 +93,7 @@ class ConversationStore:
         self.history_turns = history_turns
         self.ttl_seconds = ttl_seconds
         self._upgrade_script = redis.register_script(UPGRADE)
+        self._append_script = redis.register_script(APPEND)
         self._upgraded: set[tuple[str, str]] = set()
         self.handoffs = Handoffs(redis, prefix)
 
@@ -107,25 +135,30 @@ class ConversationStore:
         return [Turn.from_json(json.loads(item)) for item in raw]
 
     async def append(self, inbound: Inbound, *turns: Turn) -> None:
-        """Append turns to the history (trimmed, TTL refreshed) and to the transcripts."""
+        """Append turns to the history (trimmed, TTL refreshed) and to the transcripts,
+        once: turns whose first one (role and message id) is in the history already are
+        not written again."""
         await self._upgrade(inbound.channel, inbound.conversation_id)
+        if not turns:
+            return
         key = self.keys.conversation(inbound.channel, inbound.conversation_id)
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for turn in turns:
-                    pipe.rpush(key, json.dumps(turn.to_json(), ensure_ascii=False))
-                    pipe.xadd(
-                        self.keys.transcripts,
-                        self._event("turn", inbound, {"turn": turn.to_json()}),
-                        maxlen=TRANSCRIPTS_MAXLEN,
-                        approximate=True,
-                    )
-                pipe.ltrim(key, -self.history_turns, -1)
-                pipe.expire(key, self.ttl_seconds)
-                await pipe.execute()
-
-        await self._call("saving the conversation", write)
+        args: list[Any] = [
+            turns[0].role,
+            turns[0].message_id,
+            self.history_turns,
+            self.ttl_seconds,
+            TRANSCRIPTS_MAXLEN,
+        ]
+        for turn in turns:
+            entry = self._event("turn", inbound, {"turn": turn.to_json()})
+            args.append(json.dumps(turn.to_json(), ensure_ascii=False))
+            args.append(
+                json.dumps([[str(k), str(v)] for k, v in entry.items()], ensure_ascii=False)
+            )
+        await self._call(
+            "saving the conversation",
+            lambda: self._append_script(keys=[key, self.keys.transcripts], args=args),
+        )
 
     async def record_event(self, kind: str, inbound: Inbound, data: Mapping[str, Any]) -> None:
         """Add a non-turn event (feedback, handoff, reset) to the transcripts stream."""

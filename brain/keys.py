@@ -22,6 +22,7 @@ from typing import Final
 SEEN_TTL_SECONDS: Final = 24 * 3600  # dedupe of platform messages and events
 PLACEHOLDER_TTL_SECONDS: Final = 3600  # Slack "thinking..." placeholders awaiting a reply
 HANDOFF_RECORD_TTL_SECONDS: Final = 400 * 24 * 3600  # finished handoffs, for analytics
+DELIVERY_TTL_SECONDS: Final = 24 * 3600  # a reply's delivery record, if never finished
 CLAIM_SAMPLES: Final = 50  # latest time-to-claim measurements kept
 
 
@@ -119,6 +120,14 @@ class RedisKeys:
         """Lock: one worker (inbox) or sender (outbox) per conversation at a time."""
         name = "lock" if stream == self.inbox else "sendlock"
         return f"{self.prefix}{name}:{channel}:{conversation_id}"
+
+    def delivery(self, entry_id: str) -> str:
+        """Hash: one outbox entry's delivery record, written before each platform call
+        (`attempts`) and after the platform took the reply (`delivered`: its platform
+        message id, or 1); deleted when the entry is finished, else after
+        `DELIVERY_TTL_SECONDS`. A sender that takes the entry over reads it: delivered
+        means finish without sending, an attempt means the reply may have arrived."""
+        return f"{self.prefix}delivery:{entry_id}"
 
     def process(self, name: str) -> str:
         """Hash: a running process's heartbeat (for `deskmate status`)."""

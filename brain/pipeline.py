@@ -124,8 +124,12 @@ class Brain:
         hours: BusinessHours | None = None,
         idle_seconds: float = 0.0,
         mood: MoodReader | None = None,
+        staff_reachable: bool = True,
     ) -> None:
         self.hours = hours  # the support team's; None: always open
+        # False where no person can see a handoff (the console; no staff channel): the
+        # customer is not promised a reply from one.
+        self.staff_reachable = staff_reachable
         self.idle_seconds = idle_seconds  # a claimed handoff returns to the bot after it
         self.retriever = retriever
         self.mood = mood or MoodReader.regex_only()
@@ -327,6 +331,11 @@ class Brain:
         state = outcome.after.state
         if state is State.CLAIMED:
             return f"A member of our support team is on it and will reply here. {cancel}"
+        if not self.staff_reachable:
+            return (
+                "No one from our support team is connected to this chat, so no person "
+                "will reply here. Type bot to come back to me."
+            )
         now = datetime.now(UTC)
         back = self.hours.next_open(now) if self.hours is not None else None
         if state is State.AFTER_HOURS and self.hours is not None and back is not None:

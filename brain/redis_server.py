@@ -24,6 +24,7 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -140,10 +141,33 @@ class EmbeddedRedis:
         self.stop()
 
 
-def client(url: str, retries: int = 3) -> aioredis.Redis:
-    """A client that retries connection errors with exponential backoff."""
-    return aioredis.Redis.from_url(
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_POOL_TIMEOUT = 5.0
+
+
+def pool_size(workers: int, senders: int) -> int:
+    """Connections a `deskmate serve` process needs at most at once: each brain worker
+    and sender holds one for its blocking read and one for its own commands (its lock's
+    renewal included), and the web server's requests, heartbeats and watchers share a
+    fixed reserve beside them (a burst queues for those; see `client`)."""
+    return 2 * (workers + senders) + 32
+
+
+def client(
+    url: str,
+    retries: int = 3,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> aioredis.Redis:
+    """A client that retries connection errors with exponential backoff. Its pool holds
+    at most `max_connections`; a command finding them all busy waits up to
+    `pool_timeout` seconds for one (a burst queues instead of failing with "Too many
+    connections"), then fails like an unreachable Redis."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
@@ -151,6 +175,7 @@ def client(url: str, retries: int = 3) -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionRefusedError],
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -293,14 +318,22 @@ def _retry(retries: int) -> Retry:
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries)
 
 
-def connect(url: str, *, wait_replicas: int | None = None, retries: int = 3) -> aioredis.Redis:
+def connect(
+    url: str,
+    *,
+    wait_replicas: int | None = None,
+    retries: int = 3,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> aioredis.Redis:
     """A client for `url`: a Redis server (`redis://`, `rediss://`, `unix://`, through
     `client`), a Redis Cluster (`redis+cluster://`) or the primary a Sentinel watches
     (`redis+sentinel://`). `wait_replicas` replicas confirm each step of the flow (see
-    `ReplicatedRedis`); None: 1 with Sentinel, 0 otherwise. ValueError for a malformed
-    URL."""
+    `ReplicatedRedis`); None: 1 with Sentinel, 0 otherwise. At most `max_connections`
+    connections (per node on a cluster); a standalone server's pool queues for one up to
+    `pool_timeout` seconds. ValueError for a malformed URL."""
     if not (is_cluster_url(url) or is_sentinel_url(url)):
-        plain = client(url, retries)
+        plain = client(url, retries, max_connections=max_connections, pool_timeout=pool_timeout)
         if not wait_replicas:
             return plain
         replicated = ReplicatedRedis.from_pool(plain.connection_pool)
@@ -322,6 +355,7 @@ def connect(url: str, *, wait_replicas: int | None = None, retries: int = 3) -> 
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
             ssl=address.scheme == "rediss+cluster",
+            max_connections=max_connections,
             **options,
         )
         # The cluster client offers every command deskmate uses, routed by key slot.
@@ -335,6 +369,7 @@ def connect(url: str, *, wait_replicas: int | None = None, retries: int = 3) -> 
         db=address.db,
         retry_on_error=_RETRY_ON,
         health_check_interval=30,
+        max_connections=max_connections,
         **options,
     )
     assert isinstance(primary, ReplicatedRedis)
@@ -353,10 +388,15 @@ def describe_url(url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def open_redis(
-    url: str | None, data_dir: Path, *, wait_replicas: int | None = None
+    url: str | None,
+    data_dir: Path,
+    *,
+    wait_replicas: int | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
 ) -> AsyncIterator[aioredis.Redis]:
     """Yield a connected client: to `url` (see `connect`), or to an embedded server in
-    `data_dir/redis`."""
+    `data_dir/redis` (its pool as `client` says)."""
     with contextlib.ExitStack() as stack:
         if url is None:
             url = stack.enter_context(EmbeddedRedis(data_dir / "redis")).url
@@ -364,7 +404,12 @@ async def open_redis(
         else:
             where = f"Redis at {describe_url(url)} (DESKMATE_REDIS_URL)"
         try:
-            redis = connect(url, wait_replicas=wait_replicas)
+            redis = connect(
+                url,
+                wait_replicas=wait_replicas,
+                max_connections=max_connections,
+                pool_timeout=pool_timeout,
+            )
         except ValueError as exc:
             raise RedisUnavailable(f"DESKMATE_REDIS_URL {exc} (got {describe_url(url)})") from exc
         try:

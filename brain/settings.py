@@ -196,6 +196,18 @@ class Settings:
         "failover loses none; unset = 1 with a redis+sentinel:// URL, else 0",
         _non_negative_int,
     )
+    redis_max_connections: int = _setting(
+        "most Redis connections one process opens (0 = sized from `deskmate serve`'s "
+        "--workers and --senders: 2 per worker and sender + 32; 64 for other commands)",
+        _non_negative_int,
+        0,
+    )
+    redis_pool_timeout: float = _setting(
+        "seconds a Redis command waits for a free connection when all are busy, before "
+        "it fails as if Redis were down (the http channel then answers 503)",
+        _seconds,
+        5.0,
+    )
     faq: tuple[Path, ...] | None = _setting(
         "FAQ files, folders and documents (JSONL/CSV/Markdown/HTML/PDF/docx/text), separated "
         "by commas; unset = the index last "

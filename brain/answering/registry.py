@@ -291,7 +291,11 @@ class ActiveModelWatcher:
             )
             self._failed = (wanted, time.monotonic() + RETRY_FAILED_SECONDS)
             return False
-        log.warning("now serving %s version %s (was %s)", self.what, wanted, self.current or "none")
+        # The first version applied is where a process starts, not news: said at INFO (a
+        # WARNING would print into `deskmate chat`); a switch is worth a WARNING.
+        level = logging.WARNING if self.current is not None else logging.INFO
+        was = self.current or "none"
+        log.log(level, "now serving %s version %s (was %s)", self.what, wanted, was)
         self.current = wanted
         self.changed.set()
         return True

@@ -7,7 +7,9 @@ Brain workers (inbox -> outbox) and senders (outbox -> platform) are both this l
    with `XAUTOCLAIM`, on start and then periodically).
 2. Hold the conversation's lock (renewed while the work runs; it expires if we die).
 3. Work off the conversation's list from its head up to and including our entry: an
-   earlier entry held by a slower or dead consumer is done first, so order is kept.
+   earlier entry held by a dead consumer is done first, so order is kept; one held by a
+   live consumer (waiting for the lock, or finishing after a Redis outage) is waited for
+   as long as its owner is live (`reclaim_idle` since it took it), never given up.
 4. Finish each entry with the `FINISH` script: acknowledge, delete, pass the result on.
 
 Redis failures back off (exponential, with jitter) and resume; nothing is acknowledged
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
@@ -44,7 +47,22 @@ Entry = tuple[str, dict[str, str] | None]
 # A conversation as the flow orders and locks it: (channel, conversation id).
 Conversation = tuple[str, str]
 DEPARTED_AFTER_MS = 3600 * 1000
-OWNER_WAIT_SECONDS = 2.0  # how long to wait for a live owner of an earlier entry
+OWNER_POLL_SECONDS = 0.02  # between looks at an earlier entry's live owner
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """The entry `process` is working on and the conversation lock held for it."""
+
+    entry_id: str
+    conversation: Conversation
+    lock: Any
+
+
+class LockLost(Exception):
+    """Raised by `process` when the conversation lock turned out to be another's (this
+    process was paused past `lock_timeout`): nothing more may be done for the entry
+    until the lock is taken again and the entry is found still unfinished."""
 
 
 class Postpone(Exception):
@@ -105,7 +123,7 @@ class OrderedConsumer(ABC, Generic[R]):
         # Results whose finish failed (Redis went away): finished without redoing the
         # work when the entry comes back to us, so a platform is not sent a reply twice.
         self._processed: dict[str, Result] = {}
-        self._held_lock: Any = None
+        self.holding: Holding | None = None  # what `process` works on, while it does
 
     @abstractmethod
     def decode(self, data: str) -> R:
@@ -119,6 +137,10 @@ class OrderedConsumer(ABC, Generic[R]):
     async def process(self, record: R) -> Result:
         """Do the work; return the record (or records, in order) to add to `next_stream`,
         or None for nothing."""
+
+    def finish_keys(self, entry_id: str) -> list[str]:
+        """Keys of the entry's own bookkeeping that finishing it deletes (at most one)."""
+        return []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; Redis outages are waited out, not fatal."""
@@ -158,6 +180,9 @@ class OrderedConsumer(ABC, Generic[R]):
             return len(entries)
         except RedisUnavailable:
             self._own_pending_first = True
+            # Redis may have come back empty (a failover, a flushed cache): the group is
+            # gone and every read answers NOGROUP until it is created again.
+            self._group_ready = False
             raise
 
     async def _take(self) -> list[Entry]:
@@ -250,7 +275,6 @@ class OrderedConsumer(ABC, Generic[R]):
             blocking_timeout=self.lock_timeout * 3,
             thread_local=False,
         )
-        give_up = asyncio.get_running_loop().time() + OWNER_WAIT_SECONDS
         while True:
             if not await call_redis("taking a conversation lock", lock.acquire()):
                 log.warning("%s: conversation %s stayed locked", self.consumer, _name(conversation))
@@ -262,14 +286,23 @@ class OrderedConsumer(ABC, Generic[R]):
                     "%s: conversation %s postponed: %s", self.consumer, _name(conversation), exc
                 )
                 done = True
+            except LockLost:
+                log.warning(
+                    "%s: lost the lock of conversation %s while working; taking it again",
+                    self.consumer,
+                    _name(conversation),
+                )
+                done = False
             finally:
                 with contextlib.suppress(LockError, RedisError, OSError):
                     await lock.release()  # expired or Redis gone: it times out by itself
             if done:
                 return
-            if asyncio.get_running_loop().time() > give_up:
-                return  # still pending with us: taken again after reclaim_idle
-            await asyncio.sleep(0.02)  # an earlier entry's owner is alive: let it finish
+            # An earlier entry's owner is live: let it take the lock and finish first. It
+            # is waited for until it is no longer live (`reclaim_idle` after it took the
+            # entry), then its entry is done here; giving up instead would leave ours for
+            # the reclaim, a minute later.
+            await asyncio.sleep(OWNER_POLL_SECONDS)
 
     async def _work_off(
         self, conversation: Conversation, entry_id: str, record: R, lock: Any
@@ -297,7 +330,7 @@ class OrderedConsumer(ABC, Generic[R]):
             if head in self._processed:  # done before Redis failed to take the result
                 result = self._processed[head]
             else:
-                result = await self._process_holding(current, lock)
+                result = await self._process_holding(Holding(head, conversation, lock), current)
                 self._processed[head] = result
                 while len(self._processed) > 1000:  # entries another consumer finished
                     del self._processed[next(iter(self._processed))]
@@ -319,26 +352,26 @@ class OrderedConsumer(ABC, Generic[R]):
             and owner["time_since_delivered"] < self.reclaim_idle * 1000
         )
 
-    async def _process_holding(self, record: R, lock: Any) -> Result:
+    async def _process_holding(self, holding: Holding, record: R) -> Result:
         """Run `process` while `_keep_locks` renews the lock (a long generation keeps
         the conversation; a dead process's lock expires after `lock_timeout`)."""
-        self._held_lock = lock
+        self.holding = holding
         try:
             return await self.process(record)
         finally:
-            self._held_lock = None
+            self.holding = None
 
     async def _keep_locks(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.lock_timeout / 3)
-            lock = self._held_lock
-            if lock is None:
+            holding = self.holding
+            if holding is None:
                 continue
             try:
-                await lock.reacquire()
+                await holding.lock.reacquire()
             except (LockError, RedisError, OSError) as exc:
-                if self._held_lock is lock:
+                if self.holding is holding:
                     log.warning("%s: could not renew a lock (%s)", self.consumer, exc)
 
     async def _finish_entry(
@@ -350,7 +383,7 @@ class OrderedConsumer(ABC, Generic[R]):
         outcome = await call_redis(
             "finishing an entry",
             self._finish(
-                keys=[self.stream, queue, next_stream, next_queue],
+                keys=[self.stream, queue, next_stream, next_queue, *self.finish_keys(entry_id)],
                 args=[self.group, entry_id, *_records(result)],
             ),
         )

@@ -49,13 +49,15 @@ redis.call('RPUSH', KEYS[3], id)
 return id
 """
 
-# KEYS: stream, conversation's list for it, next stream, conversation's list for that.
-# ARGV: group, entry id, next record ('' = nothing to pass on), further records.
+# KEYS: stream, conversation's list for it, next stream, conversation's list for that,
+# and optionally the entry's delivery record (senders). ARGV: group, entry id, next
+# record ('' = nothing to pass on), further records.
 # Whoever removes the id from the conversation's list finishes the entry; a second
 # attempt (a reclaimed entry answered meanwhile, a worker thought dead) returns false
 # and writes nothing. Acknowledge, delete and pass on happen together or not at all.
 # Several records (a reply and a note for the support team) are passed on in order.
 FINISH = """
+if KEYS[5] then redis.call('DEL', KEYS[5]) end
 if redis.call('LREM', KEYS[2], 1, ARGV[2]) == 0 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return false

@@ -4,9 +4,10 @@ A worker is an `OrderedConsumer` of the `inbox` stream in group `brain`. The rep
 written to `outbox` by the same atomic script that acknowledges the inbound entry, so
 a crash either leaves the message pending (it is answered after reclaim) or finished
 with its reply queued, never both; a reclaimed message that another worker answered
-meanwhile is dropped by that script. (What a crash can repeat: the conversation
-history may record the user's turn twice when a worker dies between saving the turns
-and finishing the entry; the customer still gets one answer.)
+meanwhile is dropped by that script. A worker that dies or is paused between saving the
+turns and finishing the entry has its message answered again by another worker (the
+model runs twice); the history keeps the message's turns once
+(`ConversationStore.append`) and the customer gets one answer.
 """
 
 from __future__ import annotations

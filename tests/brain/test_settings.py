@@ -47,6 +47,8 @@ def test_environment_values_are_parsed(tmp_path: Path) -> None:
         ("DESKMATE_HTTP_ADDR", "8080", "DESKMATE_HTTP_ADDR must be host:port"),
         ("DESKMATE_ANSWER_THRESHOLD", "1.5", "DESKMATE_ANSWER_THRESHOLD must be a number"),
         ("DESKMATE_TELEGRAM_API_URL", "api.telegram.org", "DESKMATE_TELEGRAM_API_URL must be"),
+        ("DESKMATE_REDIS_MAX_CONNECTIONS", "-1", "DESKMATE_REDIS_MAX_CONNECTIONS must be"),
+        ("DESKMATE_REDIS_POOL_TIMEOUT", "soon", "DESKMATE_REDIS_POOL_TIMEOUT must be"),
     ],
 )
 def test_malformed_values_name_the_variable(variable: str, value: str, message: str) -> None:

@@ -23,10 +23,13 @@ class Received:
 
 @dataclass
 class CallbackServer:
-    """Records callbacks; `fail_with` holds statuses to answer the next requests with."""
+    """Records callbacks; `fail_with` holds statuses to answer the next requests with.
+    `delay`: seconds a callback takes after it was recorded (a slow receiver: a sender
+    killed meanwhile has delivered it without knowing)."""
 
     received: list[Received] = field(default_factory=list)
     fail_with: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    delay: float = 0.0
     port: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,6 +45,8 @@ class CallbackServer:
         body = await request.json()
         self.received.append(Received(request.path, dict(request.headers), body, time.time()))
         self._arrived.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return web.json_response({"ok": True})
 
     async def __aenter__(self) -> Self:
