@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,11 @@ from retrieval.retriever import Retriever
 
 
 async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
+    for stream in (sys.stdin, sys.stdout):
+        if isinstance(stream, io.TextIOWrapper):
+            # A line that is not UTF-8 (pasted from elsewhere) is read with U+FFFD, and a
+            # reply is always written, rather than the chat ending with a traceback.
+            stream.reconfigure(errors="replace")
     async with build_app(settings) as app:
         await run_console(
             app.brain,

@@ -10,17 +10,17 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bots.http_channel import HttpChannel, to_inbound
 from bots.web import make_web_app, parse_json, serve_web
 from brain.flow.stream import Intake, inbound_from_json, inbound_to_json
 from brain.keys import RedisKeys
+from tests.hostile import ANY_TEXT, FUZZ
 
 KEYS = RedisKeys("dm:")
 GOOD = {"conversation_id": "c1", "user_id": "u1", "message_id": "m1", "text": "hi"}
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 async def post_all(
@@ -109,11 +109,11 @@ async def test_running_without_a_token_is_warned_about(
 # with a ValueError (a 400) or becomes a message that can be queued (encodable as UTF-8).
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
     max_leaves=12,
 )
-FIELD_VALUES = st.one_of(st.text(), st.integers(), JSON_VALUES)
+FIELD_VALUES = st.one_of(ANY_TEXT, st.integers(), JSON_VALUES)
 
 
 def accepted_or_refused(body: bytes) -> None:
@@ -140,7 +140,7 @@ def test_fuzz_any_json_object_is_refused_or_queueable(payload: dict[str, Any]) -
 
 
 @FUZZ
-@given(st.text(), st.integers(min_value=0, max_value=5))
+@given(ANY_TEXT, st.integers(min_value=0, max_value=5))
 def test_fuzz_message_text_survives_with_any_characters(text: str, depth: int) -> None:
     payload: Any = {**GOOD, "text": text}
     accepted_or_refused(json.dumps(payload).encode())
