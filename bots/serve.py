@@ -37,6 +37,7 @@ from brain.handoff.machine import Handoffs
 from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
 from brain.settings import Settings
+from brain.types import Inbound
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,17 @@ def build_channels(
             HttpChannel(settings.http_callback_url, on_message, token=str(settings.http_token))
         )
     return channels
+
+
+def bounded_handler(on_message: Handler, max_chars: int) -> Handler:
+    """`on_message` for messages as they may be stored (`Inbound.bounded`): a 1 MB message
+    enters Redis as the first `max_chars` characters the brain reads, marked as cut, and
+    a string a broken client cut mid-emoji cannot make Redis refuse the message."""
+
+    async def bounded(inbound: Inbound) -> None:
+        await on_message(inbound.bounded(max_chars))
+
+    return bounded
 
 
 def check_channels(settings: Settings) -> None:
@@ -176,7 +188,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             lock_timeout=settings.lock_timeout,
             reclaim_idle=settings.reclaim_idle,
         )
-        channels = build_channels(settings, flow.intake.handler, on_feedback, redis, staff)
+        on_message = bounded_handler(flow.intake.handler, settings.max_message_chars)
+        channels = build_channels(settings, on_message, on_feedback, redis, staff)
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]

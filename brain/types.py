@@ -52,7 +52,7 @@ class Inbound:
     def encodable(self) -> Inbound:
         """This message with lone surrogates in its strings replaced by U+FFFD: a client
         that cut a string mid-emoji sends them, and Redis (UTF-8) would refuse it whole."""
-        changes = {}
+        changes: dict[str, Any] = {}
         for spec in fields(self):
             value = getattr(self, spec.name)
             if isinstance(value, str) and (cleaned := replace_surrogates(value)) != value:
