@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bots.logs import setup_logging
 from brain.answering.registry import RegistryError
-from brain.privacy import SecretFilter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
 from retrieval.embedder import EmbeddingModelError
@@ -75,14 +74,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-
-def _setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter(settings.secrets()))
-    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
-    logging.getLogger("bm25s").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load()
-        _setup_logging(settings)
+        setup_logging(settings)
         return _dispatch(args, settings)
     except (
         SettingsError,
