@@ -177,11 +177,13 @@ def test_queries_import_needs_a_file_for_the_held_out_part(
 
 _VALUE = st.recursive(
     st.none() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["id", "type", "text", "from", "from_id", "date_unixtime", "name"]),
-        inner,
-        max_size=4,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["id", "type", "text", "from", "from_id", "date_unixtime", "name"]),
+            inner,
+            max_size=4,
+        )
     ),
     max_leaves=10,
 )
