@@ -194,7 +194,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             redis,
             prefix=settings.redis_prefix,
             history_turns=settings.history_turns,
-            ttl_seconds=settings.conversation_ttl,
+            ttl_seconds=settings.history_ttl,
         )
         brain = Brain(
             retriever,

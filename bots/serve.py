@@ -36,6 +36,7 @@ from brain.flow.worker import AnswerFunction
 from brain.handoff.machine import Handoffs
 from brain.keys import RedisKeys
 from brain.redis_server import describe_url, open_redis
+from brain.retention import Retention
 from brain.settings import Settings
 from brain.types import Inbound
 from retrieval.retriever import Retriever
@@ -179,6 +180,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                 open_redis(settings.redis_url, settings.data_dir)
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
+        if settings.retention_days:
+            await stack.enter_async_context(Retention(redis, keys, settings.retention_days))
         await requeue_legacy_entries(redis, keys)  # left by an earlier version: before intake
         await Handoffs(redis, settings.redis_prefix).index_earlier_records()  # their handoffs
         flow = Flow(
