@@ -47,10 +47,33 @@ examples:
   deskmate classifier train emotion.jsonl --dev dev.jsonl --neutral faq.jsonl   mood classifier
   deskmate classifier eval dev.jsonl --json      per-label precision/recall/F1, macro-F1
   deskmate config                                show the effective settings
+  deskmate forget --channel telegram --user 123  erase a customer's data (GDPR request)
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
 a TOML file named by DESKMATE_CONFIG. With no DESKMATE_REDIS_URL, deskmate starts an
 embedded Redis server in DESKMATE_DATA_DIR.
+"""
+
+FORGET_HELP = """\
+Erase one customer's data from Redis, for an erasure request (GDPR art. 17).
+
+Name the conversation, the customer's user id, or both. For each conversation this
+deletes the history, the handoff state (queue places, staff thread pointer, finished
+handoff records), dedupe markers, unfinished messages and replies, and every entry of
+the transcripts and undelivered streams that belongs to it or names the user; also its
+content-gap questions. Day counters (no personal data) stay. Run --dry-run first.
+
+Not erased (not in Redis): files from `deskmate transcripts export`, training sets and
+models trained on them, FAQ entries approved from content gaps, and the copies Telegram
+and Slack keep. Old transcripts age out on their own after DESKMATE_RETENTION_DAYS.
+"""
+
+FORGET_EXAMPLES = """\
+examples:
+  deskmate forget --channel telegram --conversation 123456789 --dry-run
+  deskmate forget --channel telegram --user 123456789      every chat of this Telegram user
+  deskmate forget --channel slack --conversation D0123ABCD
+  deskmate forget --channel http --conversation widget-42 --user visitor-7
 """
 
 FAQ_FORMATS = """\
@@ -212,6 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     answers.add_argument("--limit", type=int, metavar="N", help="only the first N queries")
     answers.add_argument("--json", action="store_true", help="print the metrics as JSON")
     commands.add_parser("config", help="show the effective settings (secrets masked)")
+    forget = commands.add_parser(
+        "forget",
+        help="erase one customer's data from Redis (a GDPR erasure request)",
+        description=FORGET_HELP,
+        epilog=FORGET_EXAMPLES,
+        formatter_class=formatter,
+    )
+    forget.add_argument(
+        "--channel",
+        required=True,
+        choices=["telegram", "slack", "http", "console"],
+        help="the channel the customer wrote on",
+    )
+    forget.add_argument(
+        "--conversation",
+        metavar="ID",
+        help="the conversation: a Telegram chat id (chat:topic in forum topics), a Slack "
+        "channel id (channel:thread_ts for a thread), the http conversation_id",
+    )
+    forget.add_argument(
+        "--user",
+        metavar="ID",
+        help="the customer's user id on the channel (Telegram user id, Slack U..., the http "
+        "user_id): every conversation they wrote in is erased whole",
+    )
+    forget.add_argument(
+        "--dry-run", action="store_true", help="show what would be erased; erase nothing"
+    )
     return parser
 
 
@@ -287,6 +338,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command in training_cli.COMMANDS:
         return training_cli.dispatch(args, settings)
+    if args.command == "forget":
+        if not args.conversation and not args.user:
+            print("deskmate forget: name --conversation, --user or both", file=sys.stderr)
+            return 2
+        return asyncio.run(
+            commands.forget(settings, args.channel, args.conversation, args.user, args.dry_run)
+        )
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

@@ -269,3 +269,27 @@ async def insights_report(
     else:
         print(figures.render())
     return 0
+
+
+async def forget(
+    settings: Settings,
+    channel: str,
+    conversation: str | None,
+    user: str | None,
+    dry_run: bool,
+) -> int:
+    """`deskmate forget`: erase one customer's data (or show what would go)."""
+    from bots.http_channel import PREFIX as HTTP_PREFIX
+    from brain.erasure import Eraser
+    from brain.keys import RedisKeys
+    from brain.redis_server import open_redis
+
+    if channel == "http" and conversation and not conversation.startswith(HTTP_PREFIX):
+        conversation = HTTP_PREFIX + conversation  # how the http channel names it in Redis
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        eraser = Eraser(redis, RedisKeys(settings.redis_prefix))
+        erasure = await eraser.forget(
+            channel, conversation=conversation, user=user, dry_run=dry_run
+        )
+    print(("would erase (dry run):" if dry_run else "erased:") + "\n" + erasure.describe())
+    return 0
