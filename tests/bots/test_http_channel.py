@@ -43,7 +43,7 @@ async def post_all(
 
 async def queued(redis: aioredis.Redis) -> list[dict[str, Any]]:
     entries = await redis.xrange("dm:inbox")
-    return [json.loads(fields["data"]) for _, fields in entries]
+    return [json.loads((fields or {})["data"]) for _, fields in entries or []]
 
 
 async def test_a_lone_surrogate_is_accepted_as_a_replacement_character(
