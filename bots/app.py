@@ -206,7 +206,7 @@ async def build_app(
             redis,
             prefix=settings.redis_prefix,
             history_turns=settings.history_turns,
-            ttl_seconds=settings.conversation_ttl,
+            ttl_seconds=settings.history_ttl,
         )
         brain = Brain(
             retriever,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bots.logs import setup_logging
 from brain.answering.registry import RegistryError
-from brain.privacy import SecretFilter
 from brain.redis_server import RedisUnavailable
 from brain.settings import Settings, SettingsError
 from retrieval.embedder import EmbeddingModelError
@@ -48,10 +47,33 @@ examples:
   deskmate classifier train emotion.jsonl --dev dev.jsonl --neutral faq.jsonl   mood classifier
   deskmate classifier eval dev.jsonl --json      per-label precision/recall/F1, macro-F1
   deskmate config                                show the effective settings
+  deskmate forget --channel telegram --user 123  erase a customer's data (GDPR request)
 
 configuration: DESKMATE_* environment variables (see `deskmate config`), optionally
 a TOML file named by DESKMATE_CONFIG. With no DESKMATE_REDIS_URL, deskmate starts an
 embedded Redis server in DESKMATE_DATA_DIR.
+"""
+
+FORGET_HELP = """\
+Erase one customer's data from Redis, for an erasure request (GDPR art. 17).
+
+Name the conversation, the customer's user id, or both. For each conversation this
+deletes the history, the handoff state (queue places, staff thread pointer, finished
+handoff records), dedupe markers, unfinished messages and replies, and every entry of
+the transcripts and undelivered streams that belongs to it or names the user; also its
+content-gap questions. Day counters (no personal data) stay. Run --dry-run first.
+
+Not erased (not in Redis): files from `deskmate transcripts export`, training sets and
+models trained on them, FAQ entries approved from content gaps, and the copies Telegram
+and Slack keep. Old transcripts age out on their own after DESKMATE_RETENTION_DAYS.
+"""
+
+FORGET_EXAMPLES = """\
+examples:
+  deskmate forget --channel telegram --conversation 123456789 --dry-run
+  deskmate forget --channel telegram --user 123456789      every chat of this Telegram user
+  deskmate forget --channel slack --conversation D0123ABCD
+  deskmate forget --channel http --conversation widget-42 --user visitor-7
 """
 
 FAQ_FORMATS = """\
@@ -75,14 +97,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-
-def _setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter(settings.secrets()))
-    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
-    logging.getLogger("bm25s").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     answers.add_argument("--limit", type=int, metavar="N", help="only the first N queries")
     answers.add_argument("--json", action="store_true", help="print the metrics as JSON")
     commands.add_parser("config", help="show the effective settings (secrets masked)")
+    forget = commands.add_parser(
+        "forget",
+        help="erase one customer's data from Redis (a GDPR erasure request)",
+        description=FORGET_HELP,
+        epilog=FORGET_EXAMPLES,
+        formatter_class=formatter,
+    )
+    forget.add_argument(
+        "--channel",
+        required=True,
+        choices=["telegram", "slack", "http", "console"],
+        help="the channel the customer wrote on",
+    )
+    forget.add_argument(
+        "--conversation",
+        metavar="ID",
+        help="the conversation: a Telegram chat id (chat:topic in forum topics), a Slack "
+        "channel id (channel:thread_ts for a thread), the http conversation_id",
+    )
+    forget.add_argument(
+        "--user",
+        metavar="ID",
+        help="the customer's user id on the channel (Telegram user id, Slack U..., the http "
+        "user_id): every conversation they wrote in is erased whole",
+    )
+    forget.add_argument(
+        "--dry-run", action="store_true", help="show what would be erased; erase nothing"
+    )
     return parser
 
 
@@ -235,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load()
-        _setup_logging(settings)
+        setup_logging(settings)
         return _dispatch(args, settings)
     except (
         SettingsError,
@@ -296,6 +338,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command in training_cli.COMMANDS:
         return training_cli.dispatch(args, settings)
+    if args.command == "forget":
+        if not args.conversation and not args.user:
+            print("deskmate forget: name --conversation, --user or both", file=sys.stderr)
+            return 2
+        return asyncio.run(
+            commands.forget(settings, args.channel, args.conversation, args.user, args.dry_run)
+        )
     if args.command == "config":
         for name, value, help_text in settings.describe():
             print(f"{name:32} {value:40} {help_text}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,11 @@ from retrieval.retriever import Retriever
 
 
 async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
+    for stream in (sys.stdin, sys.stdout):
+        if isinstance(stream, io.TextIOWrapper):
+            # A line that is not UTF-8 (pasted from elsewhere) is read with U+FFFD, and a
+            # reply is always written, rather than the chat ending with a traceback.
+            stream.reconfigure(errors="replace")
     # Handoffs from the console reach nobody: the console runs the brain directly, not
     # through the outbox that posts them to the staff channel.
     async with build_app(settings, staff_reachable=False) as app:
@@ -264,4 +270,28 @@ async def insights_report(
         print(json.dumps(figures.to_json(), ensure_ascii=False, indent=2))
     else:
         print(figures.render())
+    return 0
+
+
+async def forget(
+    settings: Settings,
+    channel: str,
+    conversation: str | None,
+    user: str | None,
+    dry_run: bool,
+) -> int:
+    """`deskmate forget`: erase one customer's data (or show what would go)."""
+    from bots.http_channel import PREFIX as HTTP_PREFIX
+    from brain.erasure import Eraser
+    from brain.keys import RedisKeys
+    from brain.redis_server import open_redis
+
+    if channel == "http" and conversation and not conversation.startswith(HTTP_PREFIX):
+        conversation = HTTP_PREFIX + conversation  # how the http channel names it in Redis
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        eraser = Eraser(redis, RedisKeys(settings.redis_prefix))
+        erasure = await eraser.forget(
+            channel, conversation=conversation, user=user, dry_run=dry_run
+        )
+    print(("would erase (dry run):" if dry_run else "erased:") + "\n" + erasure.describe())
     return 0

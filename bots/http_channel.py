@@ -14,17 +14,17 @@ drops it.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 from typing import Any, ClassVar, Self
 
 import aiohttp
 from aiohttp import web
 
+from bots.web import parse_json, token_matches
 from brain.channel import DeliveryFailed, Handler, NetworkError, RetryAfter
 from brain.flow.stream import reply_to_dict
 from brain.redis_server import RedisUnavailable
+from brain.text import replace_surrogates
 from brain.types import Inbound, Reply
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def to_inbound(payload: Any) -> Inbound:
             raise ValueError(f"{name} must be a non-empty string")
         if name != "text" and len(value) > MAX_ID_CHARS:
             raise ValueError(f"{name} is longer than {MAX_ID_CHARS} characters")
-        values[name] = value
+        values[name] = replace_surrogates(value)  # a widget that cut a string mid-emoji
     return Inbound(
         channel="http",
         conversation_id=PREFIX + values["conversation_id"],
@@ -75,10 +75,6 @@ class HttpChannel:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
@@ -87,19 +83,28 @@ class HttpChannel:
     def web_routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/messages", self.receive)]
 
-    def _authorized(self, request: web.Request) -> bool:
+    async def __aenter__(self) -> Self:
         if not self._token:
-            return True
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode())
+            log.warning(
+                "http channel: DESKMATE_HTTP_TOKEN is not set, so anyone who can reach "
+                "POST /v1/messages can write as any customer; set it, or bind "
+                "DESKMATE_HTTP_ADDR to a private address"
+            )
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    def _authorized(self, request: web.Request) -> bool:
+        return not self._token or token_matches(request, self._token)
 
     async def receive(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         try:
-            inbound = to_inbound(await request.json())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "the body must be JSON"}, status=400)
+            payload = parse_json(await request.read())
+        except ValueError as exc:
+            return web.json_response({"error": f"the body must be JSON: {exc}"}, status=400)
+        try:
+            inbound = to_inbound(payload)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         try:

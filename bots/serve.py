@@ -39,7 +39,9 @@ from brain.insights.aggregates import Insights
 from brain.keys import RedisKeys
 from brain.polling import Poller
 from brain.redis_server import describe_url, open_redis, pool_size
+from brain.retention import Retention
 from brain.settings import Settings
+from brain.types import Inbound
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,17 @@ def build_channels(
             HttpChannel(settings.http_callback_url, on_message, token=str(settings.http_token))
         )
     return channels
+
+
+def bounded_handler(on_message: Handler, max_chars: int) -> Handler:
+    """`on_message` for messages as they may be stored (`Inbound.bounded`): a 1 MB message
+    enters Redis as the first `max_chars` characters the brain reads, marked as cut, and
+    a string a broken client cut mid-emoji cannot make Redis refuse the message."""
+
+    async def bounded(inbound: Inbound) -> None:
+        await on_message(inbound.bounded(max_chars))
+
+    return bounded
 
 
 def check_channels(settings: Settings) -> None:
@@ -135,6 +148,16 @@ async def build_dashboard(
     )
 
 
+def describe_retention(settings: Settings) -> str:
+    """The start line saying how long customers' words are kept."""
+    if settings.retention_days:
+        return (
+            f"retention: transcripts older than {settings.retention_days} days are deleted "
+            "(DESKMATE_RETENTION_DAYS; 0 keeps them; `deskmate transcripts export` first)"
+        )
+    return "retention: transcripts kept until the stream's size cap (DESKMATE_RETENTION_DAYS=0)"
+
+
 def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -177,6 +200,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
                 )
             )
             on_feedback = ConversationStore(redis, settings.redis_prefix).record_feedback
+        if settings.retention_days:
+            await stack.enter_async_context(Retention(redis, keys, settings.retention_days))
         await requeue_legacy_entries(redis, keys)  # left by an earlier version: before intake
         await Handoffs(redis, settings.redis_prefix).index_earlier_records()  # their handoffs
         flow = Flow(
@@ -186,7 +211,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             lock_timeout=settings.lock_timeout,
             reclaim_idle=settings.reclaim_idle,
         )
-        channels = build_channels(settings, flow.intake.handler, on_feedback, redis, staff)
+        on_message = bounded_handler(flow.intake.handler, settings.max_message_chars)
+        channels = build_channels(settings, on_message, on_feedback, redis, staff)
         for channel in channels:
             await stack.enter_async_context(channel)
         routes = [route for channel in channels for route in channel.web_routes()]
@@ -226,7 +252,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
         )
         if workers:
             print(f"answering with {app.brain.backend.version}", file=out)
-        print(describe_handoffs(settings), file=out, flush=True)
+        print(describe_handoffs(settings), file=out)
+        print(describe_retention(settings), file=out, flush=True)
         info = {
             "name": name,
             "host": socket.gethostname(),

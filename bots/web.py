@@ -7,9 +7,11 @@ from one aiohttp application.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -24,6 +26,28 @@ log = logging.getLogger(__name__)
 REDIS_KEY: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY: web.AppKey[RedisKeys] = web.AppKey("keys", RedisKeys)
 METRICS_TOKEN_KEY: web.AppKey[str] = web.AppKey("metrics_token", str)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON; `ValueError` for anything a client may send that is not
+    (bad UTF-8, bad JSON, nesting deeper than the parser's recursion limit), so every
+    such request is a 400, never a 500 that a client would retry forever."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def bearer_token(request: web.Request) -> str:
+    """The credentials of an `Authorization: Bearer <token>` header ("" without one).
+    The scheme is case-insensitive (RFC 7235): `bearer` and `BEARER` are accepted too."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+def token_matches(request: web.Request, token: str) -> bool:
+    """Whether the request carries `token` as its bearer token (compared in constant time)."""
+    return hmac.compare_digest(bearer_token(request).encode(), token.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -48,10 +72,8 @@ async def metrics(request: web.Request) -> web.Response:
     figures (queues, model) are read from Redis first. With DESKMATE_METRICS_TOKEN set,
     the scraper must send it as a bearer token."""
     token = request.app.get(METRICS_TOKEN_KEY, "")
-    if token:
-        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(sent.encode(), token.encode()):
-            raise web.HTTPUnauthorized(text="metrics need the bearer token\n")
+    if token and not token_matches(request, token):
+        raise web.HTTPUnauthorized(text="metrics need the bearer token\n")
     redis = request.app.get(REDIS_KEY)
     if redis is not None:
         try:

@@ -145,6 +145,8 @@ class Brain:
         return self._thresholds or self.retriever.index.thresholds
 
     async def handle(self, inbound: Inbound) -> Reply:
+        # Whatever a channel let through: encodable, and no longer than what is read.
+        inbound = inbound.bounded(self.max_message_chars)
         if inbound.agent:
             return await self._from_agent(inbound)
         text = normalize_text(inbound.text)
@@ -164,13 +166,24 @@ class Brain:
                 "clarify",
             )
         notice = ""
-        if len(text) > self.max_message_chars:
+        full_length = inbound.full_length or (
+            len(text) if len(text) > self.max_message_chars else 0
+        )
+        if full_length:
             notice = (
-                f"Your message is {len(text):,} characters long; "
+                f"Your message is {full_length:,} characters long; "
                 f"I read the first {self.max_message_chars:,}."
             )
         question = text[: self.max_message_chars]
-        user_turn = Turn("user", text, inbound.time, inbound.message_id, inbound.user_id)
+        # Only what is read is kept (history, transcripts), marked as cut.
+        user_turn = Turn(
+            "user",
+            question,
+            inbound.time,
+            inbound.message_id,
+            inbound.user_id,
+            full_length=full_length,
+        )
 
         handoffs = self.store.handoffs
         record = await self.store.handoff_record(inbound.channel, inbound.conversation_id)

@@ -286,6 +286,13 @@ class Settings:
     conversation_ttl: int = _setting(
         "seconds an idle conversation is remembered", _positive_int, 7 * 24 * 3600
     )
+    retention_days: int = _setting(
+        "days customers' messages are kept in the transcripts stream, undelivered replies "
+        "and content gaps (deskmate serve trims hourly; histories also expire no later); "
+        "0 = kept until the stream's cap of about 5,000,000 entries",
+        _non_negative_int,
+        365,
+    )
     max_message_chars: int = _setting(
         "longer messages are answered on their first this-many characters", _positive_int, 4000
     )
@@ -513,6 +520,14 @@ class Settings:
                 shown = _without_credentials(str(value))
             rows.append((PREFIX + spec.name.upper(), shown, spec.metadata["help"]))
         return rows
+
+    @property
+    def history_ttl(self) -> int:
+        """Seconds an idle history is kept: DESKMATE_CONVERSATION_TTL, never longer than
+        DESKMATE_RETENTION_DAYS."""
+        if not self.retention_days:
+            return self.conversation_ttl
+        return min(self.conversation_ttl, self.retention_days * 24 * 3600)
 
     @property
     def opening_hours(self) -> BusinessHours | None:

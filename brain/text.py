@@ -8,6 +8,15 @@ import unicodedata
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACES = re.compile(r"[ \t]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with lone surrogates (a client cutting a string mid-emoji, JSON's "\\ud800")
+    replaced by U+FFFD: they cannot be encoded as UTF-8, so Redis, logs and files would
+    refuse the whole message."""
+    return _SURROGATE.sub(REPLACEMENT, text)
 
 
 def normalize_text(raw: str | bytes) -> str:
@@ -16,7 +25,7 @@ def normalize_text(raw: str | bytes) -> str:
         text = raw.decode("utf-8", errors="replace")
     else:
         # Lone surrogates (broken clients) cannot be encoded later; replace them now.
-        text = raw.encode("utf-8", errors="replace").decode("utf-8")
+        text = replace_surrogates(raw)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub(" ", unicodedata.normalize("NFC", text))
     text = _SPACES.sub(" ", text)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from brain.text import replace_surrogates
 from retrieval.index import FaqHit
 
 Channel = Literal["telegram", "slack", "console", "http"]
@@ -45,6 +46,31 @@ class Inbound:
     # A support agent writing into a handed-off conversation (from the staff thread):
     # `user_id` is the agent, `channel` and `conversation_id` are the customer's.
     agent: bool = False
+    # Characters the customer sent when `text` was cut to what the brain reads (0: whole).
+    full_length: int = 0
+
+    def encodable(self) -> Inbound:
+        """This message with lone surrogates in its strings replaced by U+FFFD: a client
+        that cut a string mid-emoji sends them, and Redis (UTF-8) would refuse it whole."""
+        changes: dict[str, Any] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, str) and (cleaned := replace_surrogates(value)) != value:
+                changes[spec.name] = cleaned
+        return replace(self, **changes) if changes else self
+
+    def bounded(self, max_chars: int) -> Inbound:
+        """This message as it may be stored: `encodable`, and a customer's text cut to the
+        first `max_chars` characters, the most the brain reads, with `full_length` saying
+        how long it was. An agent's message is passed on whole."""
+        inbound = self.encodable()
+        if len(inbound.text) <= max_chars or inbound.agent:
+            return inbound
+        return replace(
+            inbound,
+            text=inbound.text[:max_chars],
+            full_length=inbound.full_length or len(inbound.text),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +164,12 @@ class Turn:
     sources: tuple[str, ...] = ()
     model_version: str = ""
     mood: Mood | None = None  # customer turns: how the message reads (see brain.mood)
+    # A customer's message cut to what the brain reads: how long it was (0: kept whole).
+    full_length: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "time": self.time}
-        for name in ("message_id", "user_id", "action", "model_version"):
+        for name in ("message_id", "user_id", "action", "model_version", "full_length"):
             value = getattr(self, name)
             if value:
                 data[name] = value
@@ -163,6 +191,7 @@ class Turn:
             sources=tuple(data.get("sources", ())),
             model_version=data.get("model_version", ""),
             mood=Mood.from_json(data["mood"]) if data.get("mood") else None,
+            full_length=int(data.get("full_length", 0)),
         )
 
 

@@ -119,6 +119,7 @@ def _text(value: object, path: Path, line: int, name: str, *, required: bool) ->
     if not isinstance(value, str | int):
         raise FaqFormatError(path, line, f"field {name!r} must be text, got {type(value).__name__}")
     text = str(value).strip()
+    _check_encodable(text, path, line, name)
     if len(text) > MAX_FIELD_CHARS:
         raise FaqFormatError(
             path, line, f"field {name!r} is {len(text)} characters (limit {MAX_FIELD_CHARS})"
@@ -140,8 +141,20 @@ def _alternates(value: object, path: Path, line: int) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise FaqFormatError(path, line, "field 'alternates' must be a list of strings")
         if item.strip():
+            _check_encodable(item, path, line, "alternates")
             out.append(item.strip())
     return tuple(out)
+
+
+def _check_encodable(text: str, path: Path, line: int, name: str) -> None:
+    """JSON may escape half of a character ("\\ud83d" alone): such text cannot be saved
+    or shown, so the line is reported rather than the index failing later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FaqFormatError(
+            path, line, f"field {name!r} holds half a character (a lone \\ud800-\\udfff escape)"
+        ) from None
 
 
 def _entry(record: dict[str, object], path: Path, line: int) -> FaqEntry:
@@ -181,6 +194,8 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise FaqFormatError(path, number, f"invalid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise FaqFormatError(path, number, "invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise FaqFormatError(path, number, "each line must be a JSON object")
         yield number, record
@@ -192,7 +207,11 @@ def load_jsonl(path: Path) -> list[FaqEntry]:
 
 def load_csv(path: Path) -> list[FaqEntry]:
     reader = csv.DictReader(io.StringIO(_read_text(path)))
-    header = [name.strip().lower() for name in reader.fieldnames or []]
+    try:
+        names = reader.fieldnames
+    except csv.Error as exc:
+        raise FaqFormatError(path, 1, f"not valid CSV ({exc})") from None
+    header = [name.strip().lower() for name in names or []]
     missing = {"question", "answer"} - set(header)
     if missing:
         raise FaqFormatError(
@@ -200,11 +219,14 @@ def load_csv(path: Path) -> list[FaqEntry]:
         )
     reader.fieldnames = header
     entries = []
-    for record in reader:
-        line = reader.line_num
-        if None in record:
-            raise FaqFormatError(path, line, "more cells than header columns")
-        entries.append(_entry(dict(record), path, line))
+    try:
+        for record in reader:
+            line = reader.line_num
+            if None in record:
+                raise FaqFormatError(path, line, "more cells than header columns")
+            entries.append(_entry(dict(record), path, line))
+    except csv.Error as exc:  # a cell over the csv module's size limit, say
+        raise FaqFormatError(path, reader.line_num, f"not valid CSV ({exc})") from None
     return entries
 
 

@@ -18,17 +18,19 @@ the dialogues can be held out for evaluation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 from retrieval.evaluation import LabelledQuery, load_queries
 from training.transcripts import Conversation, Message, TranscriptFormatError
 
+Importer = Callable[..., list[Conversation]]
 THUMBS_UP = {"+1", "thumbsup", "thumbs_up"}
 THUMBS_DOWN = {"-1", "thumbsdown", "thumbs_down"}
 
@@ -38,8 +40,32 @@ def _load_json(raw: bytes, where: str) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TranscriptFormatError(f"{where}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise TranscriptFormatError(f"{where}: not valid JSON (nested too deeply)") from None
 
 
+def _reported(kind: str) -> Callable[[Importer], Importer]:
+    """An importer whose every failure on a malformed file (a field of the wrong type, a
+    missing key) is a `TranscriptFormatError` naming the file, never a traceback."""
+
+    def decorate(importer: Importer) -> Importer:
+        @functools.wraps(importer)
+        def read(path: Path, *args: Any, **kwargs: Any) -> list[Conversation]:
+            try:
+                return importer(path, *args, **kwargs)
+            except TranscriptFormatError:
+                raise
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+                raise TranscriptFormatError(
+                    f"{path}: not a {kind} ({type(exc).__name__}: {exc})"
+                ) from None
+
+        return read
+
+    return decorate
+
+
+@_reported("Slack export")
 def import_slack(path: Path) -> list[Conversation]:
     """Conversations from a Slack workspace export zip."""
     try:
@@ -132,6 +158,7 @@ def _telegram_text(value: Any) -> str:
     return ""
 
 
+@_reported("Telegram Desktop export")
 def import_telegram(
     path: Path, staff: Collection[str] = (), gap_hours: float = 24.0
 ) -> list[Conversation]:

@@ -135,13 +135,17 @@ def read_conversations(path: Path) -> list[Conversation]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TranscriptFormatError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise TranscriptFormatError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             conversations.append(Conversation.from_json(json.loads(line)))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise TranscriptFormatError(f"{path}:{number}: {exc}") from exc
+        except RecursionError:
+            raise TranscriptFormatError(f"{path}:{number}: JSON nested too deeply") from None
     return conversations
 
 

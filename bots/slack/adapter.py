@@ -125,7 +125,7 @@ def to_inbound(
         is_staff=user in staff_users,
         is_group=not direct,
         mentioned=not direct,
-    )
+    ).encodable()  # a cut emoji's lone surrogate cannot be queued
 
 
 def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
@@ -315,7 +315,13 @@ class SlackAdapter:
         except (RedisError, OSError) as exc:
             log.warning("slack: Redis unavailable, asking Slack to retry: %s", exc)
             return web.Response(status=503, headers={"Retry-After": "5"})
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            # Bolt parses the body before it checks the signature: a body that is not
+            # UTF-8, or JSON nested past the parser's recursion limit, would be a 500.
+            bolt_request = await to_bolt_request(request)
+        except (ValueError, RecursionError):
+            return web.Response(status=400, text="not a Slack request")
+        response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     # -- inbound --------------------------------------------------------------------

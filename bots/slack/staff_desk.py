@@ -274,7 +274,7 @@ class StaffDesk:
             redis,
             prefix=settings.redis_prefix,
             history_turns=settings.history_turns,
-            ttl_seconds=settings.conversation_ttl,
+            ttl_seconds=settings.history_ttl,
         )
         self.bot_user_id = ""  # set by the Slack channel once signed in
         self.hours = settings.opening_hours

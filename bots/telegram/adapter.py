@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Self
@@ -58,10 +58,12 @@ from bots.telegram.render import (
     plain_message,
     render_reply,
 )
+from bots.web import parse_json
 from brain.channel import DeliveryFailed, FeedbackHandler, Handler, NetworkError, RetryAfter
 from brain.keys import SEEN_TTL_SECONDS, RedisKeys
 from brain.pipeline import COMMANDS
 from brain.settings import Settings, SettingsError
+from brain.text import replace_surrogates
 from brain.types import Feedback, Inbound, Reply
 
 log = logging.getLogger(__name__)
@@ -120,17 +122,33 @@ def _as_update(update: Update | Mapping[str, Any]) -> Update:
     return update if isinstance(update, Update) else Update.de_json(dict(update), None)
 
 
+def _entity_texts(text: str, entities: Sequence[MessageEntity]) -> list[tuple[MessageEntity, str]]:
+    """Each entity with the text it covers. Offsets count UTF-16 units; unlike
+    python-telegram-bot's `parse_entities`, a lone surrogate in the text or an entity
+    cutting a character in half reads as U+FFFD instead of raising."""
+    encoded = replace_surrogates(text).encode("utf-16-le")
+    return [
+        (
+            entity,
+            encoded[2 * entity.offset : 2 * (entity.offset + entity.length)].decode(
+                "utf-16-le", errors="replace"
+            ),
+        )
+        for entity in entities
+    ]
+
+
 def _addressed_in_group(message: Message, bot_id: int, bot_username: str) -> bool:
     """A group message is for the bot if it mentions it, replies to it, or is a command
     not addressed to another bot."""
     username = bot_username.lower()
     if message.text:
-        entities = message.parse_entities()
+        entities = _entity_texts(message.text, message.entities)
     elif message.caption:
-        entities = message.parse_caption_entities()
+        entities = _entity_texts(message.caption, message.caption_entities)
     else:
-        entities = {}
-    for entity, value in entities.items():
+        entities = []
+    for entity, value in entities:
         if entity.type == MessageEntity.MENTION and value[1:].lower() == username:
             return True
         if entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id:
@@ -184,7 +202,7 @@ def to_inbound(
         is_group=is_group,
         mentioned=mentioned,
         attachment=attachment,
-    )
+    ).encodable()  # a cut emoji's lone surrogate cannot be queued
 
 
 def _pressed(
@@ -353,9 +371,10 @@ class TelegramAdapter:
             log.warning("Telegram webhook: request without the right secret token refused")
             return web.Response(status=403, text="forbidden")
         try:
-            data = await request.json()
+            data = parse_json(await request.read())
             update = Update.de_json(data, self._application.bot)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # Malformed JSON, JSON nested too deeply, or JSON that is not an update.
             return web.Response(status=400, text="not a Telegram update")
         # Telegram redelivers an update answered with an error: refuse it while Redis
         # cannot make it durable, rather than acknowledge it and lose it.

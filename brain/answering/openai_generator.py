@@ -123,17 +123,18 @@ class OpenAIGenerator:
                 if response.status == 429 or response.status >= 500:
                     raise _Retryable(f"model server answered {response.status}")
                 if response.status >= 400:
-                    detail = (await response.text())[:200]
-                    raise GenerationError(f"model server answered {response.status}: {detail}")
+                    # Not the body: a server's error can quote the prompt (customer text).
+                    raise GenerationError(f"model server answered {response.status}")
                 payload = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retryable(f"model server request failed: {exc or type(exc).__name__}") from exc
         try:
             return str(payload["choices"][0]["message"]["content"] or "").strip()
-        except (KeyError, IndexError, TypeError) as exc:
+        except (KeyError, IndexError, TypeError):
+            # Not the reply itself: it is the model's answer, which can repeat the customer.
             raise GenerationError(
-                f"unexpected reply from the model server: {payload!r:.200}"
-            ) from exc
+                "unexpected reply from the model server (no choices[0].message.content)"
+            ) from None
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -165,15 +165,29 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
     """What `make chat` does: the sample FAQ, an embedded Redis, a conversation, a clean exit."""
-    result = subprocess.run(
+    lines = [
+        b"how long do I have to return something?",
+        b"/human",
+        b"/reset",
+        b"\xff\xfe not UTF-8 \xed\xa0\xbd",  # bytes from elsewhere, half an emoji
+        b"/quit",
+    ]
+    completed = subprocess.run(
         [sys.executable, "-m", "bots.cli", "chat"],
-        input="how long do I have to return something?\n/human\n/reset\n/quit\n",
+        input=b"\n".join(lines) + b"\n",
         capture_output=True,
-        text=True,
         timeout=180,
-        env={**os.environ, "DESKMATE_DATA_DIR": str(env)},
+        env={**os.environ, "DESKMATE_DATA_DIR": str(env), "PYTHONIOENCODING": "utf-8"},
+    )
+    result = subprocess.CompletedProcess(
+        completed.args,
+        completed.returncode,
+        completed.stdout.decode("utf-8", errors="replace"),
+        completed.stderr.decode("utf-8", errors="replace"),
     )
     assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "something went wrong" not in result.stdout
     assert "loading the sample FAQ" in result.stderr
     assert (
         "30 days" in result.stdout and "[1] How long do I have to return an item?" in result.stdout

@@ -21,8 +21,10 @@ import pytest
 import pytest_asyncio
 
 from bots.indexing import import_faq
+from bots.serve import bounded_handler
 from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ
+from brain.types import Inbound
 from retrieval.embedder import Embedder
 from tests.fakes.callback_server import CallbackServer
 
@@ -182,3 +184,18 @@ async def test_two_worker_processes_share_200_messages_in_order(
         assert await connection.hgetall("dm:stats:open"), "no background fold"
     finally:
         await connection.aclose()
+
+
+async def test_messages_enter_the_inbox_bounded() -> None:
+    """What `deskmate serve` hands to the intake: cut to what the brain reads, marked,
+    and encodable, whatever the channel let through."""
+    received: list[Inbound] = []
+
+    async def intake(inbound: Inbound) -> None:
+        received.append(inbound)
+
+    handler = bounded_handler(intake, 4000)
+    await handler(Inbound("http", "http:c\ud83d", "u1", "m1", "x" * 1_000_000))
+    [stored] = received
+    assert len(stored.text) == 4000 and stored.full_length == 1_000_000
+    assert stored.conversation_id == "http:c\ufffd"

@@ -35,8 +35,8 @@ async def test_metrics_are_served_in_prometheus_text_format() -> None:
     assert "deskmate_generation_batch_size" in families  # histograms too
 
 
-async def scrape(port: int, token: str = "") -> tuple[int, str]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def scrape(port: int, token: str = "", scheme: str = "Bearer") -> tuple[int, str]:
+    headers = {"Authorization": f"{scheme} {token}"} if token else {}
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as response,
@@ -87,4 +87,7 @@ async def test_metrics_token_is_required_when_set(redis: aioredis.Redis) -> None
         assert (await scrape(port))[0] == 401
         assert (await scrape(port, "wrong"))[0] == 401
         status, text = await scrape(port, "s3cret")
+        # RFC 7235: the scheme is case-insensitive.
+        assert (await scrape(port, "s3cret", scheme="bearer"))[0] == 200
+        assert (await scrape(port, "s3cret", scheme="Basic"))[0] == 401
     assert status == 200 and "deskmate_queue_depth" in text

@@ -97,16 +97,6 @@ async def test_invalid_utf8_is_answered_not_crashed(brain: Brain) -> None:
     assert reply.sources[0].id == "account-reset-password"
 
 
-async def test_huge_message_is_read_in_part_and_kept_whole(
-    brain: Brain, store: ConversationStore
-) -> None:
-    text = "How do I track my parcel? " + "x" * 100_000
-    reply = await brain.handle(message(text))
-    assert "first 4,000" in reply.notice
-    history = await store.history("console", "c1")
-    assert history[0].text == text.strip()  # nothing lost: the whole message is stored
-
-
 async def test_history_is_trimmed_and_expires(brain: Brain, redis: aioredis.Redis) -> None:
     for _ in range(5):
         await brain.handle(message("how do I track my parcel?"))
@@ -200,3 +190,28 @@ async def test_sustained_anger_hands_off_on_the_second_angry_message(
     assert reply.action == "handoff"
     handoff = await store.handoff("console", "c1")
     assert handoff is not None and "sustained" in handoff["reason"]
+
+
+async def test_a_huge_message_is_kept_only_as_far_as_it_is_read(
+    brain: Brain, store: ConversationStore, redis: aioredis.Redis
+) -> None:
+    huge = "how do I track my parcel? " + "x" * 1_000_000
+    reply = await brain.handle(Inbound("http", "http:big", "u1", "m1", huge))
+    assert reply.notice == "Your message is 1,000,026 characters long; I read the first 4,000."
+    [question, _] = await store.history("http", "http:big")
+    assert len(question.text) == 4000 and question.full_length == 1_000_026
+    [entry, _] = await redis.xrange("dm:transcripts")
+    turn = json.loads(entry[1]["data"])["turn"]
+    assert len(turn["text"]) == 4000 and turn["full_length"] == 1_000_026
+    assert await redis.memory_usage("dm:transcripts") < 50_000  # not the megabyte
+
+
+async def test_a_message_cut_at_the_edge_says_how_long_it_was(brain: Brain) -> None:
+    sent = Inbound("http", "http:cut", "u1", "m1", "how do I track my parcel? " + "y" * 9000)
+    cut = sent.bounded(4000)
+    assert len(cut.text) == 4000 and cut.full_length == 9026
+    assert cut.bounded(4000) == cut  # cutting again changes nothing
+    reply = await brain.handle(cut)
+    assert "9,026 characters long" in reply.notice
+    agent = Inbound("slack", "D1", "agent", "m2", "z" * 9000, agent=True)
+    assert agent.bounded(4000).text == agent.text  # what an agent writes is passed on whole

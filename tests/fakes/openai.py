@@ -1,7 +1,9 @@
 """A small OpenAI-compatible server (aiohttp, port 0) that records what it is sent.
 
 `reply` decides each answer from the request's messages; `statuses` scripts failures
-(one status per request, then 200s); `delay_s` makes it slow, to test timeouts.
+(one status per request, then 200s; like real servers' validation errors, the error
+quotes the end of the last message); `malformed` answers that many requests with a 200 that is not
+a chat completion (it echoes the last message); `delay_s` makes it slow, for timeouts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class FakeOpenAI:
     reply: Callable[[list[dict[str, str]]], str] = lambda messages: "See [1]."
     statuses: list[int] = field(default_factory=list)
     delay_s: float = 0.0
+    malformed: int = 0
     requests: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     url: str = ""
 
@@ -42,7 +45,12 @@ class FakeOpenAI:
         if self.statuses:
             status = self.statuses.pop(0)
             if status != 200:
-                return web.json_response({"error": {"message": "scripted"}}, status=status)
+                last = body["messages"][-1]["content"][-80:]
+                message = f"the request ended with: {last}"
+                return web.json_response({"error": {"message": message}}, status=status)
+        if self.malformed:
+            self.malformed -= 1
+            return web.json_response({"unexpected": body["messages"][-1]["content"][-80:]})
         content = self.reply(body["messages"])
         return web.json_response(
             {

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from brain.settings import SAMPLE_FAQ
 from retrieval.faq import FaqFormatError, load_faq, load_faq_file, stable_id
+from tests.hostile import ANY_TEXT, FUZZ
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -105,3 +110,54 @@ def test_huge_field_is_rejected_with_its_size(tmp_path: Path) -> None:
     path = write(tmp_path, "big.jsonl", '{"question": "Q", "answer": "' + "a" * 30_000 + '"}\n')
     with pytest.raises(FaqFormatError, match="30000 characters"):
         load_faq([path])
+
+
+# Fuzz: whatever a FAQ file holds, it loads into entries whose text can be saved and
+# embedded (UTF-8 encodable), or stops with FaqFormatError naming the file; nothing else.
+
+_JSON_VALUE = st.recursive(
+    st.none() | st.integers() | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+_RECORDS = st.dictionaries(
+    st.sampled_from(["id", "question", "answer", "alternates", "url"]), _JSON_VALUE
+)
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def loads_or_reports(path: Path) -> None:
+    try:
+        entries = load_faq_file(path)
+    except FaqFormatError as exc:
+        assert str(path) in str(exc)
+        return
+    for entry in entries:
+        for text in (entry.id, entry.question, entry.answer, *entry.alternates, entry.url or ""):
+            text.encode("utf-8")
+
+
+@FUZZ
+@given(st.lists(_RECORDS | st.just(_DEEP) | ANY_TEXT, max_size=4), st.binary(max_size=40))
+def test_fuzz_jsonl_files(tmp_path_factory: pytest.TempPathFactory, lines: list[Any],
+                          junk: bytes) -> None:  # fmt: skip
+    text = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines)
+    path = tmp_path_factory.mktemp("faq") / "faq.jsonl"
+    path.write_bytes(text.encode("utf-8", errors="surrogatepass") + junk)
+    loads_or_reports(path)
+
+
+@FUZZ
+@given(ANY_TEXT, st.sampled_from([".csv", ".md"]), st.binary(max_size=20))
+def test_fuzz_csv_and_markdown_files(tmp_path_factory: pytest.TempPathFactory, text: str,
+                                     suffix: str, junk: bytes) -> None:  # fmt: skip
+    head = "question,answer\n" if suffix == ".csv" else "## "
+    path = tmp_path_factory.mktemp("faq") / f"faq{suffix}"
+    path.write_bytes((head + text).encode("utf-8", errors="surrogatepass") + junk)
+    loads_or_reports(path)
+
+
+def test_a_csv_cell_over_the_csv_limit_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.csv", "question,answer\nq," + "a" * 200_000 + "\n")
+    with pytest.raises(FaqFormatError, match=r"big\.csv"):
+        load_faq_file(path)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bots.cli import main
 from retrieval.evaluation import load_queries
+from tests.hostile import ANY_TEXT, FUZZ
 from training.importers import import_slack, import_telegram
 from training.transcripts import TranscriptFormatError, read_conversations
 
@@ -165,3 +170,66 @@ def test_queries_import_needs_a_file_for_the_held_out_part(
     bad.write_text('{"query": "x", "relevant": [], "history": "nope"}\n')
     assert main([*args[:2], str(bad), *args[3:], "--out", str(tmp_path / "o.jsonl")]) == 2
     assert f"{bad}:1" in capsys.readouterr().err
+
+
+# Fuzz: an export or conversations file of any shape is imported or refused with a
+# TranscriptFormatError naming the file, never a traceback.
+
+_VALUE = st.recursive(
+    st.none() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["id", "type", "text", "from", "from_id", "date_unixtime", "name"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": _VALUE,
+        "type": st.just("message") | _VALUE,
+        "date_unixtime": st.just("1700000000") | _VALUE,
+        "from": _VALUE,
+        "from_id": st.just("user1") | _VALUE,
+        "text": _VALUE,
+        "role": st.sampled_from(["user", "agent"]) | _VALUE,
+        "content": _VALUE,
+    },
+)
+_EXPORTS = st.fixed_dictionaries(
+    {"messages": st.lists(_MESSAGE, max_size=4) | _VALUE},
+    optional={
+        "type": st.sampled_from(["bot_chat", "personal_chat", "private_group"]) | _VALUE,
+        "id": _VALUE,
+        "chats": _VALUE,
+    },
+)
+
+
+def imported_or_refused(read: Callable[[Path], object], path: Path) -> None:
+    try:
+        read(path)
+    except TranscriptFormatError as exc:
+        assert str(path) in str(exc)
+
+
+@FUZZ
+@given(_EXPORTS | _VALUE)
+def test_fuzz_telegram_exports(tmp_path_factory: pytest.TempPathFactory, export: Any) -> None:
+    path = tmp_path_factory.mktemp("export") / "result.json"
+    path.write_text(json.dumps(export), encoding="utf-8")
+    imported_or_refused(import_telegram, path)
+
+
+@FUZZ
+@given(st.lists(_EXPORTS | _VALUE | st.just("[" * 50_000), max_size=3), st.binary(max_size=8))
+def test_fuzz_conversation_files(tmp_path_factory: pytest.TempPathFactory, lines: list[Any],
+                                 junk: bytes) -> None:  # fmt: skip
+    path = tmp_path_factory.mktemp("conversations") / "t.jsonl"
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    path.write_bytes(text.encode("utf-8", errors="surrogatepass") + junk)
+    imported_or_refused(read_conversations, path)

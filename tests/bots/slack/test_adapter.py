@@ -544,3 +544,20 @@ async def test_redis_down_makes_slack_redeliver(
     await dead.aclose()
     assert response.status == 503
     assert fake_slack.payloads("chat.postMessage") == []  # nothing acknowledged or posted
+
+
+async def test_hostile_bodies_are_refused_and_a_cut_emoji_is_answered(
+    slack: Slack, store: ConversationStore
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert (await slack.post(deep, "application/json", secret="forged")).status < 500
+    assert (await slack.post(deep, "application/json")).status < 500
+    raw = {**signed_headers("x", SECRET, "application/json")}
+    async with slack.session.post(slack.endpoint, data=b"\xff\xfe{", headers=raw) as response:
+        assert response.status < 500
+    # A lone surrogate, as a client that cut "😀" in half sends it (JSON-escaped).
+    assert (await slack.event(dm(f"{TRACKING} \ud83d"))).status == 200
+    [answer] = await slack.answers("D1", 1)
+    assert "track" in section_text(answer).lower()
+    [question, _] = await store.history("slack", "D1")
+    assert question.text == f"{TRACKING} \ufffd"

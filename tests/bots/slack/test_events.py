@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bots.slack.adapter import (
     conversation_id,
@@ -13,7 +15,9 @@ from bots.slack.adapter import (
     to_feedback,
     to_inbound,
 )
+from brain.flow.stream import inbound_to_json
 from brain.types import Feedback
+from tests.hostile import ANY_TEXT, FUZZ
 
 BOT = "UBOT"
 TS = "1700000000.000100"
@@ -176,3 +180,32 @@ def test_deskmate_serve_names_the_missing_slack_setting(
     monkeypatch.setenv("DESKMATE_SLACK_BOT_TOKEN", "xoxb-1")
     assert main(["serve"]) == 2
     assert "DESKMATE_SLACK_SIGNING_SECRET" in capsys.readouterr().err
+
+
+# Fuzz: any event Slack may deliver (or a forger signing with a leaked secret) becomes an
+# Inbound that can be queued (UTF-8 encodable) or None; nothing raises.
+
+_FIELD = st.none() | st.integers() | ANY_TEXT | st.lists(ANY_TEXT, max_size=2)
+
+
+@FUZZ
+@given(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["message", "app_mention", "reaction_added"]),
+            "text": _FIELD | st.builds(lambda t: f"<@{BOT}> {t} <#C1|x> &amp; <@U9|", ANY_TEXT),
+            "user": st.sampled_from(["U1", BOT, ""]) | _FIELD,
+            "channel": st.sampled_from(["D1", "C1"]) | _FIELD,
+            "ts": st.sampled_from([TS, "nan", "1e999", "x"]) | _FIELD,
+        },
+        optional={
+            "channel_type": st.sampled_from(["im", "channel"]),
+            "thread_ts": _FIELD,
+            "subtype": _FIELD,
+        },
+    )
+)
+def test_fuzz_any_event_is_queueable_or_ignored(event: dict[str, Any]) -> None:
+    inbound = to_inbound(event, BOT)
+    if inbound is not None:
+        inbound_to_json(inbound).encode("utf-8")  # what Redis needs

@@ -448,3 +448,33 @@ def test_telegram_settings_are_checked_with_clear_messages() -> None:
     with pytest.raises(TelegramStartError, match="DESKMATE_TELEGRAM_WEBHOOK_SECRET must be set"):
         check_settings(webhook_without_secret)
     check_settings(Settings.load({"DESKMATE_TELEGRAM_TOKEN": "1:x"}))  # polling: fine
+
+
+async def test_webhook_refuses_hostile_bodies_and_answers_a_cut_emoji(
+    fake: FakeTelegram, brain: Brain, redis: aioredis.Redis
+) -> None:
+    settings = settings_for(
+        fake, telegram_webhook_url=WEBHOOK_URL, telegram_webhook_secret=Secret(WEBHOOK_SECRET)
+    )
+    right = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    async with (
+        telegram_bot(fake, brain, redis, settings) as adapter,
+        serve_web(make_web_app(adapter.web_routes()), "127.0.0.1:0") as port,
+        aiohttp.ClientSession() as http,
+    ):
+        hook = f"http://127.0.0.1:{port}/telegram/hook"
+        hostile = [
+            b"[" * 100_000 + b"]" * 100_000,
+            b"\xff\xfe not utf-8",
+            b'{"update_id": 1, "message": "not a message"}',
+            b'{"update_id": 2, "message": {"chat": [], "from": 7}}',
+        ]
+        for body in hostile:
+            async with http.post(hook, data=body, headers=right) as response:
+                assert response.status == 400, body[:40]
+        # "\ud83d": half of an emoji, as a client that cut the string sends it.
+        update = {"update_id": 4242, **text_message("how do I reset my password? \ud83d")}
+        async with http.post(hook, json=update, headers=right) as response:
+            assert response.status == 200
+        [reply] = await fake.wait_for_messages(1)
+    assert "reset" in visible_text(reply["text"]).lower()

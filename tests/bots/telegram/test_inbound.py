@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from telegram import Update
 
 from bots.telegram.adapter import (
@@ -13,6 +15,7 @@ from bots.telegram.adapter import (
     to_feedback,
     to_inbound,
 )
+from brain.flow.stream import inbound_to_json
 from brain.types import Feedback, Inbound
 from tests.fakes.telegram import (
     BOT_USER,
@@ -23,12 +26,14 @@ from tests.fakes.telegram import (
     sticker_message,
     text_message,
 )
+from tests.hostile import ANY_TEXT, FUZZ
 
 
 def inbound_of(update: dict[str, Any] | Update) -> Inbound | None:
     return to_inbound(update, bot_id=BOT_USER["id"], bot_username=BOT_USER["username"])
 
 
+CUSTOMER_CHAT = {"id": CUSTOMER["id"], "first_name": CUSTOMER["first_name"], "type": "private"}
 OTHER_BOT = {"id": 999, "is_bot": True, "first_name": "Other", "username": "other_bot"}
 BOT_MESSAGE = {
     "message_id": 77,
@@ -258,3 +263,37 @@ def test_to_feedback(update: dict[str, Any], expected: Feedback | None) -> None:
 @pytest.mark.parametrize(("chat", "thread"), [(42, None), (-1001234567890, None), (-100123, 7)])
 def test_conversation_keys_round_trip(chat: int, thread: int | None) -> None:
     assert parse_conversation_key(conversation_key(chat, thread)) == (chat, thread)
+
+
+# Fuzz: any text, entities and chat a Telegram message may carry becomes an Inbound that
+# can be queued (UTF-8 encodable, lone surrogates replaced) or None; nothing raises.
+
+_ENTITY = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["mention", "bot_command", "text_mention", "bold", "url"]),
+        "offset": st.integers(min_value=-5, max_value=300),
+        "length": st.integers(min_value=0, max_value=300),
+    },
+    optional={"user": st.just(BOT_USER)},
+)
+_MESSAGES = st.fixed_dictionaries(
+    {
+        "text": ANY_TEXT | st.builds(lambda t: f"@{BOT_USER['username']} {t}", ANY_TEXT),
+        "chat": st.sampled_from([CUSTOMER_CHAT, GROUP, {"id": -1007, "type": "channel"}]),
+    },
+    optional={
+        "entities": st.lists(_ENTITY, max_size=4),
+        "message_thread_id": st.integers(min_value=1, max_value=10**6),
+        "is_topic_message": st.booleans(),
+        "caption": ANY_TEXT,
+    },
+)
+
+
+@FUZZ
+@given(_MESSAGES)
+def test_fuzz_any_message_is_queueable_or_ignored(fields: dict[str, Any]) -> None:
+    text = fields.pop("text")
+    inbound = inbound_of({"update_id": 1, **text_message(text, **fields)})
+    if inbound is not None:
+        inbound_to_json(inbound).encode("utf-8")  # what Redis needs
