@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,26 @@ class HFGenerator:
         ]
         outputs = await asyncio.gather(*(self.continuous.generate(ids) for ids in encoded))
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
+
+    async def stream(self, messages: Messages) -> AsyncIterator[str]:
+        """The answer to one prompt in pieces, as it is generated: the lean engine yields
+        text as its tokens are decoded (joined, the pieces are `generate`'s answer);
+        `generate` yields the whole answer at once."""
+        if self.continuous is None:
+            yield (await self.generate([messages]))[0]
+            return
+        tokenizer = self._counting_tokenizer  # the event loop's copy
+        ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        generated: list[int] = []
+        sent = ""
+        async for token in self.continuous.stream(ids):
+            generated.append(token)
+            text = tokenizer.decode(generated, skip_special_tokens=True).strip()
+            # Hold back a character split across tokens, and anything decoding revised.
+            if text.endswith("\ufffd") or not text.startswith(sent) or text == sent:
+                continue
+            yield text[len(sent) :]
+            sent = text
 
     def generate_batch(self, prompts: list[Messages]) -> list[str]:
         """One batched greedy `generate` over `prompts` (blocking; left padding)."""
