@@ -4,7 +4,7 @@ Prompts are rendered with the model's chat template and decoded greedily (answer
 be the same every time they are asked). Two engines:
 
 - `lean` (CPU, Llama-architecture models such as the embedded SmolLM2): the weights run
-  on `llama_engine.LlamaEngine` under continuous batching, int8 by default. About 2x the
+  on `lean_engine.LlamaEngine` under continuous batching, int8 by default. About 2x the
   tokens/s of `generate` at one conversation, 3-4x at sixteen (bench/generation.py).
 - `generate` (GPU, or any other architecture): transformers' `generate` over left-padded
   batches merged by `DynamicBatcher`; int8 dynamic quantisation on CPU, bf16 on GPU.
