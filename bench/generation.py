@@ -4,6 +4,14 @@
     python -m bench.generation --quality 100      # + answer quality on stackfaq dev
     python -m bench.generation --no-int8          # the same in fp32
     python -m bench.generation --engines lean     # only the lean engine
+    python -m bench.generation --engines lean --concurrency 1 16   # + llama.cpp side by side
+
+llama.cpp: with llama-cpp-python installed (`pip install -e .[bench]`) and the default
+model, the same GGUF weights run on llama.cpp in the same run: the bundled Q4_1 file and a
+Q8_0 requantised from it once into the data dir. One conversation: answers alternate
+lean, llama.cpp Q8_0, llama.cpp Q4_1 on the same prompt token ids (greedy), so load
+changes hit all alike; N conversations: llama-cpp-python answers one request at a time,
+as its server does. Prints each rate and lean's ratio to llama.cpp Q8_0.
 
 Speed: each of N concurrent conversations asks sample-FAQ questions one after another
 through the hf generator (prompts are built beforehand; retrieval is timed in
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import random
 import statistics
@@ -37,11 +46,11 @@ from brain.answering.backends import AnswerBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, DecodeStats
 from brain.answering.grounded import GenerativeBackend
 from brain.answering.hf_generator import HFGenerator, HFOptions
-from brain.answering.model_loading import DEFAULT_MODEL
+from brain.answering.model_loading import DEFAULT_MODEL, embedded_gguf, model_cache_dir
 from brain.conversations import ConversationStore
 from brain.evaluation.metrics import rouge_l, token_f1
 from brain.pipeline import Brain
-from brain.prompt import Messages, Passage, fit_prompt
+from brain.prompt import Messages, Passage, fit_prompt, render_prompt
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
 from brain.types import Inbound
@@ -72,6 +81,11 @@ class SpeedRow:
     seconds: float
     latencies: list[float]
     decode: DecodeStats | None  # lean engine only
+    first_tokens: list[float]  # seconds to the first piece of each answer
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
 
     @property
     def aggregate(self) -> float:
@@ -79,7 +93,7 @@ class SpeedRow:
 
     HEADER = (
         "engine    concurrency  answers  tok/answer  answer tok/s  per stream  "
-        "decode tok/s  full-batch decode  prompt tok/s  p50 (s)  p95 (s)"
+        "decode tok/s  full-batch decode  prompt tok/s  p50 (s)  p95 (s)  first token p50 (s)"
     )
 
     def line(self) -> str:
@@ -95,7 +109,7 @@ class SpeedRow:
             f"{self.engine:8}  {self.concurrency:>11}  {self.answers:>7}  "
             f"{self.tokens / self.answers:>10.1f}  {self.aggregate:>12.1f}  "
             f"{self.aggregate / self.concurrency:>10.1f}  {decode:>12}  {full:>17}  "
-            f"{prompt:>12}  {p50:>7.2f}  {p95:>7.2f}"
+            f"{prompt:>12}  {p50:>7.2f}  {p95:>7.2f}  {statistics.median(self.first_tokens):>19.2f}"
         )
 
 
@@ -105,6 +119,7 @@ async def speed(
     questions = [entry.question for entry in retriever.index.entries]
     tokenizer = generator.tokenizer
     latencies: list[float] = []
+    first_tokens: list[float] = []
     tokens = 0
 
     # Prompts are built (retrieval, fitting) before the clock starts: this measures
@@ -127,8 +142,13 @@ async def speed(
         nonlocal tokens
         for messages in prompts[number]:
             started = time.perf_counter()
-            [text] = await generator.generate([messages])
+            pieces: list[str] = []
+            async for piece in generator.stream(messages):
+                if not pieces:
+                    first_tokens.append(time.perf_counter() - started)
+                pieces.append(piece)
             latencies.append(time.perf_counter() - started)
+            text = "".join(pieces)
             # +1: the end-of-turn token the model also had to generate (unless cut off).
             count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             tokens += min(count + 1, generator.options.max_new_tokens)
@@ -140,8 +160,211 @@ async def speed(
     seconds = time.perf_counter() - started
     stats = generator.continuous.stats if generator.continuous is not None else None
     return SpeedRow(
-        generator.engine, concurrency, len(latencies), tokens, seconds, latencies, stats
+        generator.engine,
+        concurrency,
+        len(latencies),
+        tokens,
+        seconds,
+        latencies,
+        stats,
+        first_tokens,
     )
+
+
+@dataclass
+class Answer:
+    """One timed answer: seconds to the first token and to the end, tokens generated
+    (the end-of-turn token included, as llama.cpp counts it)."""
+
+    first: float
+    total: float
+    tokens: int
+
+    @property
+    def decode_rate(self) -> float:
+        return (self.tokens - 1) / max(self.total - self.first, 1e-9)
+
+
+def llama_cpp_files(data_dir: Path) -> dict[str, Path]:
+    """The default model's GGUF files for llama.cpp: the bundled Q4_1 and a Q8_0 made from
+    it once (llama.cpp's own requantisation); {} without the bundled model."""
+    import llama_cpp
+
+    source = embedded_gguf(DEFAULT_MODEL)
+    if source is None:
+        return {}
+    q8 = model_cache_dir(data_dir, DEFAULT_MODEL).parent / source.name.replace("Q4_1", "Q8_0")
+    if not q8.exists():
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        staging = q8.with_suffix(".partial")
+        q8.parent.mkdir(parents=True, exist_ok=True)
+        code = llama_cpp.llama_model_quantize(
+            str(source).encode(), str(staging).encode(), ctypes.byref(params)
+        )
+        if code != 0:
+            raise RuntimeError(f"llama.cpp could not requantise {source.name} to Q8_0 ({code})")
+        staging.rename(q8)
+    return {"Q8_0": q8, "Q4_1": source}
+
+
+class LlamaCpp:
+    """llama-cpp-python on one GGUF file, greedy, as many threads as torch uses."""
+
+    def __init__(self, path: Path, threads: int, context: int) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=context,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=512,
+            verbose=False,
+        )
+
+    def answer(self, prompt: list[int], max_new_tokens: int, stop_ids: set[int]) -> Answer:
+        started = time.perf_counter()
+        first, tokens = 0.0, 0
+        # reset=True keeps the prompt start shared with the previous one, like lean's prefix.
+        for token in self.llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+            if tokens == 0:
+                first = time.perf_counter() - started
+            tokens += 1
+            if token in stop_ids or tokens >= max_new_tokens:
+                break
+        return Answer(first, time.perf_counter() - started, tokens)
+
+
+async def lean_answer(generator: HFGenerator, prompt: list[int]) -> Answer:
+    assert generator.continuous is not None
+    started = time.perf_counter()
+    first, tokens = 0.0, 0
+    async for _ in generator.continuous.stream(prompt):
+        if tokens == 0:
+            first = time.perf_counter() - started
+        tokens += 1
+    total = time.perf_counter() - started
+    # +1: the end-of-turn token the engine also generated (unless cut off).
+    return Answer(first, total, min(tokens + 1, generator.options.max_new_tokens))
+
+
+def prompt_ids(generator: HFGenerator, retriever: Retriever, count: int) -> list[list[int]]:
+    """Token ids of `count` sample-FAQ prompts (3 passages each), as served."""
+    tokenizer = generator.tokenizer
+    questions = [entry.question for entry in retriever.index.entries]
+    prompts = []
+    for number in range(count):
+        question = questions[number % len(questions)]
+        passages = [Passage.from_hit(h) for h in retriever.search(question)[:3]]
+        fitted = fit_prompt(
+            question, passages, [], generator.count_tokens, generator.context_tokens
+        )
+        text = render_prompt(tokenizer, fitted.messages)
+        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return prompts
+
+
+def _summary(name: str, answers: list[Answer]) -> str:
+    decode = statistics.median(a.decode_rate for a in answers)
+    first = statistics.median(a.first for a in answers)
+    total = statistics.median(a.total for a in answers)
+    tokens = sum(a.tokens for a in answers) / len(answers)
+    return (
+        f"{name:18}  {len(answers):>7}  {tokens:>10.1f}  {decode:>12.1f}  {first:>15.2f}  "
+        f"{total:>13.2f}"
+    )
+
+
+async def llama_cpp_concurrent(
+    engine: LlamaCpp,
+    prompts: list[list[int]],
+    concurrency: int,
+    args: argparse.Namespace,
+    stop: set[int],
+) -> tuple[float, float]:
+    """Answer tok/s and p50 time to a full answer of `concurrency` conversations on one
+    llama.cpp model answering one request at a time (as llama-cpp-python's server does)."""
+    lock = asyncio.Lock()
+    latencies: list[float] = []
+    tokens = 0
+
+    async def conversation(number: int) -> None:
+        nonlocal tokens
+        for turn in range(args.rounds):
+            prompt = prompts[(number * args.rounds + turn) % len(prompts)]
+            started = time.perf_counter()
+            async with lock:
+                answer = await asyncio.to_thread(engine.answer, prompt, args.max_new_tokens, stop)
+            latencies.append(time.perf_counter() - started)
+            tokens += answer.tokens
+
+    started = time.perf_counter()
+    await asyncio.gather(*(conversation(n) for n in range(concurrency)))
+    return tokens / (time.perf_counter() - started), statistics.median(latencies)
+
+
+async def compare_llama_cpp(
+    generator: HFGenerator,
+    retriever: Retriever,
+    data_dir: Path,
+    args: argparse.Namespace,
+    lean_rows: dict[int, SpeedRow],
+) -> None:
+    """lean vs llama.cpp on the same weights, in this run (see the module docstring)."""
+    import torch
+
+    try:
+        files = llama_cpp_files(data_dir)
+    except ImportError:
+        print("\nllama.cpp: llama-cpp-python is not installed (pip install -e .[bench]); skipped")
+        return
+    if args.model != DEFAULT_MODEL or not files:
+        print("\nllama.cpp: compared only on the bundled default model; skipped")
+        return
+    threads = torch.get_num_threads()
+    context = generator.context_tokens + generator.options.max_new_tokens
+    engines = {
+        f"llama.cpp {kind}": LlamaCpp(path, threads, context) for kind, path in files.items()
+    }
+    stop = generator.stop_ids
+    prompts = prompt_ids(generator, retriever, args.single)
+    answers: dict[str, list[Answer]] = {"lean": [], **{name: [] for name in engines}}
+    for prompt in prompts:  # alternated, so load changes hit every engine alike
+        answers["lean"].append(await lean_answer(generator, prompt))
+        for name, engine in engines.items():
+            answers[name].append(
+                await asyncio.to_thread(engine.answer, prompt, args.max_new_tokens, stop)
+            )
+    print(
+        f"\none conversation, {len(prompts)} prompts (~{statistics.mean(map(len, prompts)):.0f} "
+        f"tokens), answers alternated, {threads} threads, load {os.getloadavg()[0]:.1f}"
+    )
+    print("engine              answers  tok/answer  decode tok/s  first token p50  answer p50 (s)")
+    for name, engine_answers in answers.items():
+        print(_summary(name, engine_answers))
+    lean, q8 = answers["lean"], answers["llama.cpp Q8_0"]
+    decode_ratio = statistics.median(a.decode_rate for a in lean) / statistics.median(
+        a.decode_rate for a in q8
+    )
+    time_ratio = statistics.median(a.total for a in lean) / statistics.median(a.total for a in q8)
+    print(
+        f"lean / llama.cpp Q8_0: decode tok/s {decode_ratio:.2f}x, "
+        f"time to a full answer {time_ratio:.2f}x"
+    )
+
+    q8_engine = engines["llama.cpp Q8_0"]
+    for concurrency, row in lean_rows.items():
+        if concurrency == 1:
+            continue
+        rate, p50 = await llama_cpp_concurrent(q8_engine, prompts, concurrency, args, stop)
+        print(
+            f"{concurrency} conversations, llama.cpp Q8_0 one request at a time: answer tok/s "
+            f"{rate:.1f}, p50 {p50:.2f} s; lean (run before it) "
+            f"{row.aggregate:.1f}, p50 {row.p50:.2f} s: {row.aggregate / rate:.2f}x, "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
 
 
 @dataclass
@@ -244,11 +467,15 @@ async def run(args: argparse.Namespace) -> None:
         )
         await generator.generate([[{"role": "user", "content": "warm up"}]])
         print(SpeedRow.HEADER)
+        rows = {}
         for concurrency in args.concurrency:
             row = await speed(generator, sample_retriever, concurrency, args.rounds)
+            rows[concurrency] = row
             print(row.line(), flush=True)
     if generator is None:
         return
+    if args.llama_cpp and generator.engine == "lean":
+        await compare_llama_cpp(generator, sample_retriever, data_dir, args, rows)
 
     if args.quality:
         faq = args.stackfaq / "faqs.jsonl"
@@ -288,6 +515,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=2, help="answers per conversation")
+    parser.add_argument(
+        "--no-llama-cpp",
+        dest="llama_cpp",
+        action="store_false",
+        help="skip the llama.cpp comparison (it runs when llama-cpp-python is installed)",
+    )
+    parser.add_argument(
+        "--single", type=int, default=8, help="prompts in the one-conversation comparison"
+    )
     parser.add_argument("--quality", type=int, default=0, metavar="N", help="stackfaq dev queries")
     parser.add_argument("--stackfaq", type=Path, default=STACKFAQ, help="stackfaq data folder")
     return parser.parse_args(argv)

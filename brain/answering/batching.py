@@ -8,8 +8,10 @@ conversations together, both off the event loop:
   gather window, everything that arrives within it (up to a maximum batch size) runs
   together in a worker thread (used with transformers' `generate`).
 - `ContinuousBatcher` schedules requests onto the rows of a `StepModel` one decode step
-  at a time: a new prompt joins between steps, a finished answer leaves at once, so
-  nobody waits for the longest answer in a batch (used with the lean Llama engine).
+  at a time: a new prompt joins between steps (its prompt computed in chunks, each
+  followed by a step of the others), a finished answer leaves at once, so nobody waits for
+  the longest answer in a batch or for someone else's prompt (used with the lean Llama
+  engine). `ContinuousBatcher.stream` yields an answer's tokens as they are decoded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -167,15 +169,19 @@ class DynamicBatcher(Generic[P]):
 class StepModel(Protocol):
     """A model decoded one step at a time over `slots` cache rows (greedy).
 
-    `prefill` runs a prompt into a row and returns its first token; `decode` feeds one
-    token to each of rows 0..n-1 and returns their next tokens; `move` copies a row's
-    cache into another row, so the active rows stay 0..n-1.
+    `prefill_chunk` runs up to `chunk` more positions of a prompt into a row that holds
+    its first `done` (0: a new prompt) and returns the positions now in the row and, once
+    the prompt is complete, its first token; `decode` feeds one token to each of rows
+    0..n-1 and returns their next tokens; `move` copies a row's cache into another row,
+    so the active rows stay 0..n-1.
     """
 
     slots: int
     max_tokens: int
 
-    def prefill(self, slot: int, token_ids: list[int]) -> int: ...
+    def prefill_chunk(
+        self, slot: int, token_ids: list[int], done: int, chunk: int
+    ) -> tuple[int, int | None]: ...
 
     def decode(self, tokens: list[int]) -> list[int]: ...
 
@@ -209,37 +215,58 @@ class DecodeStats:
         return rows * self.steps_by_rows[rows] / seconds if seconds else None
 
 
+TokenListener = Callable[[int], None]
+
+
 @dataclass(slots=True)
 class _Sequence:
     prompt: list[int]
     limit: int
     future: concurrent.futures.Future[list[int]]
+    listener: TokenListener | None = None  # called in the decode thread with each token
     generated: list[int] = field(default_factory=list)
+    prefilled: int = 0  # prompt positions in the model's row so far
     abandoned: bool = False  # the caller stopped waiting (timeout, cancelled handler)
 
 
 class ContinuousBatcher:
     """Greedy generation for many prompts at once, scheduled step by step.
 
-    One daemon thread owns the model. Each step it admits waiting prompts into free rows
-    (prefill), decodes one token for every active row, and retires rows that produced a
-    stop token, reached their token limit, or whose caller stopped waiting.
-    Results are the generated token ids, without the stop token.
+    One daemon thread owns the model. Each turn of its loop it runs the next chunk of one
+    waiting prompt (prefill) into the row after the active ones, then decodes one token
+    for every active row, and retires rows that produced a stop token, reached their
+    token limit, or whose caller stopped waiting. A prompt alone is computed in one go;
+    beside running conversations, `prefill_chunk` tokens at a time, so their answers
+    keep coming while it is read. Results are the generated token ids, without the stop
+    token.
     """
 
-    def __init__(self, model: StepModel, stop_ids: set[int], max_new_tokens: int) -> None:
+    PREFILL_CHUNK = 64  # prompt tokens between two decode steps of running conversations
+
+    def __init__(
+        self,
+        model: StepModel,
+        stop_ids: set[int],
+        max_new_tokens: int,
+        prefill_chunk: int = PREFILL_CHUNK,
+    ) -> None:
         self.model = model
         self.stop_ids = stop_ids
         self.max_new_tokens = max_new_tokens
+        self.prefill_chunk = prefill_chunk
         self._incoming: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._filling: _Sequence | None = None  # the prompt being prefilled, in row len(active)
         self._thread = threading.Thread(target=self._loop, name="deskmate-decode", daemon=True)
         self._closed = False
         self.stats = DecodeStats()
         self._thread.start()
 
-    def submit(self, prompt: list[int]) -> concurrent.futures.Future[list[int]]:
-        """Queue `prompt` (token ids); the future resolves to the generated token ids."""
-        return self._enqueue(prompt).future
+    def submit(
+        self, prompt: list[int], listener: TokenListener | None = None
+    ) -> concurrent.futures.Future[list[int]]:
+        """Queue `prompt` (token ids); the future resolves to the generated token ids.
+        `listener`, if given, is called in the decode thread with each token as it comes."""
+        return self._enqueue(prompt, listener).future
 
     async def generate(self, prompt: list[int]) -> list[int]:
         """The generated token ids for `prompt`; cancelling frees its row at the next step."""
@@ -250,9 +277,33 @@ class ContinuousBatcher:
             sequence.abandoned = True
             raise
 
-    def _enqueue(self, prompt: list[int]) -> _Sequence:
+    async def stream(self, prompt: list[int]) -> AsyncIterator[int]:
+        """The generated token ids for `prompt`, each as soon as it is decoded (for
+        channels that show an answer while it is written). Raises `GenerationError` at
+        the end if generation failed; leaving the loop early frees the row."""
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue[int | None] = asyncio.Queue()
+
+        def put(token: int | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+                loop.call_soon_threadsafe(tokens.put_nowait, token)
+
+        sequence = self._enqueue(prompt, put)
+        # Tokens and the end marker are queued from one thread, so the end comes last.
+        sequence.future.add_done_callback(lambda _: put(None))
+        try:
+            while (token := await tokens.get()) is not None:
+                yield token
+            sequence.future.result()  # raises what generation raised
+        finally:
+            if not sequence.future.done():
+                sequence.abandoned = True
+
+    def _enqueue(self, prompt: list[int], listener: TokenListener | None = None) -> _Sequence:
         room = self.model.max_tokens - len(prompt)
-        sequence = _Sequence(prompt, min(self.max_new_tokens, room), concurrent.futures.Future())
+        sequence = _Sequence(
+            prompt, min(self.max_new_tokens, room), concurrent.futures.Future(), listener
+        )
         if self._closed:
             sequence.future.set_exception(GenerationError("the generator is closed"))
         elif room < 1:
@@ -271,22 +322,26 @@ class ContinuousBatcher:
         closing = False
         while True:
             try:
-                if not closing:
+                if not closing and self._filling is None:
                     closing = not self._admit(active)
+                if self._filling is not None:
+                    self._prefill(active, self._filling)
                 if active:
                     self._step(active)
-                elif closing:
+                elif closing and self._filling is None:
                     return  # everything admitted before `close` is answered
             except Exception as exc:  # the model failed: fail everything in flight
                 log.exception("decode step failed with %d active sequences", len(active))
                 error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
-                for sequence in active:
+                for sequence in [*active, *([self._filling] if self._filling else [])]:
                     if not sequence.future.done():
                         sequence.future.set_exception(error)
                 active.clear()
+                self._filling = None
 
     def _admit(self, active: list[_Sequence]) -> bool:
-        """Prefill waiting prompts into free rows; False once `close` was called."""
+        """Take the next waiting prompt to prefill if a row is free; False once `close`
+        was called."""
         while len(active) < self.model.slots:
             try:
                 # Block only when there is nothing to decode.
@@ -295,20 +350,39 @@ class ContinuousBatcher:
                 return True
             if sequence is None:
                 return False
-            if not sequence.future.set_running_or_notify_cancel():
-                continue  # the caller gave up before it started
-            started = time.perf_counter()
-            try:
-                first = self.model.prefill(len(active), sequence.prompt)
-                self.stats.prefill_seconds += time.perf_counter() - started
-                self.stats.prompt_tokens += len(sequence.prompt)
-            except Exception as exc:
-                log.exception("prefill of a %d-token prompt failed", len(sequence.prompt))
-                sequence.future.set_exception(GenerationError(f"prefill failed: {exc}"))
-                continue
-            active.append(sequence)
-            self._extend(active, len(active) - 1, first)
+            if sequence.future.set_running_or_notify_cancel():
+                self._filling = sequence
+                return True
+            # else the caller gave up before it started: take the next one
         return True
+
+    def _prefill(self, active: list[_Sequence], sequence: _Sequence) -> None:
+        """The next chunk of the waiting prompt (all of it when nothing else runs); a
+        complete prompt joins the active rows with its first token."""
+        if sequence.abandoned:
+            self._filling = None
+            sequence.future.set_result([])
+            return
+        chunk = self.prefill_chunk if active else len(sequence.prompt)
+        started = time.perf_counter()
+        try:
+            done, first = self.model.prefill_chunk(
+                len(active), sequence.prompt, sequence.prefilled, chunk
+            )
+        except Exception as exc:
+            log.exception("prefill of a %d-token prompt failed", len(sequence.prompt))
+            self._filling = None
+            sequence.future.set_exception(GenerationError(f"prefill failed: {exc}"))
+            return
+        finally:
+            self.stats.prefill_seconds += time.perf_counter() - started
+        sequence.prefilled = done
+        if first is None:
+            return
+        self.stats.prompt_tokens += len(sequence.prompt)
+        self._filling = None
+        active.append(sequence)
+        self._extend(active, len(active) - 1, first)
 
     def _step(self, active: list[_Sequence]) -> None:
         started = time.perf_counter()
@@ -327,6 +401,8 @@ class ContinuousBatcher:
         stopped = token in self.stop_ids
         if not stopped:
             sequence.generated.append(token)
+            if sequence.listener is not None:
+                sequence.listener(token)
         if stopped or len(sequence.generated) >= sequence.limit or sequence.abandoned:
             if not sequence.future.done():
                 sequence.future.set_result(sequence.generated)
@@ -335,6 +411,9 @@ class ContinuousBatcher:
                 self.model.move(last, row)
                 active[row] = active[last]
             active.pop()
+            # A prompt half-way in sits right after the active rows: keep it there.
+            if self._filling is not None and self._filling.prefilled:
+                self.model.move(last + 1, last)
 
     def close(self) -> None:
         """Take no more prompts; the thread finishes the ones already submitted, then ends.

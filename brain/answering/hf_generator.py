@@ -4,7 +4,7 @@ Prompts are rendered with the model's chat template and decoded greedily (answer
 be the same every time they are asked). Two engines:
 
 - `lean` (CPU, Llama-architecture models such as the embedded SmolLM2): the weights run
-  on `llama_engine.LlamaEngine` under continuous batching, int8 by default. About 2x the
+  on `lean_engine.LlamaEngine` under continuous batching, int8 by default. About 2x the
   tokens/s of `generate` at one conversation, 3-4x at sixteen (bench/generation.py).
 - `generate` (GPU, or any other architecture): transformers' `generate` over left-padded
   batches merged by `DynamicBatcher`; int8 dynamic quantisation on CPU, bf16 on GPU.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,26 @@ class HFGenerator:
         ]
         outputs = await asyncio.gather(*(self.continuous.generate(ids) for ids in encoded))
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
+
+    async def stream(self, messages: Messages) -> AsyncIterator[str]:
+        """The answer to one prompt in pieces, as it is generated: the lean engine yields
+        text as its tokens are decoded (joined, the pieces are `generate`'s answer);
+        `generate` yields the whole answer at once."""
+        if self.continuous is None:
+            yield (await self.generate([messages]))[0]
+            return
+        tokenizer = self._counting_tokenizer  # the event loop's copy
+        ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        generated: list[int] = []
+        sent = ""
+        async for token in self.continuous.stream(ids):
+            generated.append(token)
+            text = tokenizer.decode(generated, skip_special_tokens=True).strip()
+            # Hold back a character split across tokens, and anything decoding revised.
+            if text.endswith("\ufffd") or not text.startswith(sent) or text == sent:
+                continue
+            yield text[len(sent) :]
+            sent = text
 
     def generate_batch(self, prompts: list[Messages]) -> list[str]:
         """One batched greedy `generate` over `prompts` (blocking; left padding)."""

@@ -144,16 +144,18 @@ class LlamaEngine:
         probe = torch.zeros(1, 1, self.head_dim, dtype=torch.float32)
         with torch.no_grad():
             cos, sin = model.model.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0].float(), sin[0].float()  # (max_tokens, head_dim)
+        cos, sin = cos[0].float(), sin[0].float()  # (max_tokens, head_dim)
+        half = self.head_dim // 2
+        # rotate_half's sign folded into the table (see `_rotate_`).
+        self.cos, self.sin = cos, torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+        self.scale = self.head_dim**-0.5
         self.capacity = 0
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+        self.cache: list[torch.Tensor] = []
         self.lengths = [0] * slots
         self._ensure_capacity(min(512, max_tokens))
         self._previous_ids: list[int] = []
         self._prefix_ids: list[int] = []
-        self._prefix_keys: list[torch.Tensor] = []
-        self._prefix_values: list[torch.Tensor] = []
+        self._prefix_cache: list[torch.Tensor] = []
         self.reused_tokens = 0  # prompt tokens copied from the prefix cache
         # Which int8 scheme serves ("plain" / "smoothed"; "fp32" without int8) and each
         # scheme's mean |logit - fp32 logit| over the calibration prompts.
@@ -262,61 +264,65 @@ class LlamaEngine:
     def _fresh(self, token_ids: list[int]) -> torch.Tensor:
         """Final hidden states of every position of a prompt run alone in row 0."""
         self._forget()
-        return self._hidden(0, token_ids)[0]
+        self._ensure_capacity(len(token_ids) + 1)
+        return self._hidden(0, token_ids, 0, len(token_ids))[0]
 
     def _forget(self) -> None:
         """Leave no trace of calibration runs in row 0 or the prefix cache."""
         self.lengths[0] = 0
         self._previous_ids, self._prefix_ids = [], []
-        self._prefix_keys, self._prefix_values = [], []
+        self._prefix_cache = []
         self.reused_tokens = 0
 
     @torch.inference_mode()
     def _ensure_capacity(self, tokens: int) -> None:
-        """Grow every row's cache to hold `tokens` positions (doubling, up to max_tokens)."""
+        """Grow every row's cache to hold `tokens` positions (doubling, up to max_tokens).
+
+        One tensor per layer holds keys and values, (slots, kv_heads, 2, capacity,
+        head_dim): a step writes a row's new key and value in one indexed copy, and the
+        keys (or values) of rows 0..n-1 are one strided view that batched matmuls read
+        in place.
+        """
         if tokens <= self.capacity:
             return
         if tokens > self.max_tokens:
             raise ValueError(f"{tokens} tokens exceed the engine's window of {self.max_tokens}")
         capacity = min(self.max_tokens, max(tokens, 2 * self.capacity))
-        shape = (self.slots, self.kv_heads, capacity, self.head_dim)
-        keys, values = [], []
+        shape = (self.slots, self.kv_heads, 2, capacity, self.head_dim)
+        caches = []
         for layer in range(len(self.blocks)):
-            k, v = torch.zeros(shape), torch.zeros(shape)
+            cache = torch.zeros(shape)
             if self.capacity:
-                k[:, :, : self.capacity] = self.keys[layer]
-                v[:, :, : self.capacity] = self.values[layer]
-            keys.append(k)
-            values.append(v)
-        self.keys, self.values, self.capacity = keys, values, capacity
+                cache[:, :, :, : self.capacity] = self.cache[layer]
+            caches.append(cache)
+        self.cache, self.capacity = caches, capacity
 
-    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+    def keys(self, layer: int) -> torch.Tensor:
+        """Layer `layer`'s keys, (slots, kv_heads, capacity, head_dim)."""
+        return self.cache[layer][:, :, 0]
 
-    def _attention_inputs(
-        self, block: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k (rotated) and v as (batch, heads, tokens, head_dim) for the block's input."""
-        batch, tokens, _ = x.shape
-        normed = self._norm(x)
-        if block.attention_scale is not None:
-            normed = normed * block.attention_scale
-        qkv = block.qkv(normed)
-        heads = qkv.view(batch, tokens, self.heads + 2 * self.kv_heads, self.head_dim)
-        heads = heads.transpose(1, 2)
-        split = self.heads + self.kv_heads
-        qk = self._rotate(heads[:, :split], cos, sin)  # q and k rotated in one go
-        return qk[:, : self.heads], qk[:, self.heads :], heads[:, split:]
+    def values(self, layer: int) -> torch.Tensor:
+        """Layer `layer`'s values, (slots, kv_heads, capacity, head_dim)."""
+        return self.cache[layer][:, :, 1]
+
+    def _project(self, block: Any, x: torch.Tensor) -> torch.Tensor:
+        """The block's q, k and v heads for `x` (..., hidden) as (..., heads, head_dim),
+        ordered q | k | v (not rotated yet). The smoothing divisors ride on the norm."""
+        normed = F.rms_norm(x, (self.hidden,), block.attention_scale, self.eps)
+        qkv: torch.Tensor = block.qkv(normed)
+        return qkv.view(*qkv.shape[:-1], self.heads + 2 * self.kv_heads, self.head_dim)
+
+    def _rotate_(self, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Rotary embedding in place: x cos + rotate_half(x) sin, where rotate_half(x)
+        sin = roll(x) (sin with its first half negated), the sign folded into the table."""
+        rolled = qk.roll(self.head_dim // 2, dims=-1)
+        qk.mul_(cos).addcmul_(rolled, sin)
 
     def _mlp(self, block: Any, x: torch.Tensor) -> torch.Tensor:
-        normed = self._norm(x)
-        if block.mlp_scale is not None:
-            normed = normed * block.mlp_scale
+        normed = F.rms_norm(x, (self.hidden,), block.mlp_scale, self.eps)
         gate, up = block.gate_up(normed).chunk(2, dim=-1)
-        down: torch.Tensor = block.down(F.silu(gate) * up)
-        return x + down
+        down: torch.Tensor = block.down(F.silu(gate).mul_(up))
+        return x.add_(down)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self._norm(x))
@@ -324,44 +330,67 @@ class LlamaEngine:
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         """RMSNorm without its weight (folded into the next projection)."""
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return F.rms_norm(x, (self.hidden,), None, self.eps)
 
     @torch.inference_mode()
     def prefill(self, slot: int, token_ids: list[int]) -> int:
-        """Run a prompt into row `slot` (replacing what it held); the greedy next token.
+        """Run a whole prompt into row `slot` (replacing what it held); the greedy next token."""
+        done, token = 0, None
+        while token is None:
+            done, token = self.prefill_chunk(slot, token_ids, done, len(token_ids))
+        return token
 
-        The part of the prompt shared with the remembered prefix (the system prompt and
-        template every prompt starts with) is copied from the cache, not recomputed.
+    @torch.inference_mode()
+    def prefill_chunk(
+        self, slot: int, token_ids: list[int], done: int, chunk: int
+    ) -> tuple[int, int | None]:
+        """Run up to `chunk` more positions of a prompt into row `slot`, which holds its
+        first `done` (0: a new prompt replaces what the row held). Returns the positions
+        now in the row and, once the whole prompt is in, the greedy next token.
+
+        Chunks let decode steps of other rows run between parts of a long prompt. A new
+        prompt starts from the remembered prefix (the system prompt and template every
+        prompt starts with) as far as it shares it, copied instead of recomputed.
         """
-        x = self._hidden(slot, token_ids)
-        return int(self._logits(x[:, -1])[0].argmax())
-
-    def _hidden(self, slot: int, token_ids: list[int]) -> torch.Tensor:
-        """Prefill row `slot`; the final hidden states of the positions computed."""
         total = len(token_ids)
-        self._ensure_capacity(total + 1)
-        reused = self._reuse_prefix(slot, token_ids)
-        tokens = total - reused
-        x: torch.Tensor = self.embed[torch.tensor([token_ids[reused:]])]
-        cos, sin = self.cos[reused:total], self.sin[reused:total]
-        # New token i (position reused + i) sees positions 0..reused + i.
-        mask = torch.arange(total).unsqueeze(0) <= torch.arange(reused, total).unsqueeze(1)
+        if done == 0:
+            self._ensure_capacity(total + 1)
+            done = self._reuse_prefix(slot, token_ids)
+        end = min(total, done + max(1, chunk))
+        x = self._hidden(slot, token_ids, done, end)
+        if end < total:
+            return end, None
+        self._remember_prefix(slot, token_ids)
+        return end, int(self._logits(x[:, -1])[0].argmax())
+
+    def _hidden(self, slot: int, token_ids: list[int], start: int, end: int) -> torch.Tensor:
+        """Compute positions start..end of a prompt in row `slot` (which holds positions
+        0..start); the final hidden states of those positions."""
+        tokens = end - start
+        x: torch.Tensor = self.embed[torch.tensor([token_ids[start:end]])]
+        cos, sin = self.cos[start:end], self.sin[start:end]
+        # New token i (position start + i) sees positions 0..start + i.
+        mask = torch.arange(end).unsqueeze(0) <= torch.arange(start, end).unsqueeze(1)
+        split = self.heads + self.kv_heads
         for layer, block in enumerate(self.blocks):
-            q, k, v = self._attention_inputs(block, x, cos, sin)
-            keys = self.keys[layer][slot : slot + 1, :, :total]
-            values = self.values[layer][slot : slot + 1, :, :total]
-            keys[0, :, reused:] = k[0]
-            values[0, :, reused:] = v[0]
-            if reused:
+            heads = self._project(block, x).transpose(1, 2)  # (1, heads, tokens, d)
+            self._rotate_(heads[:, :split], cos, sin)
+            cache = self.cache[layer]
+            new = heads[0, self.heads :].view(2, self.kv_heads, tokens, self.head_dim)
+            cache[slot, :, :, start:end] = new.transpose(0, 1)
+            q = heads[:, : self.heads]
+            if start:
+                keys = cache[slot : slot + 1, :, 0, :end]
+                values = cache[slot : slot + 1, :, 1, :end]
                 attended = F.scaled_dot_product_attention(
                     q, keys, values, attn_mask=mask, enable_gqa=True
                 )
             else:
+                k, v = heads[:, self.heads : split], heads[:, split:]
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             x = x + block.o(attended.transpose(1, 2).reshape(1, tokens, -1))
             x = self._mlp(block, x)
-        self.lengths[slot] = total
-        self._remember_prefix(slot, token_ids, reused)
+        self.lengths[slot] = end
         return x
 
     def _reuse_prefix(self, slot: int, token_ids: list[int]) -> int:
@@ -369,62 +398,65 @@ class LlamaEngine:
         shared = min(_common_length(token_ids, self._prefix_ids), len(token_ids) - 1)
         if shared < MIN_SHARED_PREFIX:
             return 0
-        for layer in range(len(self.blocks)):
-            self.keys[layer][slot, :, :shared] = self._prefix_keys[layer][:, :shared]
-            self.values[layer][slot, :, :shared] = self._prefix_values[layer][:, :shared]
+        for cache, prefix in zip(self.cache, self._prefix_cache, strict=True):
+            cache[slot, :, :, :shared] = prefix[:, :, :shared]
         self.reused_tokens += shared
         return shared
 
-    def _remember_prefix(self, slot: int, token_ids: list[int], reused: int) -> None:
+    def _remember_prefix(self, slot: int, token_ids: list[int]) -> None:
         """Remember the start this prompt shares with the previous one, if it is longer
-        than what could be reused: prompts built from one template share their start."""
+        than the prefix remembered: prompts built from one template share their start."""
         shared = min(_common_length(token_ids, self._previous_ids), len(token_ids))
         self._previous_ids = token_ids
-        if shared < MIN_SHARED_PREFIX or shared <= reused:
+        if shared < MIN_SHARED_PREFIX or shared <= _common_length(token_ids, self._prefix_ids):
             return
         self._prefix_ids = token_ids[:shared]
-        self._prefix_keys = [keys[slot, :, :shared].clone() for keys in self.keys]
-        self._prefix_values = [values[slot, :, :shared].clone() for values in self.values]
+        self._prefix_cache = [cache[slot, :, :, :shared].clone() for cache in self.cache]
 
     @torch.inference_mode()
     def decode(self, tokens: list[int]) -> list[int]:
-        """Feed one token to each of rows 0..len(tokens)-1; their greedy next tokens."""
+        """Feed one token to each of rows 0..len(tokens)-1; their greedy next tokens.
+
+        Small batched matmuls over the cache in place instead of scaled_dot_product_attention,
+        which for one query per row spends more time setting up than computing.
+        """
         batch = len(tokens)
         lengths = self.lengths[:batch]
         self._ensure_capacity(max(lengths) + 1)
         span = max(lengths) + 1
         positions = torch.tensor(lengths)
         rows = torch.arange(batch)
-        x = self.embed[torch.tensor(tokens)].unsqueeze(1)  # (batch, 1, hidden)
-        cos = self.cos[positions].view(batch, 1, 1, self.head_dim)
-        sin = self.sin[positions].view(batch, 1, 1, self.head_dim)
+        x = self.embed[torch.tensor(tokens)]  # (batch, hidden)
+        cos = self.cos[positions].unsqueeze(1)  # (batch, 1, head_dim): one row per conversation
+        sin = self.sin[positions].unsqueeze(1)
         # Row r sees its own positions 0..lengths[r] (the rest of the span is other rows').
-        visible = torch.arange(span).unsqueeze(0) <= positions.unsqueeze(1)
-        # Additive form, built once per step (a boolean mask is converted in every call).
-        mask = torch.zeros(batch, 1, 1, span).masked_fill_(~visible.view(batch, 1, 1, span), -inf)
+        hidden = torch.arange(span).unsqueeze(0) > positions.unsqueeze(1)
+        mask = torch.zeros(batch, self.kv_heads, 1, span)
+        mask.masked_fill_(hidden.view(batch, 1, 1, span), -inf)
+        mask = mask.view(batch * self.kv_heads, 1, span)
+        groups, split = self.heads // self.kv_heads, self.heads + self.kv_heads
+        grouped = (batch * self.kv_heads, span, self.head_dim)
         for layer, block in enumerate(self.blocks):
-            q, k, v = self._attention_inputs(block, x, cos, sin)
-            keys, values = self.keys[layer], self.values[layer]
-            keys[rows, :, positions] = k[:, :, 0]
-            values[rows, :, positions] = v[:, :, 0]
-            attended = F.scaled_dot_product_attention(
-                q,
-                keys[:batch, :, :span],
-                values[:batch, :, :span],
-                attn_mask=mask,
-                enable_gqa=True,
-            )
-            x = x + block.o(attended.transpose(1, 2).reshape(batch, 1, -1))
+            heads = self._project(block, x)  # (batch, heads, head_dim)
+            self._rotate_(heads[:, :split], cos, sin)
+            cache = self.cache[layer]
+            new = heads[:, self.heads :].view(batch, 2, self.kv_heads, self.head_dim)
+            cache[rows, :, :, positions] = new.transpose(1, 2)
+            keys = cache[:batch, :, 0, :span].reshape(grouped)  # views, no copy
+            values = cache[:batch, :, 1, :span].reshape(grouped)
+            q = heads[:, : self.heads].reshape(batch * self.kv_heads, groups, self.head_dim)
+            scores = torch.baddbmm(mask, q, keys.transpose(1, 2), alpha=self.scale)
+            attended = torch.bmm(scores.softmax(dim=-1), values).view(batch, -1)
+            x = x + block.o(attended)
             x = self._mlp(block, x)
         for row in range(batch):
             self.lengths[row] += 1
-        return [int(token) for token in self._logits(x[:, 0]).argmax(dim=-1)]
+        return [int(token) for token in self._logits(x).argmax(dim=-1)]
 
     @torch.inference_mode()
     def move(self, source: int, target: int) -> None:
         """Copy row `source`'s cache into row `target` (keeps active rows contiguous)."""
         length = self.lengths[source]
-        for keys, values in zip(self.keys, self.values, strict=True):
-            keys[target, :, :length] = keys[source, :, :length]
-            values[target, :, :length] = values[source, :, :length]
+        for cache in self.cache:
+            cache[target, :, :, :length] = cache[source, :, :, :length]
         self.lengths[target] = length

@@ -211,3 +211,81 @@ def test_smoothing_moves_activation_peaks_into_the_weights_without_changing_answ
     while len(tokens) < 8:
         tokens.append(smoothed.decode([tokens[-1]])[0])
     assert tokens == reference(model, ids, 8)
+
+
+def test_a_prompt_run_in_chunks_gives_the_same_answer() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=128, int8=False)
+    ids = prompt(37, seed=22)
+    done, token = 0, None
+    while token is None:
+        done, token = engine.prefill_chunk(1, ids, done, 8)
+        assert done == len(ids) or token is None
+    tokens = [token]
+    while len(tokens) < 6:
+        tokens.append(engine.decode([0, tokens[-1]])[1])
+    assert tokens == reference(model, ids, 6)
+
+
+def test_a_new_prompt_is_read_in_chunks_while_the_others_keep_decoding() -> None:
+    model = tiny_llama(VOCAB)
+    # A 100-token window: the 92-token prompt may add 8 tokens, so it finishes while the
+    # 64-token prompt is still being read and that prompt's half-filled row moves down.
+    engine = LlamaEngine(model, slots=3, max_tokens=100, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=30, prefill_chunk=4)
+    steps_at: dict[str, int] = {}
+    try:
+        first_ids, long_ids, third_ids = (
+            prompt(92, seed=23),
+            prompt(64, seed=24),
+            prompt(7, seed=25),
+        )
+        first = batcher.submit(first_ids)
+        deadline = time.monotonic() + 30
+        while batcher.stats.steps < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        steps_at["long submitted"] = batcher.stats.steps
+        long = batcher.submit(
+            long_ids, listener=lambda _: steps_at.setdefault("long", batcher.stats.steps)
+        )
+        third = batcher.submit(third_ids)
+        assert first.result(timeout=30) == reference(model, first_ids, 8)
+        assert long.result(timeout=30) == reference(model, long_ids, 30)
+        assert third.result(timeout=30) == reference(model, third_ids, 30)
+        # The first conversation decoded between the chunks until its answer ended.
+        assert steps_at["long"] - steps_at["long submitted"] >= 5
+    finally:
+        batcher.close()
+
+
+async def test_tokens_stream_as_they_are_decoded() -> None:
+    model = tiny_llama(VOCAB)
+    engine = LlamaEngine(model, slots=2, max_tokens=128, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=12)
+    try:
+        ids = prompt(9, seed=26)
+        seen_steps = []
+        streamed = []
+        async for token in batcher.stream(ids):
+            streamed.append(token)
+            seen_steps.append(batcher.stats.steps)
+        assert streamed == reference(model, ids, 12)
+        assert seen_steps[0] < seen_steps[-1]  # the first token came before the answer ended
+        # Leaving early frees the row: the next answer is not held behind the rest.
+        async for _ in batcher.stream(prompt(9, seed=27)):
+            break
+        assert await asyncio.wait_for(batcher.generate(ids), 30) == streamed
+    finally:
+        batcher.close()
+
+
+async def test_the_hf_generator_streams_the_answer_it_generates(smollm_tokenizer: Any) -> None:
+    options = HFOptions(int8=False, max_new_tokens=8)
+    generator = HFGenerator(tiny_llama(len(smollm_tokenizer)), smollm_tokenizer, "t@b", options)
+    try:
+        messages = build_messages("how do returns work?", [])
+        [whole] = await generator.generate([messages])
+        pieces = [piece async for piece in generator.stream(messages)]
+        assert "".join(pieces) == whole
+    finally:
+        await generator.aclose()
