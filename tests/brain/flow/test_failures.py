@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bots.http_channel import HttpChannel
@@ -31,6 +32,7 @@ from brain.types import Inbound, Reply, Turn
 from tests.fakes.callback_server import CallbackServer
 
 KEYS = RedisKeys("dm:")
+REDELIVERIES_TOTAL = "deskmate_redeliveries_total"  # what /metrics shows
 CONVERSATION = ("http", "http:c1")
 
 
@@ -167,10 +169,12 @@ async def test_a_call_cut_by_a_kill_is_sent_again_once_and_marked(
     await redis.delete(KEYS.lock("dm:outbox", *CONVERSATION))  # a killed process's expires
     await asyncio.sleep(0.3)
     await heir._ensure_group()
+    counted = REGISTRY.get_sample_value(REDELIVERIES_TOTAL, {"channel": "http"}) or 0.0
     for entry in await heir._reclaim():
         await heir._handle(*entry)
     assert platform.received == [("m1", False), ("m1", True)]
     assert heir.redeliveries == 1
+    assert REGISTRY.get_sample_value(REDELIVERIES_TOTAL, {"channel": "http"}) == counted + 1
 
 
 async def test_redis_restarted_empty_is_answered_again(redis: aioredis.Redis) -> None:
