@@ -17,7 +17,9 @@ sends a message again until it is accepted (a 503, a refused connection, or no a
 Scenarios: crash (SIGKILL of a process during slow callbacks, then a restart), pause
 (SIGSTOP past the lock timeout during slow callbacks, then SIGCONT), Redis outage (stopped
 and started on its AOF), Redis restarted empty (its data wiped), platform retries (every
-message delivered 3 times, to both processes), slow callbacks (0.5 s each) and a burst
+message delivered 3 times, to both processes), slow callbacks (0.5 s each), a slow model
+(DESKMATE_ANSWER_DELAY: each answer takes 3 s; several messages in a row per conversation,
+each must be answered within 3 s x its position + slack, not after a reclaim) and a burst
 (2,000 messages posted at once).
 
 The processes run with DESKMATE_RECLAIM_IDLE=5 and DESKMATE_LOCK_TIMEOUT=2 so that work
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.flow import GREETINGS, THRESHOLDS, start_serve
+from bench.flow import GREETINGS, QUESTIONS, THRESHOLDS, start_serve
 from bots.indexing import import_faq
 from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ
@@ -54,6 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RECLAIM_IDLE = 5.0
 LOCK_TIMEOUT = 2.0
 POST_TIMEOUT = 2.0
+ANSWER_DELAY = 3.0  # the slow model's seconds per answer
+ANSWER_SLACK = 3.0  # what a reply may take beyond them (queueing, a loaded machine)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Row:
     refused: int = 0  # POSTs answered 503 (Redis unavailable), then sent again
     unanswered: int = 0  # POSTs refused a connection or not answered in time, sent again
     seconds: float = 0.0
+    late: int = 0  # replies later than the scenario allows (the slow model's bound)
     note: str = ""
 
     @property
@@ -84,6 +89,10 @@ class Cluster:
     env: dict[str, str]
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    base_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.base_env = dict(self.env)
 
     async def start(self, count: int = 2) -> None:
         started = await asyncio.gather(*(start_serve(self.env, 2) for _ in range(count)))
@@ -94,6 +103,14 @@ class Cluster:
     async def restart(self, index: int) -> None:
         process, url = await start_serve(self.env, 2)
         self.processes[index], self.urls[index] = process, url
+
+    async def reconfigure(self, **settings: str) -> None:
+        """Stop the processes and start as many with `settings` over the base ones."""
+        count = len(self.processes)
+        await self.stop()
+        self.processes, self.urls = [], []
+        self.env = {**self.base_env, **settings}
+        await self.start(count)
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -118,11 +135,19 @@ class _quiet:
 class Load:
     """Sends conversations' messages in order, again until accepted; remembers them."""
 
-    def __init__(self, cluster: Cluster, tag: str, timeout: float = POST_TIMEOUT) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        tag: str,
+        timeout: float = POST_TIMEOUT,
+        texts: Sequence[str] = GREETINGS,
+    ) -> None:
         self.cluster = cluster
         self.tag = tag
+        self.texts = list(texts)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.sent: dict[str, list[str]] = {}  # conversation -> message ids, in order
+        self.accepted: dict[str, float] = {}  # message id -> when it was accepted (epoch s)
         self.refused = 0
         self.unanswered = 0
 
@@ -143,8 +168,9 @@ class Load:
     async def _post(
         self, session: aiohttp.ClientSession, conversation: str, message_id: str, start: int
     ) -> None:
+        texts = self.texts
         body = {"conversation_id": conversation, "user_id": "u", "message_id": message_id,
-                "text": GREETINGS[hash(message_id) % len(GREETINGS)]}  # fmt: skip
+                "text": texts[hash(message_id) % len(texts)]}  # fmt: skip
         attempt = start
         while True:
             url = self.cluster.urls[attempt % len(self.cluster.urls)]
@@ -152,6 +178,7 @@ class Load:
             try:
                 async with session.post(url, json=body, timeout=self.timeout) as response:
                     if response.status == 202:
+                        self.accepted.setdefault(message_id, time.time())
                         return
                     assert response.status == 503, response.status
                     self.refused += 1
@@ -302,6 +329,42 @@ async def slow_callbacks(cluster: Cluster, full: bool) -> Row:
     return row
 
 
+async def slow_model(cluster: Cluster, full: bool) -> Row:
+    """Each answer takes ANSWER_DELAY (a slow model); each conversation sends several
+    messages in a row. The flow answers them one after the other: message k (from 0) of
+    a conversation is answered within (k + 1) x ANSWER_DELAY + ANSWER_SLACK of the
+    conversation's first message. The processes run with the default reclaim time (60 s),
+    so a message left waiting behind a live worker would show as a minute late."""
+    await cluster.reconfigure(DESKMATE_ANSWER_DELAY=str(ANSWER_DELAY), DESKMATE_RECLAIM_IDLE="60")
+    try:
+        # As many conversations as brain workers (2 processes x 2): each can be answered
+        # at the model's pace; more would queue behind one another.
+        load = Load(cluster, "model", texts=QUESTIONS)
+        started = time.monotonic()
+        await load.run(4, 8 if full else 5, pause=0.1)
+        row = await settle(cluster, load, started, f"slow model ({ANSWER_DELAY:g} s)")
+    finally:
+        await cluster.reconfigure()
+    first_reply: dict[str, float] = {}
+    for received in cluster.callback.received:
+        message = str(received.body["in_reply_to"])
+        first_reply.setdefault(message, received.time)
+    worst = 0.0
+    for ids in load.sent.values():
+        opened = load.accepted[ids[0]]
+        for position, message in enumerate(ids):
+            allowed = (position + 1) * ANSWER_DELAY + ANSWER_SLACK
+            taken = first_reply.get(message, float("inf")) - opened
+            worst = max(worst, taken - (position + 1) * ANSWER_DELAY)
+            row.late += taken > allowed
+    row.note = (
+        f"{len(load.sent)} conversations x {len(next(iter(load.sent.values())))} messages; "
+        f"latest reply {worst:.1f} s after (position x {ANSWER_DELAY:g} s), "
+        f"{row.late} later than {ANSWER_SLACK:g} s"
+    )
+    return row
+
+
 async def burst(cluster: Cluster, full: bool) -> Row:
     load = Load(cluster, "burst", timeout=120)
     started = time.monotonic()
@@ -319,6 +382,7 @@ SCENARIOS: dict[str, Scenario] = {
     "empty": redis_empty,
     "retries": platform_retries,
     "slow": slow_callbacks,
+    "model": slow_model,
     "burst": burst,
 }
 
@@ -381,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"answer (a dead or paused process)\n")  # fmt: skip
     print(HEADER, flush=True)
     rows = asyncio.run(measure(args.only, args.full))
-    bad = [r for r in rows if r.lost or r.out_of_order or r.unexplained]
+    bad = [r for r in rows if r.lost or r.out_of_order or r.unexplained or r.late]
     if bad:
         print(f"\nFAILED: {', '.join(r.scenario for r in bad)}", file=sys.stderr)
         raise SystemExit(1)

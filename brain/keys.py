@@ -123,8 +123,9 @@ class RedisKeys:
 
     def delivery(self, entry_id: str) -> str:
         """Hash: one outbox entry's delivery record, written before each platform call
-        (`attempts`) and after the platform took the reply (`delivered`: its platform
-        message id, or 1); deleted when the entry is finished, else after
+        (`attempts`) and after the platform took the reply (`delivered`: the platform's
+        id of the message, e.g. Telegram's `message_id`s comma-separated or Slack's `ts`;
+        1 where it gives none); deleted when the entry is finished, else after
         `DELIVERY_TTL_SECONDS`. A sender that takes the entry over reads it: delivered
         means finish without sending, an attempt means the reply may have arrived."""
         return f"{self.prefix}delivery:{entry_id}"

@@ -19,6 +19,12 @@ MESSAGES_IN = Counter(
 MESSAGES_OUT = Counter(
     "deskmate_messages_out_total", "Replies delivered to a platform", ["channel"]
 )
+REDELIVERIES = Counter(
+    "deskmate_redeliveries_total",
+    "Replies sent again because an earlier platform call for them was cut mid-flight (a "
+    "process killed or paused past its lock): each may have reached the customer twice",
+    ["channel"],
+)
 DECISIONS = Counter(
     "deskmate_decisions_total",
     "What the brain did with a message: answer, clarify, handoff or none",
@@ -68,3 +74,8 @@ def record_delivery(channel: str, received: float, now: float | None = None) -> 
     if received:
         now = time.time() if now is None else now
         REPLY_LATENCY.labels(channel=channel).observe(max(0.0, now - received))
+
+
+def record_redelivery(channel: str) -> None:
+    """Count one reply sent again after a platform call with an unknown outcome."""
+    REDELIVERIES.labels(channel=channel).inc()

@@ -462,8 +462,10 @@ class SlackAdapter:
 
     # -- outbound -------------------------------------------------------------------
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Deliver a reply: replace the conversation's oldest placeholder, else post anew.
+    async def send(self, conversation_id: str, reply: Reply) -> str | None:
+        """Deliver a reply: replace the conversation's oldest placeholder, else post anew;
+        the `ts` of the message that shows it (the sender keeps it in the delivery
+        record), or None when nothing was posted.
 
         A reply with nothing to say (a human holds the conversation) removes the
         placeholder. Rate limits are retried by the client, honouring Retry-After; what
@@ -473,27 +475,30 @@ class SlackAdapter:
         # Peek, deliver, then drop: a delivery retried after a failure still finds it.
         peeked = await self.redis.lindex(placeholders, 0)
         placeholder = peeked.decode() if isinstance(peeked, bytes) else peeked
-        await delivering(lambda: self._deliver(conversation_id, reply, placeholder))
+        ts = await delivering(lambda: self._deliver(conversation_id, reply, placeholder))
         if placeholder:
             await self.redis.lrem(placeholders, 1, placeholder)
+        return ts
 
-    async def _deliver(self, conversation_id: str, reply: Reply, placeholder: str | None) -> None:
+    async def _deliver(
+        self, conversation_id: str, reply: Reply, placeholder: str | None
+    ) -> str | None:
         channel, thread_ts = parse_conversation(conversation_id)
         if reply.action == "none" and not reply.text:
             if placeholder:
                 await self.client.chat_delete(channel=channel, ts=placeholder)
-            return
+            return None
         text, blocks = render_reply(reply)
         if placeholder:
             try:
-                await self.client.chat_update(
+                updated = await self.client.chat_update(
                     channel=channel, ts=placeholder, text=text, blocks=blocks
                 )
-                return
+                return str(updated.get("ts") or placeholder)
             except SlackApiError as exc:
                 if exc.response.get("error") not in ("message_not_found", "cant_update_message"):
                     raise
-        await self.client.chat_postMessage(
+        posted = await self.client.chat_postMessage(
             channel=channel,
             thread_ts=thread_ts,
             text=text,
@@ -501,3 +506,4 @@ class SlackAdapter:
             unfurl_links=False,
             unfurl_media=False,
         )
+        return str(posted["ts"])

@@ -311,24 +311,22 @@ class StaffDesk:
 
     # -- from the brain: escalations and the customer's messages ---------------------
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
+    async def send(self, conversation_id: str, reply: Reply) -> str | None:
         """Deliver a staff notice about the customer's conversation `conversation_id`
         (`{channel}:{id}`): open an escalation, or post the customer's message into its
-        thread."""
+        thread. The `ts` of the message posted (kept in the delivery record), if any."""
         channel, customer_id = customer_conversation(conversation_id)
         if reply.action == "handoff":
-            await delivering(lambda: self._escalate(channel, customer_id, reply))
-        else:
-            await delivering(lambda: self._post_in_thread(channel, customer_id, reply))
+            return await delivering(lambda: self._escalate(channel, customer_id, reply))
+        return await delivering(lambda: self._post_in_thread(channel, customer_id, reply))
 
-    async def _escalate(self, channel: str, conversation_id: str, reply: Reply) -> None:
+    async def _escalate(self, channel: str, conversation_id: str, reply: Reply) -> str | None:
         state = await self.store.handoff(channel, conversation_id)
         if state is None:
             log.info("conversation %s: handoff ended before it was posted", conversation_id)
-            return
+            return None
         if state.get("staff_ts"):  # asked again, or a delivery retried after posting
-            await self._post_in_thread(channel, conversation_id, reply)
-            return
+            return await self._post_in_thread(channel, conversation_id, reply)
         history = await self.store.history(channel, conversation_id)
         text, blocks = render_escalation(conversation_id, state, history)
         posted = await self.client.chat_postMessage(
@@ -354,22 +352,24 @@ class StaffDesk:
                         _context("The customer went back to the bot before this was posted."),
                     ],
                 )
-            return
+            return ts
         log.info("conversation %s: escalated to %s", conversation_id, self.staff_channel)
+        return ts
 
-    async def _post_in_thread(self, channel: str, conversation_id: str, reply: Reply) -> None:
+    async def _post_in_thread(self, channel: str, conversation_id: str, reply: Reply) -> str | None:
         state = await self.store.handoff(channel, conversation_id)
         thread_ts = (state or {}).get("staff_ts")
         if not thread_ts or not reply.text:
             log.info("conversation %s: no escalation thread to post into", conversation_id)
-            return
-        await self.client.chat_postMessage(
+            return None
+        posted = await self.client.chat_postMessage(
             channel=self.staff_channel,
             thread_ts=thread_ts,
             text=customer_message(reply.text),
             unfurl_links=False,
             unfurl_media=False,
         )
+        return str(posted["ts"])
 
     # -- from Slack: agents' replies and resolve ---------------------------------------
 

@@ -527,13 +527,16 @@ class TelegramAdapter:
 
     # Sending
 
-    async def send(self, conversation_id: str, reply: Reply) -> None:
-        """Render `reply` and deliver it (nothing for a silent reply). A chat that blocked
-        the bot is logged and skipped; other failures become the adapter's delivery errors
-        (RetryAfter, NetworkError: the sender retries; DeliveryFailed: it does not)."""
+    async def send(self, conversation_id: str, reply: Reply) -> str | None:
+        """Render `reply` and deliver it (nothing for a silent reply); the `message_id`s
+        Telegram gave the messages sent, comma-separated when a long reply was split (the
+        sender keeps them in the delivery record), or None when nothing was sent. A chat
+        that blocked the bot is logged and skipped; other failures become the adapter's
+        delivery errors (RetryAfter, NetworkError: the sender retries; DeliveryFailed: it
+        does not)."""
         await self._stop_typing(conversation_id)
         try:
-            await self._deliver(conversation_id, render_reply(reply))
+            sent = await self._deliver(conversation_id, render_reply(reply))
         except telegram_error.RetryAfter as exc:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
@@ -544,12 +547,16 @@ class TelegramAdapter:
             raise NetworkError(str(exc)) from exc
         except TelegramError as exc:
             raise DeliveryFailed(str(exc)) from exc
+        return ",".join(str(message_id) for message_id in sent) or None
 
-    async def _deliver(self, conversation_id: str, messages: list[OutgoingMessage]) -> None:
+    async def _deliver(self, conversation_id: str, messages: list[OutgoingMessage]) -> list[int]:
+        """Send the messages in order; the `message_id`s of those sent (none past a chat
+        that blocked the bot)."""
         chat_id, thread_id = parse_conversation_key(conversation_id)
+        sent: list[int] = []
         for message in messages:
             try:
-                await self._application.bot.send_message(
+                posted = await self._application.bot.send_message(
                     chat_id,
                     message.html,
                     parse_mode=ParseMode.HTML,
@@ -559,4 +566,6 @@ class TelegramAdapter:
                 )
             except Forbidden as exc:
                 log.warning("conversation %s: cannot write to this chat (%s)", conversation_id, exc)
-                return
+                break
+            sent.append(posted.message_id)
+        return sent

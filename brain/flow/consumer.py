@@ -9,7 +9,9 @@ Brain workers (inbox -> outbox) and senders (outbox -> platform) are both this l
 3. Work off the conversation's list from its head up to and including our entry: an
    earlier entry held by a dead consumer is done first, so order is kept; one held by a
    live consumer (waiting for the lock, or finishing after a Redis outage) is waited for
-   as long as its owner is live (`reclaim_idle` since it took it), never given up.
+   as long as its owner is live (`reclaim_idle` since it took it), never given up. An
+   entry of a batch that waits so is set aside while the batch's others are done, so
+   no consumer sits on entries another one waits for.
 4. Finish each entry with the `FINISH` script: acknowledge, delete, pass the result on.
 
 Redis failures back off (exponential, with jitter) and resume; nothing is acknowledged
@@ -175,8 +177,7 @@ class OrderedConsumer(ABC, Generic[R]):
         """Take and finish at most one batch of entries; the number taken."""
         try:
             entries = await self._take()
-            for entry_id, fields in entries:
-                await self._handle(entry_id, fields)
+            await self._handle_batch(entries)
             return len(entries)
         except RedisUnavailable:
             self._own_pending_first = True
@@ -261,11 +262,31 @@ class OrderedConsumer(ABC, Generic[R]):
                     self.redis.xgroup_delconsumer(self.stream, self.group, consumer["name"]),
                 )
 
+    async def _handle_batch(self, entries: list[Entry]) -> None:
+        """Finish a batch (a reclaim, our own pending entries), in order, but never sit on
+        entries not started yet while one waits for an earlier entry's live owner: that
+        one is set aside and tried again after the others. Otherwise two consumers can
+        each wait on an entry the other holds further down its batch, until
+        `reclaim_idle` makes the other look dead."""
+        waiting = list(entries)
+        while waiting:
+            waiting = [entry for entry in waiting if not await self._attempt(*entry)]
+            if waiting:
+                await asyncio.sleep(OWNER_POLL_SECONDS)
+
     async def _handle(self, entry_id: str, fields: dict[str, str] | None) -> None:
+        """Finish one entry (waiting as long as an earlier entry's owner is live)."""
+        await self._handle_batch([(entry_id, fields)])
+
+    async def _attempt(self, entry_id: str, fields: dict[str, str] | None) -> bool:
+        """One try at an entry: False when an earlier entry's live owner must finish
+        first (it is waited for until it is no longer live, `reclaim_idle` after it took
+        the entry, then its entry is done here; giving up instead would leave ours for
+        the reclaim, a minute later); True when done with it for now."""
         data = fields.get("data") if fields else None
         if data is None:  # deleted meanwhile, or not ours: nothing to do but forget it
             await call_redis("acknowledging", self.redis.xack(self.stream, self.group, entry_id))
-            return
+            return True
         record = self.decode(data)
         conversation = self.conversation_of(record)
         lock = self.redis.lock(
@@ -275,34 +296,26 @@ class OrderedConsumer(ABC, Generic[R]):
             blocking_timeout=self.lock_timeout * 3,
             thread_local=False,
         )
-        while True:
-            if not await call_redis("taking a conversation lock", lock.acquire()):
-                log.warning("%s: conversation %s stayed locked", self.consumer, _name(conversation))
-                return  # still pending with us: reclaimed after reclaim_idle
-            try:
-                done = await self._work_off(conversation, entry_id, record, lock)
-            except Postpone as exc:
-                log.warning(
-                    "%s: conversation %s postponed: %s", self.consumer, _name(conversation), exc
-                )
-                done = True
-            except LockLost:
-                log.warning(
-                    "%s: lost the lock of conversation %s while working; taking it again",
-                    self.consumer,
-                    _name(conversation),
-                )
-                done = False
-            finally:
-                with contextlib.suppress(LockError, RedisError, OSError):
-                    await lock.release()  # expired or Redis gone: it times out by itself
-            if done:
-                return
-            # An earlier entry's owner is live: let it take the lock and finish first. It
-            # is waited for until it is no longer live (`reclaim_idle` after it took the
-            # entry), then its entry is done here; giving up instead would leave ours for
-            # the reclaim, a minute later.
-            await asyncio.sleep(OWNER_POLL_SECONDS)
+        if not await call_redis("taking a conversation lock", lock.acquire()):
+            log.warning("%s: conversation %s stayed locked", self.consumer, _name(conversation))
+            return True  # still pending with us: reclaimed after reclaim_idle
+        try:
+            return await self._work_off(conversation, entry_id, record, lock)
+        except Postpone as exc:
+            log.warning(
+                "%s: conversation %s postponed: %s", self.consumer, _name(conversation), exc
+            )
+            return True
+        except LockLost:
+            log.warning(
+                "%s: lost the lock of conversation %s while working; taking it again",
+                self.consumer,
+                _name(conversation),
+            )
+            return False
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()  # expired or Redis gone: it times out by itself
 
     async def _work_off(
         self, conversation: Conversation, entry_id: str, record: R, lock: Any

@@ -49,7 +49,7 @@ from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
 from brain.flow.consumer import Conversation, Holding, LockLost, OrderedConsumer, Postpone
 from brain.flow.stream import OUTBOX_GROUP, Outgoing, call_redis
 from brain.keys import DELIVERY_TTL_SECONDS, RedisKeys
-from brain.metrics import record_delivery
+from brain.metrics import record_delivery, record_redelivery
 from brain.redis_server import RedisUnavailable
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class Sender(OrderedConsumer[Outgoing]):
             # timed out): it may have arrived. Said once here, counted, and marked where
             # the platform lets a receiver drop it.
             self.redeliveries += 1
+            record_redelivery(record.channel)
             log.warning(
                 "%s: sending a reply to conversation %s again (attempt %s); an earlier "
                 "attempt may have reached the platform",

@@ -73,6 +73,8 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.group_members: dict[str, list[str]] = {}
         self._failures: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        self._holds: dict[str, list[asyncio.Event]] = defaultdict(list)
+        self.held: list[tuple[str, JSON]] = []  # calls received and kept waiting
         self._ts = itertools.count(1)
 
     def app(self) -> web.Application:
@@ -113,6 +115,14 @@ class FakeSlack:
     ) -> None:
         """Answer the next call of `method` with an error (429 carries Retry-After)."""
         self._failures[method].append((status, error, retry_after))
+
+    def hold_next(self, method: str) -> asyncio.Event:
+        """Keep the next call of `method` waiting once received, until the event returned
+        is set; then it is carried out and answered (a request in flight when its
+        sender dies: Slack may still carry it out)."""
+        release = asyncio.Event()
+        self._holds[method].append(release)
+        return release
 
     def responses(self, method: str) -> list[JSON]:
         """What the fake answered to the successful calls of `method`, in order."""
@@ -155,6 +165,10 @@ class FakeSlack:
             self.calls.append(Call(method, payload, status))
             headers = {"Retry-After": str(retry_after)} if status == 429 else {}
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
+        if self._holds[method]:
+            release = self._holds[method].pop(0)
+            self.held.append((method, payload))
+            await release.wait()
         answer = self._answer(method, payload)
         self.calls.append(Call(method, payload, response=answer))
         return web.json_response(answer)

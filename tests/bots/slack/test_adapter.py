@@ -3,6 +3,8 @@ fake Slack, the real brain (sample FAQ, real embedder) and real Redis in between
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -25,17 +27,19 @@ from bots.web import make_web_app, serve_web
 from brain.answering.backends import QuoteBackend
 from brain.channel import Handler
 from brain.conversations import ConversationStore
+from brain.flow.sender import Sender
 from brain.flow.stream import Intake
 from brain.flow.wiring import Flow
 from brain.keys import RedisKeys
 from brain.pipeline import Brain
 from brain.redis_server import client
 from brain.settings import Secret, Settings
-from brain.types import Inbound
+from brain.types import Feedback, Inbound, Reply
 from retrieval.embedder import Embedder
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 from tests.fakes.slack import JSON, FakeSlack, signed_headers
+from tests.senders import killed_after_delivery, queue_reply, taken_over
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RETURNS = "how many days do I have to send an item back?"
@@ -561,3 +565,74 @@ async def test_hostile_bodies_are_refused_and_a_cut_emoji_is_answered(
     assert "track" in section_text(answer).lower()
     [question, _] = await store.history("slack", "D1")
     assert question.text == f"{TRACKING} \ufffd"
+
+
+@pytest.mark.parametrize("placeholder", [True, False], ids=["placeholder", "posted anew"])
+async def test_the_delivery_record_keeps_slacks_ts_and_nothing_is_sent_twice(
+    settings: Settings,
+    fake_slack: FakeSlack,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    placeholder: bool,
+) -> None:
+    """A sender killed after Slack took the reply leaves the message's ts in the delivery
+    record (the placeholder it replaced, or the new post's); the sender that takes the
+    entry over sends nothing."""
+    thinking = "1700000999.000100"
+    if placeholder:
+        await redis.rpush(KEYS.slack_placeholder("D1"), thinking)
+    adapter = SlackAdapter(settings, ignore, ignore_feedback, redis=redis)
+    async with adapter:
+        adapters = {adapter.channel: adapter}
+        reply = Reply("Within 30 days.", "answer", in_reply_to="1")
+        entry_id = await queue_reply(redis, KEYS, "slack", "D1", reply)
+        record = await killed_after_delivery(redis, KEYS, adapters, monkeypatch)  # type: ignore[arg-type]
+        if placeholder:
+            assert [p["ts"] for p in fake_slack.payloads("chat.update")] == [thinking]
+            assert record == {"attempts": "1", "delivered": thinking}
+        else:
+            [posted] = fake_slack.responses("chat.postMessage")
+            assert record == {"attempts": "1", "delivered": posted["ts"]}
+        heir = await taken_over(redis, KEYS, adapters)  # type: ignore[arg-type]
+    delivered = fake_slack.payloads("chat.update") + fake_slack.payloads("chat.postMessage")
+    assert len(delivered) == 1  # not again
+    assert heir.redeliveries == 0
+    assert await redis.exists(KEYS.delivery(entry_id)) == 0  # finished: the record goes
+
+
+async def test_a_reply_cut_mid_flight_replaces_its_placeholder_again_and_shows_once(
+    settings: Settings, fake_slack: FakeSlack, redis: aioredis.Redis
+) -> None:
+    """Slack has no idempotency key, but a reply that replaces its placeholder is an edit
+    (chat.update of the placeholder's ts): the redelivery after a call cut mid-flight
+    edits the same message again, and the customer sees the answer once."""
+    thinking = "1700000999.000100"
+    await redis.rpush(KEYS.slack_placeholder("D1"), thinking)
+    adapter = SlackAdapter(settings, ignore, ignore_feedback, redis=redis)
+    async with adapter:
+        adapters = {adapter.channel: adapter}
+        await queue_reply(redis, KEYS, "slack", "D1", Reply("Within 30 days.", "answer"))
+        release = fake_slack.hold_next("chat.update")
+        dying = Sender(redis, KEYS, adapters, "dying", reclaim_idle=0.2)  # type: ignore[arg-type]
+        await dying._ensure_group()
+        ((entry_id, fields),) = await dying._read(">", count=1)
+        call = asyncio.create_task(dying._handle(entry_id, fields))
+        await fake_slack.wait_for(lambda: bool(fake_slack.held))
+        call.cancel()  # killed while the request was with Slack
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        await redis.delete(KEYS.lock(KEYS.outbox, "slack", "D1"))  # a dead process's expires
+        release.set()  # Slack carried the cut call out after all
+        heir = await taken_over(redis, KEYS, adapters)  # type: ignore[arg-type]
+    assert heir.redeliveries == 1
+    assert [p["ts"] for p in fake_slack.payloads("chat.update")] == [thinking, thinking]
+    assert fake_slack.payloads("chat.postMessage") == []  # one message, edited twice
+    assert await redis.exists(KEYS.delivery(entry_id)) == 0
+
+
+async def ignore(inbound: Inbound) -> None:
+    raise AssertionError(f"no message should arrive: {inbound}")
+
+
+async def ignore_feedback(feedback: Feedback) -> None:
+    raise AssertionError(f"no feedback should arrive: {feedback}")

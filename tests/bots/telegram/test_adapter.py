@@ -24,7 +24,7 @@ from brain.keys import RedisKeys
 from brain.pipeline import COMMANDS, Brain
 from brain.redis_server import client
 from brain.settings import Secret, Settings, SettingsError
-from brain.types import Inbound, Turn
+from brain.types import Feedback, Inbound, Reply, Turn
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 from tests.fakes.telegram import (
@@ -37,6 +37,7 @@ from tests.fakes.telegram import (
     text_message,
     visible_text,
 )
+from tests.senders import killed_after_delivery, queue_reply, taken_over
 
 WEBHOOK_URL = "https://bot.example.com/telegram/hook"
 WEBHOOK_SECRET = "s3cret-Token_for-tests"
@@ -478,3 +479,29 @@ async def test_webhook_refuses_hostile_bodies_and_answers_a_cut_emoji(
             assert response.status == 200
         [reply] = await fake.wait_for_messages(1)
     assert "reset" in visible_text(reply["text"]).lower()
+
+
+async def test_the_delivery_record_keeps_telegrams_message_ids_and_nothing_is_sent_twice(
+    fake: FakeTelegram, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender killed after Telegram took a (two-part) reply leaves the parts' message
+    ids in the delivery record; the sender that takes the entry over sends nothing."""
+    paragraphs = [f"Paragraph {n}: " + "All good things take time. " * 13 for n in range(16)]
+    adapter = TelegramAdapter(settings_for(fake), ignore, ignore_feedback, redis=redis)
+    async with adapter:
+        adapters = {adapter.channel: adapter}
+        reply = Reply("\n\n".join(paragraphs), "answer", in_reply_to="1")
+        entry_id = await queue_reply(redis, KEYS, "telegram", str(CUSTOMER["id"]), reply)
+        record = await killed_after_delivery(redis, KEYS, adapters, monkeypatch)  # type: ignore[arg-type]
+        sent = [message["message_id"] for message in fake.delivered]
+        assert len(sent) == 2
+        assert record == {"attempts": "1", "delivered": f"{sent[0]},{sent[1]}"}
+        heir = await taken_over(redis, KEYS, adapters)  # type: ignore[arg-type]
+    assert len(fake.sent("sendMessage")) == 2  # not again
+    assert heir.redeliveries == 0
+    assert await redis.xlen(KEYS.outbox) == 0
+    assert await redis.exists(KEYS.delivery(entry_id)) == 0  # finished: the record goes
+
+
+async def ignore_feedback(feedback: Feedback) -> None:
+    raise AssertionError(f"no feedback should arrive: {feedback}")

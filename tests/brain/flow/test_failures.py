@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bots.http_channel import HttpChannel
@@ -31,6 +32,7 @@ from brain.types import Inbound, Reply, Turn
 from tests.fakes.callback_server import CallbackServer
 
 KEYS = RedisKeys("dm:")
+REDELIVERIES_TOTAL = "deskmate_redeliveries_total"  # what /metrics shows
 CONVERSATION = ("http", "http:c1")
 
 
@@ -167,10 +169,12 @@ async def test_a_call_cut_by_a_kill_is_sent_again_once_and_marked(
     await redis.delete(KEYS.lock("dm:outbox", *CONVERSATION))  # a killed process's expires
     await asyncio.sleep(0.3)
     await heir._ensure_group()
+    counted = REGISTRY.get_sample_value(REDELIVERIES_TOTAL, {"channel": "http"}) or 0.0
     for entry in await heir._reclaim():
         await heir._handle(*entry)
     assert platform.received == [("m1", False), ("m1", True)]
     assert heir.redeliveries == 1
+    assert REGISTRY.get_sample_value(REDELIVERIES_TOTAL, {"channel": "http"}) == counted + 1
 
 
 async def test_redis_restarted_empty_is_answered_again(redis: aioredis.Redis) -> None:
@@ -302,3 +306,33 @@ async def test_redis_failing_before_a_platform_call_leaves_the_reply_pending(
     assert await redis.xlen(KEYS.undelivered) == 0 and platform.received == []
     await one._handle(*m1)
     assert platform.order() == ["m1"]
+
+
+async def test_a_batch_never_sits_on_an_entry_another_consumer_waits_for(
+    redis: aioredis.Redis,
+) -> None:
+    """Y holds a's first message (taken, not yet worked on); X's batch (a reclaim) holds
+    a's second and b's first; Y works on b's second. Each waits on an entry the other
+    holds: before, both waited until `reclaim_idle` made the other look dead. Now X sets
+    a1 aside and does b0 at once, so Y goes on; a0 is done when Y's hold on it is stale."""
+    answered: list[str] = []
+
+    async def answer(inbound: Inbound) -> Reply:
+        answered.append(inbound.message_id)
+        return Reply("ok", "answer")
+
+    intake = Intake(redis, KEYS)
+    for conversation, message_id in (("a", "a0"), ("a", "a1"), ("b", "b0"), ("b", "b1")):
+        await intake.submit(Inbound("http", conversation, "u", message_id, "hi"))
+    reclaim_idle = 3.0
+    x, y = (BrainWorker(redis, KEYS, answer, name, reclaim_idle=reclaim_idle) for name in "xy")
+    await take(y)  # a0: y took it and has not got to it yet
+    batch = await take(x, count=2)  # a1, b0
+    (b1,) = await take(y)
+    started = time.monotonic()
+    x_batch = asyncio.create_task(x._handle_batch(batch))
+    await asyncio.wait_for(y._handle(*b1), timeout=reclaim_idle / 2)
+    assert time.monotonic() - started < reclaim_idle / 2  # not held up by x's a1
+    await asyncio.wait_for(x_batch, timeout=3 * reclaim_idle)
+    assert answered == ["b0", "b1", "a0", "a1"]
+    assert await redis.xlen(KEYS.inbox) == 0
