@@ -229,17 +229,29 @@ def test_a_prompt_run_in_chunks_gives_the_same_answer() -> None:
 
 def test_a_new_prompt_is_read_in_chunks_while_the_others_keep_decoding() -> None:
     model = tiny_llama(VOCAB)
+    first_ids, long_ids, third_ids = prompt(92, seed=23), prompt(64, seed=24), prompt(7, seed=25)
+    # On a loaded machine this thread may wake only after the first answer has ended, and
+    # the long prompt then has nobody to interleave with: such a round is run again.
+    for _ in range(10):
+        steps = _interleaving(model, first_ids, long_ids, third_ids)
+        if steps is not None:
+            # The first conversation decoded between the chunks until its answer ended.
+            assert steps >= 5
+            return
+    pytest.fail("the long prompt was never submitted while the first answer was decoding")
+
+
+def _interleaving(
+    model: Any, first_ids: list[int], long_ids: list[int], third_ids: list[int]
+) -> int | None:
+    """Decode steps between submitting the long prompt and its first token; None when it
+    was submitted too late (the first answer had ended)."""
     # A 100-token window: the 92-token prompt may add 8 tokens, so it finishes while the
     # 64-token prompt is still being read and that prompt's half-filled row moves down.
     engine = LlamaEngine(model, slots=3, max_tokens=100, int8=False)
     batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=30, prefill_chunk=4)
     steps_at: dict[str, int] = {}
     try:
-        first_ids, long_ids, third_ids = (
-            prompt(92, seed=23),
-            prompt(64, seed=24),
-            prompt(7, seed=25),
-        )
         first = batcher.submit(first_ids)
         deadline = time.monotonic() + 30
         while batcher.stats.steps < 2 and time.monotonic() < deadline:
@@ -252,8 +264,9 @@ def test_a_new_prompt_is_read_in_chunks_while_the_others_keep_decoding() -> None
         assert first.result(timeout=30) == reference(model, first_ids, 8)
         assert long.result(timeout=30) == reference(model, long_ids, 30)
         assert third.result(timeout=30) == reference(model, third_ids, 30)
-        # The first conversation decoded between the chunks until its answer ended.
-        assert steps_at["long"] - steps_at["long submitted"] >= 5
+        if steps_at["long submitted"] > 2:
+            return None
+        return steps_at["long"] - steps_at["long submitted"]
     finally:
         batcher.close()
 
