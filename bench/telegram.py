@@ -11,11 +11,11 @@ a long answer.
 
 `--stream N` measures instead what the customer sees of a generated answer (issue 20):
 the hf backend as `deskmate serve` builds it (the default model with its starter
-adapter, from DESKMATE_DATA_DIR), N questions asked one after another in one
-conversation, with DESKMATE_STREAM_REPLIES off and then on. Time to first text = the
-question's update becoming available -> the first message (partial or whole) arriving at
-the Bot API; time to full answer -> the reply itself (sendMessage, or the edit that puts
-it in place of the partial text).
+adapter, from DESKMATE_DATA_DIR), N questions asked one after another (each by a new
+customer, so both runs answer without history), with DESKMATE_STREAM_REPLIES off and then
+on. Time to first text = the question's update becoming available -> the first message
+(partial or whole) arriving at the Bot API; time to full answer -> the reply itself
+(sendMessage, or the edit that puts it in place of the partial text).
 
     DESKMATE_DATA_DIR=... .venv/bin/python -m bench.telegram --stream 4
 """
@@ -43,7 +43,7 @@ from retrieval.embedder import Embedder
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
-from tests.fakes.telegram import FakeTelegram, text_message
+from tests.fakes.telegram import CUSTOMER, FakeTelegram, text_message
 
 QUESTIONS = [
     "how do I track my parcel?",
@@ -105,7 +105,7 @@ async def streaming(questions: int) -> dict[bool, list[tuple[float, float]]]:
     """(time to first text, time to full answer) per question, streaming off and on."""
     from bots.app import make_backend
 
-    settings = Settings()
+    settings = Settings.load()  # DESKMATE_DATA_DIR and the model settings, as serve reads them
     embedder = Embedder()
     retriever = Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
     backend = await make_backend(settings, embedder)
@@ -132,7 +132,10 @@ async def streaming(questions: int) -> dict[bool, list[tuple[float, float]]]:
                     for n in range(questions):
                         before = len(fake.calls)
                         asked = time.monotonic()
-                        fake.push(text_message(STREAM_QUESTIONS[n % len(STREAM_QUESTIONS)]))
+                        # A new customer each time: both modes answer without history.
+                        customer = {**CUSTOMER, "id": 5000 + 100 * stream + n}
+                        question = STREAM_QUESTIONS[n % len(STREAM_QUESTIONS)]
+                        fake.push(text_message(question, sender=customer))
 
                         await _reply_shown(fake, before)
                         first = _shown(fake, before)[0][0]
@@ -163,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.stream:
         timings = asyncio.run(streaming(args.stream))
-        print(f"Telegram, hf backend, {args.stream} questions in one conversation (median s)")
+        print(f"Telegram, hf backend, {args.stream} questions one at a time (median s)")
         for stream, rows in timings.items():
             first = statistics.median(t for t, _ in rows)
             full = statistics.median(t for _, t in rows)
