@@ -237,6 +237,8 @@ async def serve(settings: Settings, workers: int, senders: int, out: TextIO = sy
             senders=senders,
             stop=stop,
             staff_channel=STAFF_CHANNEL if handoffs_posted(settings) else None,
+            streaming=app.brain.handle if workers and settings.stream_replies else None,
+            show_partials=settings.stream_replies,
         )
         sender_count = len(flow.senders)
         names = ", ".join(adapters) or (

@@ -23,6 +23,8 @@ SEEN_TTL_SECONDS: Final = 24 * 3600  # dedupe of platform messages and events
 PLACEHOLDER_TTL_SECONDS: Final = 3600  # Slack "thinking..." placeholders awaiting a reply
 HANDOFF_RECORD_TTL_SECONDS: Final = 400 * 24 * 3600  # finished handoffs, for analytics
 DELIVERY_TTL_SECONDS: Final = 24 * 3600  # a reply's delivery record, if never finished
+PARTIAL_TTL_SECONDS: Final = 3600  # an answer's text shown while it is generated
+PARTIALS_MAXLEN: Final = 10_000  # notifications of partial answers kept (capped stream)
 CLAIM_SAMPLES: Final = 50  # latest time-to-claim measurements kept
 
 
@@ -107,6 +109,19 @@ class RedisKeys:
         the processes that received them show "typing..." while one is younger than the
         adapter's typing limit (2 min by default), which is also the key's lifetime."""
         return f"{self.prefix}telegram:typing:{conversation_id}"
+
+    def partial(self, channel: str, conversation_id: str, message_id: str) -> str:
+        """Hash: the answer to one inbound message while it is generated (`text` so far,
+        written by the brain worker), the process showing it (`owner`), the platform's id
+        of the message showing it (`shown`), a showing call in flight (`busy`, its start
+        time) and `final` once the sender delivers the reply. `PARTIAL_TTL_SECONDS`."""
+        return f"{self.prefix}partial:{channel}:{conversation_id}:{message_id}"
+
+    @property
+    def partials(self) -> str:
+        """Stream: one entry (channel, conversation, message) per new partial answer, read
+        by every process with adapters; capped at `PARTIALS_MAXLEN`, holds no text."""
+        return f"{self.prefix}partials"
 
     def queue(self, stream: str, channel: str, conversation_id: str) -> str:
         """List: the conversation's unfinished entry ids of `stream` (a stream key)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from brain.answering.backends import AnswerBackend
+from brain.answering.backends import AnswerBackend, PartialCallback
 from brain.conversations import ConversationStore
 from brain.handoff.hours import BusinessHours, describe_reopening
 from brain.handoff.machine import Change, Event, Outcome, State
@@ -144,7 +144,10 @@ class Brain:
         """Thresholds from settings if given, else those stored with the index."""
         return self._thresholds or self.retriever.index.thresholds
 
-    async def handle(self, inbound: Inbound) -> Reply:
+    async def handle(self, inbound: Inbound, on_partial: PartialCallback | None = None) -> Reply:
+        """The reply to `inbound`. With `on_partial`, a generated answer's text so far is
+        passed to it while the model writes (see `AnswerBackend`); the reply returned is
+        the one that counts."""
         # Whatever a channel let through: encodable, and no longer than what is read.
         inbound = inbound.bounded(self.max_message_chars)
         if inbound.agent:
@@ -248,7 +251,7 @@ class Brain:
         log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
 
         if action == "answer":
-            reply = await self._answer(inbound, question, hits, history)
+            reply = await self._answer(inbound, question, hits, history, on_partial)
         elif action == "clarify" and not hits:
             reply = Reply(
                 "I don't have an answer to that in our help centre. "
@@ -280,9 +283,17 @@ class Brain:
         return self.mood.read(question, vector)
 
     async def _answer(
-        self, inbound: Inbound, question: str, hits: Sequence[FaqHit], history: list[Turn]
+        self,
+        inbound: Inbound,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: list[Turn],
+        on_partial: PartialCallback | None = None,
     ) -> Reply:
-        answer = await self.backend.answer(question, hits, history)
+        if on_partial is None:  # backends written before streaming need not know of it
+            answer = await self.backend.answer(question, hits, history)
+        else:
+            answer = await self.backend.answer(question, hits, history, on_partial=on_partial)
         if answer.action == "handoff":
             reply = await self._handoff(inbound, answer.reason or "no answer in the FAQ", hits)
             return replace(reply, model_version=answer.model_version or self.backend.version)

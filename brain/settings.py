@@ -352,6 +352,13 @@ class Settings:
         _seconds,
         10.0,
     )
+    stream_replies: bool = _setting(
+        "show a generated answer while it is written (Telegram: a message edited as the "
+        "words come; Slack: the placeholder updated), where the answer backend streams (hf "
+        "on the lean engine); the final reply replaces it",
+        _bool,
+        True,
+    )
     answer_delay: float = _setting(
         "testing aid: seconds added to every generated answer (simulates a slow model)",
         _non_negative_float,

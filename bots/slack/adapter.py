@@ -51,6 +51,7 @@ from bots.slack.render import (
     escape,
     plain_text,
     render_reply,
+    to_mrkdwn,
 )
 from bots.slack.staff_desk import StaffDesk
 from bots.staff import StaffCommands
@@ -240,6 +241,13 @@ class SlackAdapter:
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
             ],
+        )
+        # Partial answers: no retries, a 429 skips showing (brain.flow.partials).
+        self._partial_client = AsyncWebClient(
+            token=str(settings.slack_bot_token),
+            base_url=settings.slack_api_url + "/",
+            retry_handlers=[],
+            timeout=3,
         )
         self.app = AsyncApp(
             name="deskmate",
@@ -507,3 +515,23 @@ class SlackAdapter:
             unfurl_media=False,
         )
         return str(posted["ts"])
+
+    # -- partial answers (brain.flow.partials): best effort -------------------------
+
+    async def show_partial(self, conversation_id: str, text: str, shown: str | None) -> str | None:
+        """Show an answer's text so far in the placeholder ("thinking..."), marked
+        unfinished ("…"); the reply replaces the same placeholder. Shown only while one
+        message of the conversation awaits its reply: with more, the first placeholder
+        belongs to an earlier reply. Returns the placeholder's ts (None: none to show in)."""
+        placeholders = await self.redis.lrange(self.keys.slack_placeholder(conversation_id), 0, 1)
+        if len(placeholders) != 1:
+            return None
+        placeholder = placeholders[0]
+        ts = placeholder.decode() if isinstance(placeholder, bytes) else str(placeholder)
+        channel, _ = parse_conversation(conversation_id)
+        await delivering(
+            lambda: self._partial_client.chat_update(
+                channel=channel, ts=ts, text=f"{to_mrkdwn(text)} …"
+            )
+        )
+        return ts

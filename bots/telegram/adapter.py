@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 from telegram import (
+    Bot,
     BotCommand,
     CallbackQuery,
     LinkPreviewOptions,
@@ -49,6 +50,7 @@ from telegram import error as telegram_error
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, TypeHandler
+from telegram.request import HTTPXRequest
 
 from bots.telegram.render import (
     OutgoingMessage,
@@ -71,6 +73,7 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES: Final = ["message", "callback_query"]
 SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 APOLOGY: Final = "Sorry, something went wrong answering that. Please try again."
+PARTIAL_CHARS: Final = 4000  # a partial answer shown is cut here (Telegram's limit: 4096)
 # Message fields that carry something other than text, checked in this order (an
 # animation also sets `document`), with the noun the customer is told about.
 ATTACHMENTS: Final = (
@@ -305,6 +308,9 @@ class TelegramAdapter:
         self._application: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self._application.add_handler(TypeHandler(Update, self._on_update))
         self._application.add_error_handler(self._on_error)
+        self._token = str(settings.telegram_token)
+        self._partial_bot: Bot | None = None
+        self._partial_bot_lock = asyncio.Lock()
 
     @property
     def bot_username(self) -> str:
@@ -355,6 +361,7 @@ class TelegramAdapter:
             typing.stop.set()
         await asyncio.gather(*(t.task for t in self._typing.values() if t.task))
         self._typing.clear()
+        await self._close_partial_bot()
         await self._application.shutdown()
 
     # Receiving
@@ -569,3 +576,101 @@ class TelegramAdapter:
                 break
             sent.append(posted.message_id)
         return sent
+
+    # Partial answers (brain.flow.partials): best effort, never in the replies' way
+
+    async def _partial_client(self) -> Bot:
+        """A bot client without the rate limiter: a showing call that meets a 429 is
+        skipped (the shower waits `retry_after` itself) rather than retried late, where
+        it could land after the final reply."""
+        async with self._partial_bot_lock:
+            if self._partial_bot is None:
+                request = HTTPXRequest(connection_pool_size=8, read_timeout=3.0)
+                bot = Bot(self._token, base_url=f"{self.api_url}/bot", request=request)
+                await bot.initialize()
+                self._partial_bot = bot
+            return self._partial_bot
+
+    async def _close_partial_bot(self) -> None:
+        if self._partial_bot is not None:
+            with contextlib.suppress(TelegramError):
+                await self._partial_bot.shutdown()
+            self._partial_bot = None
+
+    async def show_partial(self, conversation_id: str, text: str, shown: str | None) -> str | None:
+        """Show an answer's text so far, marked unfinished ("…"): a new message first
+        (`shown` None), then edits of it. Returns the message's id."""
+        chat_id, thread_id = parse_conversation_key(conversation_id)
+        text = f"{text[:PARTIAL_CHARS]} …"
+        try:
+            bot = await self._partial_client()
+            if shown is None:
+                message = await bot.send_message(
+                    chat_id,
+                    text,
+                    message_thread_id=thread_id,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+                return str(message.message_id)
+            try:
+                await bot.edit_message_text(
+                    text,
+                    chat_id=chat_id,
+                    message_id=int(shown),
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            except BadRequest as exc:
+                if "not modified" not in exc.message:
+                    raise
+            return shown
+        except telegram_error.RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise RetryAfter(seconds, str(exc)) from exc
+        except TelegramError as exc:
+            raise DeliveryFailed(str(exc)) from exc
+
+    async def send_over(self, conversation_id: str, reply: Reply, shown: str) -> str | None:
+        """Deliver `reply` by editing the message `shown` (which shows its partial text)
+        into its first part, buttons included; further parts are sent after it. If that
+        message is gone or cannot be edited, the reply is sent as `send` does. Editing to
+        the same text again (a redelivery) counts as delivered."""
+        await self._stop_typing(conversation_id)
+        chat_id, _thread = parse_conversation_key(conversation_id)
+        messages = render_reply(reply)
+        try:
+            if not messages:  # nothing to say: the partial text goes
+                with contextlib.suppress(BadRequest):
+                    await self._application.bot.delete_message(chat_id, int(shown))
+                return None
+            first, rest = messages[0], messages[1:]
+            try:
+                await self._application.bot.edit_message_text(
+                    first.html,
+                    chat_id=chat_id,
+                    message_id=int(shown),
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=first.reply_markup,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            except BadRequest as exc:
+                if "not modified" not in exc.message:
+                    log.info(
+                        "conversation %s: partial answer not replaced (%s); sending the reply",
+                        conversation_id,
+                        exc,
+                    )
+                    sent = await self._deliver(conversation_id, messages)
+                    return ",".join(str(message_id) for message_id in sent) or None
+            later = await self._deliver(conversation_id, rest)
+            return ",".join([shown, *(str(message_id) for message_id in later)])
+        except telegram_error.RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise RetryAfter(seconds, str(exc)) from exc
+        except telegram_error.BadRequest as exc:  # a subclass of NetworkError in PTB
+            raise DeliveryFailed(str(exc)) from exc
+        except telegram_error.NetworkError as exc:
+            raise NetworkError(str(exc)) from exc
+        except TelegramError as exc:
+            raise DeliveryFailed(str(exc)) from exc

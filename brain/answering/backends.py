@@ -7,12 +7,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from brain.types import Turn
 from retrieval.index import FaqHit
+
+# Called with the answer's text so far while a generative backend writes it (see
+# `GenerativeBackend.answer`); what a channel may show before the reply is final.
+PartialCallback = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +36,21 @@ class Answer:
 
 
 class AnswerBackend(Protocol):
-    """Writes an answer grounded in `hits`; `version` is recorded with every reply."""
+    """Writes an answer grounded in `hits`; `version` is recorded with every reply.
+
+    `on_partial`, when given, may be called with the answer's text so far while it is
+    written (a backend that cannot stream never calls it); the returned `Answer` is what
+    counts and may differ (a quote replacing a generation that failed a guard)."""
 
     version: str
 
     async def answer(
-        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+        self,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: Sequence[Turn],
+        *,
+        on_partial: PartialCallback | None = None,
     ) -> Answer: ...
 
     async def aclose(self) -> None: ...
@@ -49,7 +62,12 @@ class QuoteBackend:
     version = "quote"
 
     async def answer(
-        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+        self,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: Sequence[Turn],
+        *,
+        on_partial: PartialCallback | None = None,
     ) -> Answer:
         return quote(hits)
 
@@ -73,10 +91,15 @@ class DelayedBackend:
         self.version = inner.version
 
     async def answer(
-        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+        self,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: Sequence[Turn],
+        *,
+        on_partial: PartialCallback | None = None,
     ) -> Answer:
         await asyncio.sleep(self.delay)
-        return await self.inner.answer(question, hits, history)
+        return await self.inner.answer(question, hits, history, on_partial=on_partial)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import Counter
 
-from brain.answering.backends import Answer, quote
+from brain.answering.backends import Answer, PartialCallback, quote
 from brain.answering.batching import GenerationError, Generator
 from brain.answering.registry import ModelVersion
 from brain.prompt import (
@@ -116,6 +117,61 @@ def tidy(text: str) -> str:
     return text[: ends[-1].end()] if ends else text
 
 
+_UNFINISHED_TAIL = re.compile(r"\S*$")  # a word (or number, or "[1") still being written
+PARTIAL_INTERVAL_SECONDS = 0.5
+
+
+class PartialAnswer:
+    """Passes an answer's text so far to `on_partial` while it is generated: the first
+    words at once, then at most every `interval` seconds, whole words only, without
+    citation markers. Once the text so far fails a guard (a passage number not given, a
+    number stated nowhere, "I don't know") nothing more is shown: the final reply (a
+    quote, a handoff) replaces what was. Best effort: a failing callback (Redis down)
+    ends the showing, never the answer."""
+
+    def __init__(
+        self,
+        on_partial: PartialCallback,
+        passage_count: int,
+        sources: Sequence[str],
+        interval: float = PARTIAL_INTERVAL_SECONDS,
+    ) -> None:
+        self.on_partial = on_partial
+        self.passage_count = passage_count
+        self.sources = sources
+        self.interval = interval
+        self.stopped = False
+        self.shown = ""
+        self._next = 0.0
+
+    async def offer(self, text: str) -> None:
+        """`text` is the whole answer so far (the generation's pieces joined)."""
+        if self.stopped or time.monotonic() < self._next:
+            return
+        complete = _UNFINISHED_TAIL.sub("", text)
+        if not complete.strip():
+            return
+        numbers = cited_numbers(complete)
+        if (
+            any(not 1 <= number <= self.passage_count for number in numbers)
+            or says_it_does_not_know(complete)
+            or unsupported_numbers(complete, self.sources)
+        ):
+            self.stopped = True
+            return
+        words = strip_citations(complete)
+        if words == self.shown:
+            return
+        try:
+            await self.on_partial(words)
+        except Exception as exc:  # partials are best effort; the answer goes on
+            log.warning("partial answer not passed on; showing no more of it: %s", exc)
+            self.stopped = True
+            return
+        self.shown = words
+        self._next = time.monotonic() + self.interval
+
+
 GeneratorLoader = Callable[[ModelVersion | None], Awaitable[Generator]]
 # (answer text, the passages it was given) -> 1-based numbers of the passages it draws on
 Attribution = Callable[[str, Sequence[FaqHit]], Sequence[int]]
@@ -159,7 +215,12 @@ class GenerativeBackend:
         await old.aclose()
 
     async def answer(
-        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+        self,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: Sequence[Turn],
+        *,
+        on_partial: PartialCallback | None = None,
     ) -> Answer:
         hits = list(hits[: self.max_passages])
         fitted = fit_prompt(
@@ -177,19 +238,28 @@ class GenerativeBackend:
                 fitted.history_dropped,
                 fitted.passages_dropped,
             )
-        try:
-            [text] = await self.generator.generate([fitted.messages])
-        except GenerationError as exc:
-            log.warning("generation failed, quoting the best FAQ entry instead: %s", exc)
-            return self._fallback(hits, "error")
-        text = tidy(text)
         given = hits[: len(fitted.passages)]
-        check = check_citations(text, len(given))
         sources = [
             question,
             *(f"{p.title} {p.text}" for p in fitted.passages),
             *(t.text for t in history),
         ]
+        stream = getattr(self.generator, "stream", None)
+        try:
+            if on_partial is None or stream is None:
+                [text] = await self.generator.generate([fitted.messages])
+            else:
+                partial = PartialAnswer(on_partial, len(given), sources)
+                pieces: list[str] = []
+                async for piece in stream(fitted.messages):
+                    pieces.append(piece)
+                    await partial.offer("".join(pieces))
+                text = "".join(pieces).strip()
+        except GenerationError as exc:
+            log.warning("generation failed, quoting the best FAQ entry instead: %s", exc)
+            return self._fallback(hits, "error")
+        text = tidy(text)
+        check = check_citations(text, len(given))
         if check.verdict != "abstained" and unsupported_numbers(text, sources):
             check = CitationCheck("unsupported_number", ())
         if check.verdict in ("grounded", "uncited") and self.attribution is not None:
@@ -241,7 +311,12 @@ class UnavailableModelBackend:
         log.error("dialogue model %s unavailable, answering by quoting: %s", intended, error)
 
     async def answer(
-        self, question: str, hits: Sequence[FaqHit], history: Sequence[Turn]
+        self,
+        question: str,
+        hits: Sequence[FaqHit],
+        history: Sequence[Turn],
+        *,
+        on_partial: PartialCallback | None = None,
     ) -> Answer:
         FALLBACKS.labels("unavailable").inc()
         return quote(hits, model_version=self.version)

@@ -47,6 +47,7 @@ from tenacity.wait import wait_base
 
 from brain.channel import Adapter, DeliveryFailed, NetworkError, RetryAfter
 from brain.flow.consumer import Conversation, Holding, LockLost, OrderedConsumer, Postpone
+from brain.flow.partials import ReplacesPartials, finish_partial
 from brain.flow.stream import OUTBOX_GROUP, Outgoing, call_redis
 from brain.keys import DELIVERY_TTL_SECONDS, RedisKeys
 from brain.metrics import record_delivery, record_redelivery
@@ -201,7 +202,7 @@ class Sender(OrderedConsumer[Outgoing]):
             if int(state) > 1 and resend is not None:
                 platform_id = await resend(record.conversation_id, record.reply)
             else:
-                platform_id = await adapter.send(record.conversation_id, record.reply)
+                platform_id = await self._send_over_partial(adapter, record)
         except (RetryAfter, DeliveryFailed):
             # The platform answered and refused it: this attempt certainly did not arrive.
             with contextlib.suppress(RedisUnavailable):
@@ -214,6 +215,24 @@ class Sender(OrderedConsumer[Outgoing]):
                 self.redis.hset(marker, "delivered", str(platform_id or 1)),
             )
         return True
+
+    async def _send_over_partial(self, adapter: Adapter, record: Outgoing) -> str | None:
+        """`adapter.send`, except that a reply whose partial answer is shown in a message
+        of its own (Telegram) replaces that message (`brain.flow.partials`). Partials are
+        marked final first, so none is shown after the reply."""
+        shown = None
+        if record.reply.in_reply_to:
+            with contextlib.suppress(RedisUnavailable, RedisError, OSError):
+                shown = await finish_partial(
+                    self.redis,
+                    self.keys,
+                    record.channel,
+                    record.conversation_id,
+                    record.reply.in_reply_to,
+                )
+        if shown is not None and isinstance(adapter, ReplacesPartials):
+            return await adapter.send_over(record.conversation_id, record.reply, shown)
+        return await adapter.send(record.conversation_id, record.reply)
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None

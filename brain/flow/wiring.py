@@ -22,9 +22,10 @@ import redis.asyncio as aioredis
 
 from brain.channel import Adapter
 from brain.flow.consumer import OrderedConsumer
+from brain.flow.partials import PartialShower
 from brain.flow.sender import Sender
 from brain.flow.stream import Intake
-from brain.flow.worker import AnswerFunction, BrainWorker
+from brain.flow.worker import AnswerFunction, BrainWorker, StreamingAnswerFunction
 from brain.keys import RedisKeys
 
 STOP_TIMEOUT_SECONDS = 10.0
@@ -56,6 +57,7 @@ class Flow:
         self.intake = Intake(redis, keys)
         self.workers: list[BrainWorker] = []
         self.senders: list[Sender] = []
+        self.shower: PartialShower | None = None
 
     @property
     def consumers(self) -> list[OrderedConsumer[Any]]:
@@ -71,6 +73,8 @@ class Flow:
         senders: int,
         stop: asyncio.Event,
         staff_channel: str | None = None,
+        streaming: StreamingAnswerFunction | None = None,
+        show_partials: bool = False,
     ) -> list[asyncio.Task[None]]:
         """Run `workers` brain workers answering with `answer` and `senders` senders
         delivering through `adapters` (by channel name), each as a task until `stop` is set.
@@ -79,6 +83,10 @@ class Flow:
         another process's senders deliver the replies. `staff_channel` is the outbox
         channel of the support team's desk (`brain.flow.staff_notices`), if there is one.
         `answer` may be None only without workers (a process that only receives and sends).
+
+        Partial answers (DESKMATE_STREAM_REPLIES, `brain.flow.partials`): with `streaming`
+        the workers answer with it and write the answer so far; with `show_partials` this
+        process shows what any process's workers write, through its adapters that can.
         """
         if workers and answer is None:
             raise ValueError("brain workers need an answer function")
@@ -92,6 +100,7 @@ class Flow:
                 reclaim_idle=self.reclaim_idle,
                 staff_channel=staff_channel,
                 block_seconds=self.block_seconds,
+                streaming=streaming,
             )
             for n in range(workers)
             if answer is not None
@@ -111,9 +120,17 @@ class Flow:
         self.workers += new_workers
         self.senders += new_senders
         started: list[OrderedConsumer[Any]] = [*new_workers, *new_senders]
-        return [
+        tasks = [
             asyncio.create_task(consumer.run(stop), name=consumer.consumer) for consumer in started
         ]
+        if show_partials and self.shower is None:
+            shower = PartialShower(
+                self.redis, self.keys, adapters, self.name, block_seconds=self.block_seconds
+            )
+            if shower.adapters:  # a task ending early would read as a crash in `serve`
+                self.shower = shower
+                tasks.append(asyncio.create_task(shower.run(stop), name=f"{self.name}-partials"))
+        return tasks
 
     @asynccontextmanager
     async def running(
@@ -125,6 +142,8 @@ class Flow:
         senders: int = 1,
         staff_channel: str | None = None,
         stop_timeout: float = STOP_TIMEOUT_SECONDS,
+        streaming: StreamingAnswerFunction | None = None,
+        show_partials: bool = False,
     ) -> AsyncIterator[Flow]:
         """`start` for the length of an `async with` block. Leaving it stops the consumers
         and waits up to `stop_timeout` seconds for them to finish the entries in hand; a
@@ -137,6 +156,8 @@ class Flow:
             senders=senders,
             stop=stop,
             staff_channel=staff_channel,
+            streaming=streaming,
+            show_partials=show_partials,
         )
         try:
             yield self

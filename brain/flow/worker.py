@@ -18,7 +18,9 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 
+from brain.answering.backends import PartialCallback
 from brain.flow.consumer import Conversation, OrderedConsumer
+from brain.flow.partials import PartialWriter
 from brain.flow.staff_notices import desk_conversation_id, staff_notice
 from brain.flow.stream import INBOX_GROUP, Outgoing, inbound_from_json
 from brain.keys import RedisKeys
@@ -28,6 +30,8 @@ from brain.types import Inbound, Reply
 
 log = logging.getLogger(__name__)
 AnswerFunction = Callable[[Inbound], Awaitable[Reply]]
+# `Brain.handle` with partial answers passed on (brain.flow.partials).
+StreamingAnswerFunction = Callable[[Inbound, PartialCallback], Awaitable[Reply]]
 APOLOGY = "Sorry, something went wrong while answering that. Please try again in a moment."
 
 
@@ -37,7 +41,10 @@ class BrainWorker(OrderedConsumer[Inbound]):
     With `staff_channel` (the outbox channel of the support team's desk, see
     `brain.flow.staff_notices`), a handoff also writes an escalation for the support team, and a
     customer's message to a handed-off conversation is passed on to them, in the same
-    atomic step as the reply."""
+    atomic step as the reply.
+
+    With `streaming` (DESKMATE_STREAM_REPLIES), messages are answered by it instead,
+    writing the answer's text so far for the channels to show (`brain.flow.partials`)."""
 
     def __init__(
         self,
@@ -50,6 +57,7 @@ class BrainWorker(OrderedConsumer[Inbound]):
         reclaim_idle: float = 60.0,
         staff_channel: str | None = None,
         block_seconds: float = 1.0,
+        streaming: StreamingAnswerFunction | None = None,
     ) -> None:
         super().__init__(
             redis,
@@ -64,6 +72,8 @@ class BrainWorker(OrderedConsumer[Inbound]):
         )
         self.answer = answer
         self.staff_channel = staff_channel
+        self.streaming = streaming
+        self.partials = PartialWriter(redis, keys)
 
     def decode(self, data: str) -> Inbound:
         return inbound_from_json(data)
@@ -73,7 +83,10 @@ class BrainWorker(OrderedConsumer[Inbound]):
 
     async def process(self, record: Inbound) -> str | tuple[str, ...] | None:
         try:
-            reply = await self.answer(record)
+            if self.streaming is not None:
+                reply = await self.streaming(record, self.partials.callback(record))
+            else:
+                reply = await self.answer(record)
         except RedisUnavailable:
             raise  # left pending; answered once Redis is back
         except Exception:

@@ -264,6 +264,49 @@ class FakeTelegram:
         self.delivered.append(message)
         return message
 
+    def _api_editMessageText(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Edits a message the bot sent (`delivered` shows its text now), with Telegram's
+        errors for a message it does not have and for an edit that changes nothing."""
+        text = str(payload.get("text", ""))
+        shown = visible_text(text) if payload.get("parse_mode") == "HTML" else text
+        if not shown.strip():
+            raise ValueError("message text is empty")
+        message = next(
+            (
+                m
+                for m in self.delivered
+                if m["chat"]["id"] == int(payload["chat_id"])
+                and m["message_id"] == int(payload["message_id"])
+            ),
+            None,
+        )
+        if message is None:
+            raise ValueError("message to edit not found")
+        markup = payload.get("reply_markup") or None
+        if message["text"] == shown and message.get("reply_markup") == markup:
+            raise ValueError(
+                "message is not modified: specified new message content and reply markup "
+                "are exactly the same as a current content and reply markup of the message"
+            )
+        message["text"] = shown
+        message["edit_date"] = int(time.time())
+        if markup:
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)
+        return message
+
+    def _api_deleteMessage(self, payload: dict[str, Any]) -> bool:
+        self.delivered = [
+            m
+            for m in self.delivered
+            if not (
+                m["chat"]["id"] == int(payload["chat_id"])
+                and m["message_id"] == int(payload["message_id"])
+            )
+        ]
+        return True
+
     def _api_editMessageReplyMarkup(self, payload: dict[str, Any]) -> dict[str, Any]:
         message = self._message(payload["chat_id"], "(edited)")
         message["message_id"] = payload["message_id"]
