@@ -178,6 +178,8 @@ class Eraser:
                 names.append(name)
         seen = keys.seen(channel, _glob_escape(conversation), "*")
         names += [_text(k) async for k in self.redis.scan_iter(match=seen, count=SCAN_BATCH)]
+        partial = keys.partial(channel, _glob_escape(conversation), "*")  # answers being shown
+        names += [_text(k) async for k in self.redis.scan_iter(match=partial, count=SCAN_BATCH)]
         present = [name for name in names if await self.redis.exists(name)]
         member = f"{channel}:{conversation}"
         if not dry_run:

@@ -29,6 +29,8 @@ async def two_customers(brain: Brain, redis: aioredis.Redis) -> None:
     await brain.feedback(Feedback("telegram", "42", "42", "2", "up"))
     await brain.handle(said("42", 3, "/human"))
     await Intake(redis, KEYS).submit(said("42", 4, "still waiting, ann@example.com"))
+    # An answer to it being shown as it is written (streaming).
+    await redis.hset(KEYS.partial("telegram", "42", "4"), mapping={"text": "Sorry, ann"})
     await brain.handle(said("43", 1, "how do I reset my password?"))
     for conversation, question in (("42", "ann@example.com?"), ("43", "lost my login")):
         gap = {"question": question, "why": "handoff", "time": 1.0, "channel": "telegram",
