@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 
 from bots.faq_sync import FaqWatcher, SourceSync
 from bots.indexing import ensure_index, ingest_options
+from bots.retrieval_models import active_version, embedder_for, retriever_watcher
 from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
@@ -163,7 +165,7 @@ def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | 
             f"DESKMATE_CLARIFY_THRESHOLD ({clarify}) must not exceed the answer threshold "
             f"({answer})"
         )
-    return Thresholds(answer, clarify, calibrated_from="settings")
+    return dataclasses.replace(stored, answer=answer, clarify=clarify, calibrated_from="settings")
 
 
 async def _active_version(
@@ -181,14 +183,21 @@ async def _active_version(
 
 @asynccontextmanager
 async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIterator[App]:
-    embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
-    index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
-    retriever = Retriever(embedder, index, top_k=settings.top_k)
+    base_embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
     registry = ModelRegistry(settings.registry_dir)
-    mood = MoodReader.default(settings.embedding_model, embedder.dimension)
+    mood = MoodReader.default(settings.embedding_model, base_embedder.dimension)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        # The retrieval model every process searches with (base, or learned from the FAQ).
+        retriever_name, retriever_version = await active_version(settings, redis)
+        embedder = base_embedder
+        if retriever_version is not None:
+            embedder = await asyncio.to_thread(embedder_for, settings, retriever_version)
+        index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
+        retriever = Retriever(
+            embedder, index, top_k=settings.top_k, sentence_embedder=base_embedder
+        )
         active, version = await _active_version(redis, settings.redis_prefix, registry)
-        backend = await make_backend(settings, embedder, version)
+        backend = await make_backend(settings, base_embedder, version)
         log.warning("answering with %s", getattr(backend, "version", settings.model_backend))
         store = ConversationStore(
             redis,
@@ -224,6 +233,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             key=RedisKeys(settings.redis_prefix).classifier_active,
             what="mood classifier",
         )
+        retrieval_watcher = retriever_watcher(settings, redis, retriever, retriever_name)
         options = ingest_options(settings)
         faq_watcher = FaqWatcher(
             redis,
@@ -243,7 +253,7 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
             options=options,
         )
         try:
-            async with watcher, classifier_watcher, faq_watcher, source_sync:
+            async with watcher, classifier_watcher, retrieval_watcher, faq_watcher, source_sync:
                 yield App(settings, redis, store, retriever, brain, watcher, classifier_watcher)
         finally:
             await backend.aclose()
