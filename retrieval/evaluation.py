@@ -17,18 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.confidence import Thresholds, features, fit_model
+from retrieval.confidence import FEATURES, Thresholds, features, fit_model
 from retrieval.faq import FaqFormatError, read_json_lines
 from retrieval.index import FaqHit, SearchMode
 from retrieval.retriever import Retriever
 
-# Handoff (below the clarify threshold) must be right this often on the calibration set.
-HANDOFF_PRECISION = 0.9
-# Fewer labelled queries than this (of either kind) fit no model: defaults serve instead.
-MIN_IN_SCOPE = 30
-MIN_OUT_OF_SCOPE = 20
+# Fewer labelled queries than this of either kind fit no model: defaults serve instead.
+# The usual rule for a logistic regression, 10 events per estimated parameter (Peduzzi et
+# al. 1996): with fewer, where in-scope and out-of-scope questions overlap is decided by a
+# handful of queries, and the thresholds move with each one.
+EVENTS_PER_PARAMETER = 10
+MIN_PER_KIND = EVENTS_PER_PARAMETER * (len(FEATURES) + 1)
 FOLDS = 5
 CLARIFY_OPTIONS = 3  # entries the clarifying menu offers (brain.pipeline shows as many)
+# The clarifying menu must hold the right entry for at least this share of those shown it.
+MENU_PRECISION = 0.5
 
 
 HISTORY_ROLES = ("user", "agent", "assistant")
@@ -198,20 +201,24 @@ def _cuts(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
 
 
-def choose_thresholds(confidence: np.ndarray, actual_oos: np.ndarray) -> tuple[float, float]:
-    """(answer, clarify) on a confidence: `answer` maximises out-of-scope F1 (queries below
-    it are not answered); `clarify` is the highest cut under `answer` below which at least
-    HANDOFF_PRECISION of queries are really out of scope, so a handoff is rarely a question
-    the FAQ could have answered. Queries between the two get the clarifying menu."""
+def choose_thresholds(
+    confidence: np.ndarray, actual_oos: np.ndarray, offered: np.ndarray
+) -> tuple[float, float]:
+    """(answer, clarify) on a confidence. `answer` maximises out-of-scope F1 (queries below
+    it are not answered). `clarify` is the lowest cut under `answer` for which the menu
+    still holds the right entry (`offered`: among the first CLARIFY_OPTIONS hits) for at
+    least MENU_PRECISION of the queries between the two: a menu is shown only where it
+    usually helps, and the band is as wide as the data says menus help."""
     cuts = _cuts(confidence)
     f1s = np.array([_prf(confidence < cut, actual_oos)[2] for cut in cuts])
     answer = float(cuts[int(np.argmax(f1s))])
-    clarify = float(cuts[0])
-    for cut in cuts[cuts <= answer]:
-        below = confidence < cut
-        if below.any() and _prf(below, actual_oos)[0] >= HANDOFF_PRECISION:
+    clarify = answer
+    for cut in cuts[cuts < answer]:
+        band = (confidence >= cut) & (confidence < answer)
+        if band.any() and offered[band].mean() >= MENU_PRECISION:
             clarify = float(cut)
-    return answer, min(clarify, answer)
+            break
+    return answer, clarify
 
 
 def _folds(actual_oos: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -240,11 +247,11 @@ def too_little_data(scored: Sequence[ScoredQuery]) -> str | None:
     """Why these labelled queries are too few to calibrate on, or None if they suffice."""
     out = sum(s.query.out_of_scope for s in scored)
     inside = len(scored) - out
-    if inside >= MIN_IN_SCOPE and out >= MIN_OUT_OF_SCOPE:
+    if min(inside, out) >= MIN_PER_KIND:
         return None
     return (
         f"too few labelled queries to calibrate: {inside} in scope and {out} out of scope "
-        f"(at least {MIN_IN_SCOPE} and {MIN_OUT_OF_SCOPE} needed); conservative defaults"
+        f"(at least {MIN_PER_KIND} of each needed); conservative defaults"
     )
 
 
@@ -271,13 +278,9 @@ def calibrate(
         return Thresholds(note=reason)
     rows = np.array([features(s.hits) for s in scored])
     probabilities = _out_of_fold(rows, actual, folds, seed)
-    answer, clarify = choose_thresholds(probabilities, actual)
+    offered = np.array([(s.rank() or CLARIFY_OPTIONS + 1) <= CLARIFY_OPTIONS for s in scored])
+    answer, clarify = choose_thresholds(probabilities, actual, offered)
     band = (probabilities >= clarify) & (probabilities < answer)
-    offered = [
-        s.rank() is not None and (s.rank() or 0) <= CLARIFY_OPTIONS
-        for s, in_band in zip(scored, band, strict=True)
-        if in_band
-    ]
     f1 = _prf(probabilities < answer, actual)[2]
     figures = {
         "queries": float(len(scored)),
@@ -286,12 +289,13 @@ def calibrate(
         "answered": round(float((probabilities >= answer).mean()), 4),
         "clarified": round(float(band.mean()), 4),
         "handed_off": round(float((probabilities < clarify).mean()), 4),
-        "clarified_right_entry_offered": round(float(np.mean(offered)), 4) if offered else 0.0,
+        "clarified_right_entry_offered": round(float(offered[band].mean()) if band.any() else 0, 4),
     }
     note = (
         f"{folds}-fold cross-validated on {len(scored)} queries ({int(actual.sum())} out of "
-        f"scope): answer maximises out-of-scope F1 ({f1:.3f}); below clarify, at least "
-        f"{HANDOFF_PRECISION:.0%} of queries are out of scope. Of these queries "
+        f"scope): answer maximises out-of-scope F1 ({f1:.3f}); clarify widens the menu band "
+        f"as far as the menu holds the right entry for {MENU_PRECISION:.0%} of it. Of these "
+        "queries "
         f"{figures['answered']:.0%} would be answered, {figures['clarified']:.0%} offered a "
         f"menu (the right entry among the {CLARIFY_OPTIONS} options for "
         f"{figures['clarified_right_entry_offered']:.0%} of those), "

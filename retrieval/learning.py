@@ -186,7 +186,8 @@ def fine_tune(
 def _embed(model: Any, texts: list[str]) -> torch.Tensor:
     import torch
 
-    output = model(model.tokenize(texts))
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in v5
+    output = model(prepare(texts))
     embedded: torch.Tensor = torch.nn.functional.normalize(output["sentence_embedding"], dim=-1)
     return embedded
 

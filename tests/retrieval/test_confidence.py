@@ -38,7 +38,7 @@ def ambiguous_traffic(seed: int = 0) -> list[ScoredQuery]:
     """Top scores alike for both kinds; only in-scope questions stand out of the rest."""
     rng = random.Random(seed)
     scored = []
-    for number in range(120):
+    for number in range(300):
         top = rng.uniform(0.5, 0.7)
         in_scope = number % 3 != 0
         second = top - (rng.uniform(0.12, 0.25) if in_scope else rng.uniform(0.0, 0.06))

@@ -50,9 +50,9 @@ def test_metrics_by_hand() -> None:
 
 
 def test_calibration_separates_in_scope_from_out_of_scope() -> None:
-    # 30 in scope scoring 0.7-0.9, 20 out of scope at 0.2-0.5 and one at 0.72.
-    results = [scored(("a",), [hit("a", 0.7 + 0.2 * i / 29)]) for i in range(30)]
-    results += [scored((), [hit("a", 0.2 + 0.3 * i / 18)]) for i in range(19)]
+    # 100 in scope scoring 0.7-0.9, 99 out of scope at 0.2-0.5 and one at 0.72.
+    results = [scored(("a",), [hit("a", 0.7 + 0.2 * i / 99)]) for i in range(100)]
+    results += [scored((), [hit("a", 0.2 + 0.3 * i / 98)]) for i in range(99)]
     results += [scored((), [hit("a", 0.72)])]
     thresholds = calibrate(results, "q.jsonl")
     assert thresholds.model is not None and thresholds.calibrated_from == "q.jsonl"
