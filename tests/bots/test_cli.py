@@ -189,3 +189,96 @@ def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
     redis_files = {p.name for p in (env / "redis").iterdir()}
     assert redis_files & {"appendonly.aof", "appendonlydir"}, redis_files  # AOF on
     assert not (env / "redis" / "redis.sock").exists()  # the server was stopped on exit
+
+
+LEARNABLE = [
+    (
+        "ship",
+        "How long does delivery take?",
+        [
+            "when will my order come",
+            "how many days to deliver",
+            "is shipping fast",
+            "delivery time to Norway",
+            "when does the courier arrive",
+        ],
+    ),
+    (
+        "refund",
+        "How do I get a refund?",
+        [
+            "money back please",
+            "I want my money returned",
+            "refund my order",
+            "can I be reimbursed",
+            "how do refunds work",
+        ],
+    ),
+    (
+        "size",
+        "What size should I buy?",
+        [
+            "does a medium fit me",
+            "size chart for jackets",
+            "which size for boots",
+            "do your sizes run small",
+            "help me choose a size",
+        ],
+    ),
+    (
+        "store",
+        "Where are your shops?",
+        [
+            "any shop near me",
+            "store opening hours",
+            "can I visit a store",
+            "shop addresses",
+            "is there a store in Oslo",
+        ],
+    ),
+    (
+        "pay",
+        "Which payment methods do you accept?",
+        [
+            "can I pay by card",
+            "do you take paypal",
+            "payment options",
+            "pay with klarna",
+            "is apple pay accepted",
+        ],
+    ),
+]
+
+
+@pytest.mark.slow
+def test_import_learns_the_faq_and_eval_measures_it_without_learning_the_queries(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq = tmp_path / "learnable.jsonl"
+    faq.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q, "answer": "See our help pages.", "alternates": a})
+            + "\n"
+            for i, q, a in LEARNABLE
+        )
+    )
+    assert main(["faq", "import", str(faq)]) == 0
+    out = capsys.readouterr().out
+    assert "Learning: " in out and "held-out phrasings (5)" in out
+    meta = json.loads((env / "index" / "meta.json").read_text())
+    learned = sorted(p.name for p in (env / "learned-embedders").iterdir())
+    assert len(learned) == 1
+    if "learned model kept" in out:  # the index is embedded by what serves
+        assert meta["model"] == learned[0] and "Serving retrieval model v1" in out
+        assert (env / "retrievers" / "v1" / "adapter").is_dir()
+    else:
+        assert meta["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # Evaluating learns the same FAQ (the cached model), never the evaluated queries.
+    for text in ("when will the parcel come", "can I get my money back"):
+        queries = tmp_path / "q.jsonl"
+        queries.write_text(json.dumps({"query": text, "relevant": ["ship"]}) + "\n")
+        assert (
+            main(["eval", "retrieval", "--faq", str(faq), "--queries", str(queries), "--json"]) == 0
+        )
+        assert json.loads(capsys.readouterr().out)["n"] == 1
+    assert sorted(p.name for p in (env / "learned-embedders").iterdir()) == learned
