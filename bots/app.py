@@ -16,7 +16,12 @@ from redis.exceptions import RedisError
 
 from bots.faq_sync import FaqWatcher, SourceSync
 from bots.indexing import ensure_index, ingest_options
-from bots.retrieval_models import active_version, embedder_for, retriever_watcher
+from bots.retrieval_models import (
+    active_version,
+    embedder_for,
+    learn_sample_on_first_run,
+    retriever_watcher,
+)
 from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
@@ -189,6 +194,9 @@ async def build_app(settings: Settings, show_progress: bool = True) -> AsyncIter
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         # The retrieval model every process searches with (base, or learned from the FAQ).
         retriever_name, retriever_version = await active_version(settings, redis)
+        first_run = await learn_sample_on_first_run(settings, redis, base_embedder, show_progress)
+        if first_run is not None:
+            retriever_name, retriever_version = first_run
         embedder = base_embedder
         if retriever_version is not None:
             embedder = await asyncio.to_thread(embedder_for, settings, retriever_version)

@@ -14,6 +14,7 @@ configured DESKMATE_EMBEDDING_MODEL.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -184,3 +185,28 @@ def active_embedder(settings: Settings, base: Embedder) -> Embedder:
         log.warning("using the base retrieval model: %s", exc)
         return base
     return base if version is None else embedder_for(settings, version)
+
+
+async def learn_sample_on_first_run(
+    settings: Settings, redis: aioredis.Redis, base: Embedder, show_progress: bool
+) -> tuple[str | None, ModelVersion | None] | None:
+    """On the very first run (no index, no DESKMATE_FAQ: the bundled sample FAQ will be
+    loaded), learn the sample as `faq import` would and serve what it keeps. Returns the
+    new active (name, version), or None when there is nothing to do."""
+    import asyncio
+
+    from brain.settings import SAMPLE_FAQ
+    from retrieval.faq import load_faq
+
+    if settings.faq or not settings.faq_learn or (settings.index_dir / "meta.json").exists():
+        return None
+    entries = await asyncio.to_thread(load_faq, [SAMPLE_FAQ])
+    print("First run: learning the sample FAQ's phrasings (once).", file=sys.stderr)
+    result = await asyncio.to_thread(
+        learn_from_faq, settings, base, entries, (), None, show_progress
+    )
+    name = register(settings, result, base)
+    if name == BASE:
+        return None
+    await make_active(settings, redis, name)
+    return name, retriever_registry(settings).get(name)

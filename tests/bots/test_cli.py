@@ -37,6 +37,8 @@ def env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The CLI under test, answering by quoting; the shipped default model has its own
     # test (tests/brain/answering/test_real_model.py).
     monkeypatch.setenv("DESKMATE_MODEL_BACKEND", "quote")
+    # Nor do they learn the FAQ (minutes of fine-tuning); the test of learning turns it on.
+    monkeypatch.setenv("DESKMATE_FAQ_LEARN", "false")
     return data_dir
 
 
@@ -252,8 +254,9 @@ LEARNABLE = [
 
 @pytest.mark.slow
 def test_import_learns_the_faq_and_eval_measures_it_without_learning_the_queries(
-    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("DESKMATE_FAQ_LEARN", "true")
     faq = tmp_path / "learnable.jsonl"
     faq.write_text(
         "".join(
