@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -15,6 +16,12 @@ from redis.exceptions import RedisError
 
 from bots.faq_sync import FaqWatcher, SourceSync
 from bots.indexing import ensure_index, ingest_options
+from bots.retrieval_models import (
+    active_version,
+    embedder_for,
+    learn_sample_on_first_run,
+    retriever_watcher,
+)
 from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
@@ -163,7 +170,7 @@ def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | 
             f"DESKMATE_CLARIFY_THRESHOLD ({clarify}) must not exceed the answer threshold "
             f"({answer})"
         )
-    return Thresholds(answer, clarify, calibrated_from="settings")
+    return dataclasses.replace(stored, answer=answer, clarify=clarify, calibrated_from="settings")
 
 
 async def _active_version(
@@ -187,11 +194,9 @@ async def build_app(
     handoffs (default: a Slack staff channel is configured); the console passes False."""
     if staff_reachable is None:
         staff_reachable = bool(settings.slack_staff_channel and settings.slack_bot_token)
-    embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
-    index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
-    retriever = Retriever(embedder, index, top_k=settings.top_k)
+    base_embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
     registry = ModelRegistry(settings.registry_dir)
-    mood = MoodReader.default(settings.embedding_model, embedder.dimension)
+    mood = MoodReader.default(settings.embedding_model, base_embedder.dimension)
     async with open_redis(
         settings.redis_url,
         settings.data_dir,
@@ -199,8 +204,20 @@ async def build_app(
         max_connections=settings.redis_max_connections or DEFAULT_MAX_CONNECTIONS,
         pool_timeout=settings.redis_pool_timeout,
     ) as redis:
+        # The retrieval model every process searches with (base, or learned from the FAQ).
+        retriever_name, retriever_version = await active_version(settings, redis)
+        first_run = await learn_sample_on_first_run(settings, redis, base_embedder, show_progress)
+        if first_run is not None:
+            retriever_name, retriever_version = first_run
+        embedder = base_embedder
+        if retriever_version is not None:
+            embedder = await asyncio.to_thread(embedder_for, settings, retriever_version)
+        index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
+        retriever = Retriever(
+            embedder, index, top_k=settings.top_k, sentence_embedder=base_embedder
+        )
         active, version = await _active_version(redis, settings.redis_prefix, registry)
-        backend = await make_backend(settings, embedder, version)
+        backend = await make_backend(settings, base_embedder, version)
         log.info("answering with %s", getattr(backend, "version", settings.model_backend))
         store = ConversationStore(
             redis,
@@ -237,6 +254,7 @@ async def build_app(
             key=RedisKeys(settings.redis_prefix).classifier_active,
             what="mood classifier",
         )
+        retrieval_watcher = retriever_watcher(settings, redis, retriever, retriever_name)
         options = ingest_options(settings)
         faq_watcher = FaqWatcher(
             redis,
@@ -256,7 +274,7 @@ async def build_app(
             options=options,
         )
         try:
-            async with watcher, classifier_watcher, faq_watcher, source_sync:
+            async with watcher, classifier_watcher, retrieval_watcher, faq_watcher, source_sync:
                 yield App(settings, redis, store, retriever, brain, watcher, classifier_watcher)
         finally:
             await backend.aclose()

@@ -35,6 +35,8 @@ examples:
   deskmate faq import help-center/ policies.pdf https://help.example.com/sitemap.xml
   deskmate faq sync                              re-read every source now; processes follow
   deskmate faq search "where is my parcel"      see ranked entries with their scores
+  deskmate faq learn --queries labelled.jsonl   fine-tune the embedder on the FAQ, serve it
+  deskmate faq model list | promote v2 | rollback   retrieval model versions
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
   deskmate eval answers --faq faq.jsonl --queries labelled.jsonl  answer quality end to end
@@ -138,6 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="QUERIES",
         help="labelled queries (JSONL) to fit the answer/clarify thresholds on",
     )
+    imp.add_argument(
+        "--no-learn",
+        dest="learn",
+        action="store_false",
+        default=None,
+        help="do not fine-tune the embedder on the FAQ's alternates (DESKMATE_FAQ_LEARN)",
+    )
+    learn = faq_commands.add_parser(
+        "learn",
+        help="fine-tune the embedder on the imported FAQ; serve it if it helps",
+        description="Fine-tune the embedding model on the imported FAQ's alternate "
+        "phrasings and labelled queries (contrastive, in-batch negatives; minutes on CPU). "
+        "A share of them is held out first: the learned model is registered and served "
+        "everywhere only if it finds held-out phrasings better than the base model. "
+        "`faq import` does the same with the alternates unless --no-learn.",
+        formatter_class=formatter,
+    )
+    learn.add_argument(
+        "--queries",
+        type=Path,
+        metavar="QUERIES",
+        help='labelled queries to learn from too ({"query", "relevant": [ids]}; keep the '
+        "ones you calibrate and evaluate on apart)",
+    )
+    retr_models = faq_commands.add_parser(
+        "model", help="list, promote and roll back retrieval (embedding) model versions"
+    )
+    retr_actions = retr_models.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    retr_actions.add_parser("list", help="registered versions, held-out MRR, the active one")
+    retr_promote = retr_actions.add_parser(
+        "promote", help="search with VERSION in every running process"
+    )
+    retr_promote.add_argument("version", metavar="VERSION", help="a registered version, or base")
+    retr_actions.add_parser("rollback", help="serve the version promoted before the active one")
     faq_commands.add_parser(
         "sync",
         help="re-read every source of the index now; running processes follow",
@@ -182,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-history",
         action="store_true",
         help="search each query alone, ignoring its history (to measure what context adds)",
+    )
+    retr.add_argument(
+        "--no-learn",
+        dest="learn",
+        action="store_false",
+        default=None,
+        help="with --faq: evaluate the base embedder, without learning the FAQ's alternates",
     )
 
     serve = commands.add_parser(
@@ -302,7 +345,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(commands.chat(settings, args.user, args.conversation))
     if args.command == "faq" and args.faq_command == "import":
         sources = [as_source(text) for text in args.files]
-        return commands.faq_import(settings, sources, args.calibrate)
+        return commands.faq_import(settings, sources, args.calibrate, args.learn)
+    if args.command == "faq" and args.faq_command == "learn":
+        return commands.faq_learn(settings, args.queries)
+    if args.command == "faq" and args.faq_command == "model":
+        version = getattr(args, "version", None)
+        return asyncio.run(commands.faq_models(settings, args.model_command, version))
     if args.command == "faq" and args.faq_command == "sync":
         return asyncio.run(commands.faq_sync(settings))
     if args.command == "faq" and args.faq_command == "search":
@@ -320,6 +368,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             args.calibrate,
             args.json,
             with_history=not args.no_history,
+            learn=args.learn,
         )
     if args.command == "serve":
         from bots.serve import serve

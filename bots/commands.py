@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,19 @@ from bots.indexing import (
     ingest_options,
 )
 from bots.progress import counting, progress_bar
+from bots.retrieval_models import (
+    active_embedder,
+    index_for,
+    learn_from_faq,
+    learned_embedder,
+    make_active,
+    register,
+    retriever_registry,
+)
+from bots.retrieval_models import (
+    active_key as retriever_active_key,
+)
+from brain.answering.registry import BASE, promote, read_active, rollback
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
 from brain.keys import RedisKeys
@@ -28,9 +43,19 @@ from brain.pipeline import Brain
 from brain.redis_server import open_redis
 from brain.settings import Settings
 from retrieval.embedder import Embedder
-from retrieval.evaluation import RetrievalReport, calibrate, load_queries, report, run_queries
+from retrieval.evaluation import (
+    FOLDS,
+    RetrievalReport,
+    calibrate,
+    cross_validated_oos,
+    load_queries,
+    report,
+    run_queries,
+    too_little_data,
+)
 from retrieval.index import FaqIndex, SearchMode
-from retrieval.knowledge.sources import Source
+from retrieval.knowledge.sources import Source, collect
+from retrieval.learning import LearnResult
 from retrieval.retriever import Retriever
 
 
@@ -54,8 +79,19 @@ async def chat(settings: Settings, user_id: str, conversation_id: str) -> int:
     return 0
 
 
-def faq_import(settings: Settings, files: Sequence[Source], queries: Path | None) -> int:
-    embedder = Embedder(settings.embedding_model)
+def faq_import(
+    settings: Settings, files: Sequence[Source], queries: Path | None, learn: bool | None = None
+) -> int:
+    """Build the index; learn the FAQ (unless off) and serve what it learnt; calibrate."""
+    base = Embedder(settings.embedding_model)
+    embedder = base
+    learnt = None
+    if settings.faq_learn if learn is None else learn:
+        # Learn first (validating every file on the way), so the index is embedded once,
+        # by the model that will serve it.
+        entries, _ = collect(list(files), ingest_options(settings))
+        learnt = learn_from_faq(settings, base, entries)
+        embedder = learned_embedder(learnt, base)
     index, rebuilt, report = import_knowledge(
         settings.index_dir, files, embedder, options=ingest_options(settings)
     )
@@ -64,9 +100,72 @@ def faq_import(settings: Settings, files: Sequence[Source], queries: Path | None
     print(f"{verb} index of {len(index)} entries ({phrasings} phrasings) in {settings.index_dir}")
     if report.documents or report.skipped:
         print(report.render())
+    if learnt is not None:
+        _serve_learnt(settings, learnt, base)
     if queries is not None:
         index = calibrate_index(settings.index_dir, index, embedder, queries)
     _print_thresholds(index)
+    return 0
+
+
+def faq_learn(settings: Settings, queries: Path | None) -> int:
+    """Fine-tune the embedder on the imported FAQ's phrasings and `queries`' labelled ones."""
+    base = Embedder(settings.embedding_model)
+    index = ensure_index(settings, active_embedder(settings, base))
+    labelled = []
+    if queries is not None:
+        labelled = [(q.query, q.relevant[0]) for q in load_queries(queries) if q.relevant]
+    learnt = learn_from_faq(settings, base, index.entries, labelled)
+    index_for(learned_embedder(learnt, base), index, settings.index_dir)
+    _serve_learnt(settings, learnt, base)
+    return 0
+
+
+def _serve_learnt(settings: Settings, learnt: LearnResult, base: Embedder) -> None:
+    """Register what was learnt (if kept) and make it, or the base model, the served one."""
+    took = f" (learnt in {learnt.seconds:.0f} s)" if learnt.seconds else ""
+    print(f"Learning: {learnt.reason}{took}")
+    name = register(settings, learnt, base)
+    if name == BASE and not retriever_registry(settings).versions():
+        return  # nothing was ever learnt here: the base model serves, as it always has
+    if asyncio.run(_make_active(settings, name)):
+        print(
+            f"Serving retrieval model {name}: running processes switch within "
+            "DESKMATE_MODEL_WATCH_SECONDS (`deskmate faq model rollback` undoes)."
+        )
+
+
+async def _make_active(settings: Settings, name: str) -> bool:
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        return await make_active(settings, redis, name)
+
+
+async def faq_models(settings: Settings, action: str, version: str | None) -> int:
+    """`deskmate faq model list | promote VERSION | rollback`."""
+    registry = retriever_registry(settings)
+    key = retriever_active_key(settings)
+    prefix = settings.redis_prefix
+    async with open_redis(settings.redis_url, settings.data_dir) as redis:
+        if action == "promote" and version is not None:
+            await promote(redis, prefix, registry, version, key)
+            print(f"Promoted retrieval model {version}: running processes switch within seconds.")
+            return 0
+        if action == "rollback":
+            name = await rollback(redis, prefix, registry, key)
+            print(f"Rolled back: now serving retrieval model {name}.")
+            return 0
+        active = await read_active(redis, prefix, registry, key)
+    print(f"{'':2}{'version':9} {'created':17} {'held-out MRR':>13} {'(base)':>7} {'pairs':>6}")
+    marker = "* " if active == BASE else "  "
+    print(f"{marker}{BASE:9} {'':17} {'':>13} {'':>7} {'':>6}  {settings.embedding_model}")
+    for entry in registry.versions():
+        marker = "* " if entry.name == active else "  "
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+        m = entry.metrics
+        print(
+            f"{marker}{entry.name:9} {created:17} {m.get('held_out_mrr', 0):13.3f} "
+            f"{m.get('base_held_out_mrr', 0):7.3f} {entry.info.get('pairs', 0):6}"
+        )
     return 0
 
 
@@ -97,19 +196,18 @@ async def faq_sync(settings: Settings) -> int:
 
 
 def _print_thresholds(index: FaqIndex) -> None:
-    t = index.thresholds
-    where = f"calibrated on {t.calibrated_from}" if t.calibrated_from else "defaults, uncalibrated"
-    print(f"Thresholds: answer >= {t.answer:.3f}, clarify >= {t.clarify:.3f} ({where})")
+    print("\n".join(index.thresholds.describe()))
 
 
 def faq_search(settings: Settings, text: str, k: int, mode: SearchMode) -> int:
-    embedder = Embedder(settings.embedding_model)
+    embedder = active_embedder(settings, Embedder(settings.embedding_model))
     index = ensure_index(settings, embedder)
     hits = Retriever(embedder, index).search(text, k=k, mode=mode)
     if not hits:
         print("No entries matched.")
         return 0
     t = index.thresholds
+    confidence = t.confidence(hits)
     print(f"{'#':>2}  {'score':>6}  {'dense':>6}  {'kw':>5}  {'id':24}  question")
     for rank, hit in enumerate(hits, start=1):
         print(
@@ -117,13 +215,9 @@ def faq_search(settings: Settings, text: str, k: int, mode: SearchMode) -> int:
             f"{hit.id[:24]:24}  {hit.title}"
         )
     verdict = (
-        "answer"
-        if hits[0].score >= t.answer
-        else "clarify"
-        if hits[0].score >= t.clarify
-        else "hand off"
+        "answer" if confidence >= t.answer else "clarify" if confidence >= t.clarify else "hand off"
     )
-    print(f"\nPolicy on the best hit: {verdict}")
+    print(f"\nPolicy: {verdict} ({t.measure} {confidence:.3f})")
     _print_thresholds(index)
     return 0
 
@@ -136,9 +230,19 @@ def eval_retrieval(
     do_calibrate: bool,
     as_json: bool,
     with_history: bool = True,
+    learn: bool | None = None,
 ) -> int:
+    """Measure what a deployment serves: with `--faq`, the index `faq import` would build
+    (learning included when it is on); the queries are searched, never learnt from, and
+    out-of-scope figures come from cross-validated calibration on them."""
     queries = load_queries(queries_path)
-    embedder = Embedder(settings.embedding_model)
+    base = Embedder(settings.embedding_model)
+    embedder = base if faq else active_embedder(settings, base)
+    learnt = None
+    if faq and (settings.faq_learn if learn is None else learn):
+        entries, _ = collect(list(faq), ingest_options(settings))
+        learnt = learn_from_faq(settings, base, entries, show_progress=not as_json)
+        embedder = learned_embedder(learnt, base)
     index, directory = _evaluation_index(settings, faq, embedder, quiet=as_json)
     retriever = Retriever(embedder, index)
     retriever.search("warm up")  # the first query pays one-off set-up costs
@@ -150,19 +254,28 @@ def eval_retrieval(
             progress=counting(update, len(queries)),
             with_history=with_history,
         )
+    predicted = cross_validated_oos(scored)
     if do_calibrate:
         index = index.with_thresholds(calibrate(scored, str(queries_path)))
         index.save(directory)
-    result = report(scored, index.thresholds)
+    result = report(scored, index.thresholds, predicted)
     if as_json:
         print(json.dumps(result.to_json()))
         return 0
+    if learnt is not None:
+        print(f"Learning: {learnt.reason}")
     print_report(result, mode)
-    _print_thresholds(index)
-    if do_calibrate:
+    if predicted is not None:
         print(
-            "(Calibrated and measured on the same queries: hold out a split for an honest figure.)"
+            f"Out-of-scope figures: {FOLDS}-fold cross-validated (each query judged by "
+            "thresholds calibrated on the other folds). Calibrated on all of them:"
         )
+        print("\n".join(calibrate(scored, str(queries_path)).describe()))
+    else:
+        reason = too_little_data(scored) or "the queries are all of one kind"
+        print(f"Out-of-scope figures with the stored thresholds ({reason}):")
+        _print_thresholds(index)
+    if do_calibrate:
         print(f"Stored with the index in {directory}.")
     return 0
 

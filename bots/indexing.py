@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bots.progress import progress_bar
+from bots.retrieval_models import index_for
 from brain.settings import SAMPLE_FAQ, Settings
 from retrieval.embedder import Embedder
 from retrieval.evaluation import calibrate, load_queries, run_queries
@@ -105,9 +106,13 @@ def ensure_index(settings: Settings, embedder: Embedder, show_progress: bool = T
         )
         return index
     try:
-        return FaqIndex.load(directory)
+        index = FaqIndex.load(directory)
     except IndexLoadError:
         pass
+    else:
+        # Embedded by another model than the one serving (a retrieval model promoted or
+        # rolled back since): embed it again with this one.
+        return index_for(embedder, index, directory)
     print("No FAQ imported yet: loading the sample FAQ (Northwind Outfitters).", file=sys.stderr)
     index, _ = import_faq(directory, [SAMPLE_FAQ], embedder, show_progress=show_progress)
     if index.thresholds.calibrated_from is None and SAMPLE_QUERIES.exists():

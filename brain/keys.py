@@ -256,6 +256,12 @@ class RedisKeys:
         return self.prefix + "classifier:active"
 
     @property
+    def retriever_active(self) -> str:
+        """String: the retrieval (embedding) model version every process searches with:
+        `base`, or a version fine-tuned on the FAQ (`deskmate faq learn`)."""
+        return self.prefix + "retriever:active"
+
+    @property
     def faq_version(self) -> str:
         """String: content hash of the FAQ index every process serves."""
         return self.prefix + "faq:version"

@@ -279,7 +279,7 @@ class Brain:
         """The mood of a message that was not retrieved for (its vector is computed here)."""
         vector = None
         if self.mood.needs_vector:
-            vector = await asyncio.to_thread(self.retriever.embedder.encode_query, question)
+            vector = await asyncio.to_thread(self.retriever.sentence_vector, question)
         return self.mood.read(question, vector)
 
     async def _answer(

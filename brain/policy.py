@@ -102,15 +102,17 @@ class PolicyDecision:
 def decide(
     text: str, hits: Sequence[FaqHit], thresholds: Thresholds, anger: str | None = None
 ) -> PolicyDecision:
-    """What to do with a question given its FAQ hits and, if the customer is angry, why
+    """What to do with a question given its FAQ hits (best first; the confidence reads
+    the first few, see retrieval.confidence) and, if the customer is angry, why
     (`anger_reason`)."""
     if wants_human(text):
         return PolicyDecision("handoff", "asked for a person")
     if anger:
         return PolicyDecision("handoff", anger)
-    if not hits or hits[0].score < thresholds.clarify:
+    confidence = thresholds.confidence(hits)
+    if not hits or confidence < thresholds.clarify:
         return PolicyDecision("handoff", "not covered by the FAQ")
-    if hits[0].score < thresholds.answer:
+    if confidence < thresholds.answer:
         if hits[0].entry.is_passage:
             # A review or a note is no choice to offer ("Did you mean: Guest review?"):
             # the answer is written from the best few passages, or the model says it

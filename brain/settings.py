@@ -219,6 +219,12 @@ class Settings:
         str,
         "sentence-transformers/all-MiniLM-L6-v2",
     )
+    faq_learn: bool = _setting(
+        "fine-tune the embedding model on the FAQ's alternate phrasings when `deskmate faq "
+        "import` builds the index (kept only if held-out phrasings are found better)",
+        _bool,
+        True,
+    )
     model_backend: str = _setting(
         "answer backend: hf (in-process model, the default) | openai | quote",
         _choice("hf", "openai", "quote"),
@@ -564,6 +570,16 @@ class Settings:
     def classifier_registry_dir(self) -> Path:
         """Where trained mood classifier versions are registered (see brain.mood)."""
         return self.data_dir / "classifiers"
+
+    @property
+    def retriever_registry_dir(self) -> Path:
+        """Where embedders fine-tuned on the FAQ are registered (see bots.retrieval_models)."""
+        return self.data_dir / "retrievers"
+
+    @property
+    def learn_cache_dir(self) -> Path:
+        """Embedders learned from FAQ files, by content (retrieval.learning), for reuse."""
+        return self.data_dir / "learned-embedders"
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, str]]:

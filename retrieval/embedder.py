@@ -37,14 +37,20 @@ def resolve_model(name: str) -> str:
 class Embedder:
     """Encodes texts into L2-normalised float32 vectors (inner product = cosine)."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu") -> None:
+    def __init__(
+        self, model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu", location: str | None = None
+    ) -> None:
+        """`model` names the model (a hub id, a path, or a learned model's name, which
+        index hashes record); `location` is where to load it from when that is not the
+        name itself (a learned model's directory)."""
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.name = model
-        location = resolve_model(model)
+        location = location or resolve_model(model)
+        self.location = location
         if Path(location).exists():
             # A local copy needs no hub; say so, or a missing file would start a download.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -4,8 +4,8 @@ A query line is `{"query", "relevant": [ids]}`; an empty `relevant` marks an out
 question the bot must not answer from the FAQ. A line may carry the conversation so far,
 `"history": [{"role": "user"|"agent"|"assistant", "content": text}, ...]` (oldest first):
 the query is then searched in that context, as in a live chat. "Predicted out of scope"
-means the best hit scores below the answer threshold, which is exactly when the policy
-does not answer.
+means the confidence (retrieval.confidence) is below the answer threshold, which is
+exactly when the policy does not answer.
 """
 
 from __future__ import annotations
@@ -17,12 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.confidence import FEATURES, Thresholds, features, fit_model
 from retrieval.faq import FaqFormatError, read_json_lines
-from retrieval.index import FaqHit, SearchMode, Thresholds
+from retrieval.index import FaqHit, SearchMode
 from retrieval.retriever import Retriever
 
-# Handoff (below the clarify threshold) must be right this often on the calibration set.
-HANDOFF_PRECISION = 0.9
+# Fewer labelled queries than this of either kind fit no model: defaults serve instead.
+# The usual rule for a logistic regression, 10 events per estimated parameter (Peduzzi et
+# al. 1996): with fewer, where in-scope and out-of-scope questions overlap is decided by a
+# handful of queries, and the thresholds move with each one.
+EVENTS_PER_PARAMETER = 10
+MIN_PER_KIND = EVENTS_PER_PARAMETER * (len(FEATURES) + 1)
+FOLDS = 5
+CLARIFY_OPTIONS = 3  # entries the clarifying menu offers (brain.pipeline shows as many)
+# The clarifying menu must hold the right entry for at least this share of those shown it.
+MENU_PRECISION = 0.5
 
 
 HISTORY_ROLES = ("user", "agent", "assistant")
@@ -151,13 +160,23 @@ def _prf(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float, float
     return precision, recall, f1
 
 
-def report(scored: Sequence[ScoredQuery], thresholds: Thresholds) -> RetrievalReport:
+def report(
+    scored: Sequence[ScoredQuery],
+    thresholds: Thresholds,
+    predicted_oos: Sequence[bool] | None = None,
+) -> RetrievalReport:
+    """Metrics of searched queries. A query is predicted out of scope when the policy would
+    not answer it: its confidence is under `thresholds.answer`, or as `predicted_oos` says
+    (one flag per query: what cross-validated calibration predicted for it)."""
     in_scope = [s for s in scored if not s.query.out_of_scope]
     ranks = [s.rank() for s in in_scope]
     count = max(len(in_scope), 1)
-    scores = np.array([s.top_score for s in scored])
-    actual = np.array([s.query.out_of_scope for s in scored])
-    precision, recall, f1 = _prf(scores < thresholds.answer, actual)
+    actual = np.array([s.query.out_of_scope for s in scored], dtype=bool)
+    if predicted_oos is None:
+        predicted = np.array([thresholds.confidence(s.hits) < thresholds.answer for s in scored])
+    else:
+        predicted = np.asarray(predicted_oos, dtype=bool)
+    precision, recall, f1 = _prf(predicted.astype(bool), actual)
     latencies = np.array([s.ms for s in scored]) if scored else np.zeros(1)
     return RetrievalReport(
         n=len(scored),
@@ -176,30 +195,139 @@ class CalibrationError(ValueError):
     """The labelled queries cannot support a calibration."""
 
 
-def calibrate(scored: Sequence[ScoredQuery], source: str) -> Thresholds:
-    """Fit the policy thresholds to labelled queries.
+def _cuts(values: np.ndarray) -> np.ndarray:
+    """Candidate thresholds halfway between neighbouring observed values, plus both ends."""
+    values = np.unique(values)
+    return np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
 
-    `answer` maximises out-of-scope F1 (queries below it are not answered); `clarify` is
-    the highest score under `answer` below which at least HANDOFF_PRECISION of queries are
-    really out of scope, so a handoff is rarely a question the FAQ could have answered.
+
+def choose_thresholds(
+    confidence: np.ndarray, actual_oos: np.ndarray, offered: np.ndarray
+) -> tuple[float, float]:
+    """(answer, clarify) on a confidence. `answer` maximises out-of-scope F1 (queries below
+    it are not answered). `clarify` is the lowest cut under `answer` for which the menu
+    still holds the right entry (`offered`: among the first CLARIFY_OPTIONS hits) for at
+    least MENU_PRECISION of the queries between the two: a menu is shown only where it
+    usually helps, and the band is as wide as the data says menus help."""
+    cuts = _cuts(confidence)
+    f1s = np.array([_prf(confidence < cut, actual_oos)[2] for cut in cuts])
+    answer = float(cuts[int(np.argmax(f1s))])
+    clarify = answer
+    for cut in cuts[cuts < answer]:
+        band = (confidence >= cut) & (confidence < answer)
+        if band.any() and offered[band].mean() >= MENU_PRECISION:
+            clarify = float(cut)
+            break
+    return answer, clarify
+
+
+def _folds(actual_oos: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per query, stratified: each fold gets its share of both kinds."""
+    rng = np.random.default_rng(seed)
+    assignment = np.zeros(len(actual_oos), dtype=int)
+    for kind in (True, False):
+        members = np.flatnonzero(actual_oos == kind)
+        rng.shuffle(members)
+        assignment[members] = np.arange(len(members)) % folds
+    return assignment
+
+
+def _out_of_fold(rows: np.ndarray, actual_oos: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """P(in scope) of every query from a model fitted on the other folds."""
+    assignment = _folds(actual_oos, folds, seed)
+    probabilities = np.zeros(len(rows))
+    for fold in range(folds):
+        test = assignment == fold
+        model = fit_model(rows[~test], ~actual_oos[~test])
+        probabilities[test] = model.probabilities(rows[test])
+    return probabilities
+
+
+def too_little_data(scored: Sequence[ScoredQuery]) -> str | None:
+    """Why these labelled queries are too few to calibrate on, or None if they suffice."""
+    out = sum(s.query.out_of_scope for s in scored)
+    inside = len(scored) - out
+    if min(inside, out) >= MIN_PER_KIND:
+        return None
+    return (
+        f"too few labelled queries to calibrate: {inside} in scope and {out} out of scope "
+        f"(at least {MIN_PER_KIND} of each needed); conservative defaults"
+    )
+
+
+def calibrate(
+    scored: Sequence[ScoredQuery], source: str, folds: int = FOLDS, seed: int = 0
+) -> Thresholds:
+    """Fit the confidence model and the policy thresholds to labelled queries.
+
+    The model (retrieval.confidence) is a logistic regression over features of the hits,
+    in scope vs out of scope. Thresholds are chosen (`choose_thresholds`) on
+    cross-validated probabilities (each query's from a model fitted on the other folds),
+    so they are set for questions the model has not seen; the stored model is then
+    fitted on every query. Too few queries (`too_little_data`): conservative defaults on
+    the best score, and the note says so.
     """
-    scores = np.array([s.top_score for s in scored])
-    actual = np.array([s.query.out_of_scope for s in scored])
+    actual = np.array([s.query.out_of_scope for s in scored], dtype=bool)
     if actual.all() or not actual.any():
         raise CalibrationError(
             "calibration needs both in-scope queries and out-of-scope ones "
             '(lines with "relevant": [])'
         )
-    values = np.unique(scores)
-    # Candidate cuts halfway between neighbouring observed scores, plus both ends.
-    cuts = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-    f1s = np.array([_prf(scores < cut, actual)[2] for cut in cuts])
-    answer = float(cuts[int(np.argmax(f1s))])
-    clarify = float(cuts[0])
-    for cut in cuts[cuts <= answer]:
-        precision = _prf(scores < cut, actual)[0]
-        if (scores < cut).any() and precision >= HANDOFF_PRECISION:
-            clarify = float(cut)
-    return Thresholds(
-        answer=round(answer, 4), clarify=round(min(clarify, answer), 4), calibrated_from=source
+    reason = too_little_data(scored)
+    if reason is not None:
+        return Thresholds(note=reason)
+    rows = np.array([features(s.hits) for s in scored])
+    probabilities = _out_of_fold(rows, actual, folds, seed)
+    offered = np.array([(s.rank() or CLARIFY_OPTIONS + 1) <= CLARIFY_OPTIONS for s in scored])
+    answer, clarify = choose_thresholds(probabilities, actual, offered)
+    band = (probabilities >= clarify) & (probabilities < answer)
+    f1 = _prf(probabilities < answer, actual)[2]
+    figures = {
+        "queries": float(len(scored)),
+        "out_of_scope": float(actual.sum()),
+        "cv_oos_f1": round(f1, 4),
+        "answered": round(float((probabilities >= answer).mean()), 4),
+        "clarified": round(float(band.mean()), 4),
+        "handed_off": round(float((probabilities < clarify).mean()), 4),
+        "clarified_right_entry_offered": round(float(offered[band].mean()) if band.any() else 0, 4),
+    }
+    note = (
+        f"{folds}-fold cross-validated on {len(scored)} queries ({int(actual.sum())} out of "
+        f"scope): answer maximises out-of-scope F1 ({f1:.3f}); clarify widens the menu band "
+        f"as far as the menu holds the right entry for {MENU_PRECISION:.0%} of it. Of these "
+        "queries "
+        f"{figures['answered']:.0%} would be answered, {figures['clarified']:.0%} offered a "
+        f"menu (the right entry among the {CLARIFY_OPTIONS} options for "
+        f"{figures['clarified_right_entry_offered']:.0%} of those), "
+        f"{figures['handed_off']:.0%} handed off."
     )
+    return Thresholds(
+        answer=round(answer, 4),
+        clarify=round(clarify, 4),
+        calibrated_from=source,
+        model=fit_model(rows, ~actual),
+        note=note,
+        figures=figures,
+    )
+
+
+def cross_validated_oos(
+    scored: Sequence[ScoredQuery], folds: int = FOLDS, seed: int = 0
+) -> list[bool] | None:
+    """Whether each query would not be answered, by thresholds calibrated on the other
+    folds (None when the queries are too few to calibrate on): honest out-of-scope
+    figures on the same labelled queries, none judged by thresholds fitted on itself."""
+    actual = np.array([s.query.out_of_scope for s in scored], dtype=bool)
+    if actual.all() or not actual.any():
+        return None
+    assignment = _folds(actual, folds, seed + 1)
+    predicted = np.zeros(len(scored), dtype=bool)
+    for fold in range(folds):
+        fit = [s for s, f in zip(scored, assignment, strict=True) if f != fold]
+        if too_little_data(fit) is not None:
+            return None
+        thresholds = calibrate(fit, "cross-validation", folds, seed)
+        for i in np.flatnonzero(assignment == fold):
+            hits = scored[int(i)].hits
+            predicted[i] = thresholds.confidence(hits) < thresholds.answer
+    return [bool(p) for p in predicted]

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ import numpy.typing as npt
 import Stemmer
 from threadpoolctl import ThreadpoolController
 
+from retrieval.confidence import Thresholds as Thresholds  # re-exported: its old home
 from retrieval.embedder import Embedder, Vectors
 from retrieval.faq import FaqEntry
 
@@ -103,20 +104,6 @@ class ContextTurn:
     text: str
     vector: Vectors
     customer: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Policy thresholds on the fused score.
-
-    At or above `answer` the best entry is answered; at or above `clarify` the closest
-    entries are offered; below it the conversation goes to a human. `calibrated_from`
-    names the labelled query file they were fitted on (None: defaults, uncalibrated).
-    """
-
-    answer: float = 0.62
-    clarify: float = 0.45
-    calibrated_from: str | None = None
 
 
 def content_hash(entries: Sequence[FaqEntry], model: str) -> str:
@@ -410,7 +397,7 @@ class FaqIndex:
             "format": FORMAT_VERSION,
             "model": self.model,
             "content_hash": self.content_hash,
-            "thresholds": asdict(self.thresholds),
+            "thresholds": self.thresholds.to_json(),
             "keyword_weight": self.keyword_weight,
             "sources": self.sources,
             "entries": [entry.to_json() for entry in self.entries],
@@ -461,7 +448,7 @@ class FaqIndex:
             ]
             phrasing_entry = np.asarray(meta["phrasing_entry"], dtype=np.int64)
             phrasing_keys = list(meta["phrasing_keys"])
-            thresholds = Thresholds(**meta["thresholds"])
+            thresholds = Thresholds.from_json(meta["thresholds"])
             keyword_weight = float(meta["keyword_weight"])
             model = str(meta["model"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -14,12 +14,46 @@ CONTEXT_TURNS = 4
 
 
 class Retriever:
-    """Embeds a query and searches the FAQ index. The index can be swapped at run time."""
+    """Embeds a query and searches the FAQ index. The index, or the embedder together with
+    an index it embedded (`swap`), can be replaced at run time.
 
-    def __init__(self, embedder: Embedder, index: FaqIndex, top_k: int = 5) -> None:
-        self.embedder = embedder
-        self.index = index
+    `sentence_embedder` is the model other readers of a message expect its vector from
+    (the mood classifier was trained on the base model's): the retrieval embedder unless
+    one learned from the FAQ (retrieval.learning) serves.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: FaqIndex,
+        top_k: int = 5,
+        sentence_embedder: Embedder | None = None,
+    ) -> None:
+        self._pair = (embedder, index)  # replaced as one, so a search never mixes two
+        self.sentence_embedder = sentence_embedder or embedder
         self.top_k = top_k
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._pair[0]
+
+    @property
+    def index(self) -> FaqIndex:
+        return self._pair[1]
+
+    @index.setter
+    def index(self, index: FaqIndex) -> None:
+        self._pair = (self._pair[0], index)
+
+    def swap(self, embedder: Embedder, index: FaqIndex) -> None:
+        """Search with another embedder and the index embedded by it, from the next query."""
+        if index.model != embedder.name:
+            raise ValueError(f"index embedded by {index.model!r}, not by {embedder.name!r}")
+        self._pair = (embedder, index)
+
+    def sentence_vector(self, text: str) -> Vectors:
+        """`text`'s vector from the sentence embedder (see the class docstring)."""
+        return self.sentence_embedder.encode_query(text)
 
     def search(
         self,
@@ -39,15 +73,19 @@ class Retriever:
         mode: SearchMode = "hybrid",
         history: Sequence[tuple[str, str]] = (),
     ) -> tuple[list[FaqHit], Vectors]:
-        """`search`, and the normalised sentence vector of `text` it computed, so other
+        """`search`, and the normalised sentence vector of `text` from the sentence
+        embedder: the one search computed when that is the retrieval embedder, so other
         readers of the message (the mood classifier) need no second encoder pass."""
+        embedder, index = self._pair
         if not text.strip():
-            return [], np.zeros(self.embedder.dimension, dtype=np.float32)
+            return [], np.zeros(self.sentence_embedder.dimension, dtype=np.float32)
         turns = [(role, turn) for role, turn in history[-CONTEXT_TURNS:] if turn.strip()]
-        vectors = self.embedder.encode([text, *(turn for _, turn in turns)])
+        vectors = embedder.encode([text, *(turn for _, turn in turns)])
         context = [
             ContextTurn(turn, vector, customer=role == "user")
             for (role, turn), vector in zip(turns, vectors[1:], strict=True)
         ]
-        hits = self.index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)
-        return hits, vectors[0]
+        hits = index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)
+        if embedder is self.sentence_embedder:
+            return hits, vectors[0]
+        return hits, self.sentence_vector(text)

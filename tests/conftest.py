@@ -25,6 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # answer by quoting (fast, deterministic). Tests of the model set the backend themselves,
 # and test_default_model checks the shipped default end to end.
 os.environ.setdefault("DESKMATE_MODEL_BACKEND", "quote")
+# Nor do they fine-tune the embedder on the FAQ at import or first run (seconds to
+# minutes); tests of learning turn it on.
+os.environ.setdefault("DESKMATE_FAQ_LEARN", "false")
 
 # Fixed thresholds for tests, so a change in calibration data cannot flip test outcomes.
 TEST_THRESHOLDS = Thresholds(answer=0.55, clarify=0.40, calibrated_from="tests")

@@ -37,6 +37,8 @@ def env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The CLI under test, answering by quoting; the shipped default model has its own
     # test (tests/brain/answering/test_real_model.py).
     monkeypatch.setenv("DESKMATE_MODEL_BACKEND", "quote")
+    # Nor do they learn the FAQ (minutes of fine-tuning); the test of learning turns it on.
+    monkeypatch.setenv("DESKMATE_FAQ_LEARN", "false")
     return data_dir
 
 
@@ -55,12 +57,14 @@ def test_import_search_and_calibrate(
     assert "Built index of 3 entries (4 phrasings)" in capsys.readouterr().out
     assert main(["faq", "import", str(faq), "--calibrate", str(queries)]) == 0
     out = capsys.readouterr().out
-    assert "Unchanged:" in out and f"calibrated on {queries}" in out
+    # Five labelled queries are too few to calibrate on: conservative defaults, said so.
+    assert "Unchanged:" in out and "too few labelled queries to calibrate" in out
+    assert "(defaults, uncalibrated)" in out
     assert main(["faq", "search", "when will my delivery arrive", "-k", "2"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]
     assert "ship" in lines[0]
-    assert "Policy on the best hit: answer" in out
+    assert "Policy: clarify (best fused score 0.586)" in out  # conservative defaults
 
 
 def test_eval_retrieval_json_follows_the_contract(
@@ -115,9 +119,10 @@ def test_eval_retrieval_table_and_calibration(
     assert main(["eval", "retrieval", "--queries", str(queries), "--calibrate"]) == 0
     out = capsys.readouterr().out
     assert "recall@1" in out and "out-of-scope F1" in out
-    assert "1.000" in out  # two clearly separated kinds of query: perfect F1
+    assert "with the stored thresholds (too few labelled queries" in out
     meta = json.loads((env / "index" / "meta.json").read_text())
-    assert meta["thresholds"]["calibrated_from"] == str(queries)
+    assert meta["thresholds"]["calibrated_from"] is None
+    assert "too few labelled queries" in meta["thresholds"]["note"]
 
 
 def test_bad_input_is_a_clear_error_and_imports_nothing(
@@ -201,7 +206,103 @@ def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
     assert result.stdout.rstrip().endswith("Bye!")
     meta = json.loads((env / "index" / "meta.json").read_text())
     assert meta["sources"] == [str(SAMPLE_FAQ)]
-    assert meta["thresholds"]["calibrated_from"].endswith("queries.jsonl")
+    # The sample's labelled queries hold 60 out of scope: too few, conservative defaults.
+    assert meta["thresholds"]["calibrated_from"] is None
+    assert "too few labelled queries" in meta["thresholds"]["note"]
     redis_files = {p.name for p in (env / "redis").iterdir()}
     assert redis_files & {"appendonly.aof", "appendonlydir"}, redis_files  # AOF on
     assert not (env / "redis" / "redis.sock").exists()  # the server was stopped on exit
+
+
+LEARNABLE = [
+    (
+        "ship",
+        "How long does delivery take?",
+        [
+            "when will my order come",
+            "how many days to deliver",
+            "is shipping fast",
+            "delivery time to Norway",
+            "when does the courier arrive",
+        ],
+    ),
+    (
+        "refund",
+        "How do I get a refund?",
+        [
+            "money back please",
+            "I want my money returned",
+            "refund my order",
+            "can I be reimbursed",
+            "how do refunds work",
+        ],
+    ),
+    (
+        "size",
+        "What size should I buy?",
+        [
+            "does a medium fit me",
+            "size chart for jackets",
+            "which size for boots",
+            "do your sizes run small",
+            "help me choose a size",
+        ],
+    ),
+    (
+        "store",
+        "Where are your shops?",
+        [
+            "any shop near me",
+            "store opening hours",
+            "can I visit a store",
+            "shop addresses",
+            "is there a store in Oslo",
+        ],
+    ),
+    (
+        "pay",
+        "Which payment methods do you accept?",
+        [
+            "can I pay by card",
+            "do you take paypal",
+            "payment options",
+            "pay with klarna",
+            "is apple pay accepted",
+        ],
+    ),
+]
+
+
+@pytest.mark.slow
+def test_import_learns_the_faq_and_eval_measures_it_without_learning_the_queries(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DESKMATE_FAQ_LEARN", "true")
+    faq = tmp_path / "learnable.jsonl"
+    faq.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q, "answer": "See our help pages.", "alternates": a})
+            + "\n"
+            for i, q, a in LEARNABLE
+        )
+    )
+    assert main(["faq", "import", str(faq)]) == 0
+    out = capsys.readouterr().out
+    assert "Learning: " in out and "held-out phrasings (5)" in out
+    meta = json.loads((env / "index" / "meta.json").read_text())
+    learned = sorted(p.name for p in (env / "learned-embedders").iterdir())
+    assert len(learned) == 1
+    if "learned model kept" in out:  # the index is embedded by what serves
+        assert meta["model"] == learned[0] and "Serving retrieval model v1" in out
+        assert (env / "retrievers" / "v1" / "adapter").is_dir()
+    else:
+        assert meta["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # Evaluating learns the same FAQ (the cached model), never the evaluated queries.
+    for text in ("when will the parcel come", "can I get my money back"):
+        queries = tmp_path / "q.jsonl"
+        queries.write_text(json.dumps({"query": text, "relevant": ["ship"]}) + "\n")
+        assert (
+            main(["eval", "retrieval", "--faq", str(faq), "--queries", str(queries), "--json"]) == 0
+        )
+        assert json.loads(capsys.readouterr().out)["n"] == 1
+    assert sorted(p.name for p in (env / "learned-embedders").iterdir()) == learned
