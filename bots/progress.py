@@ -10,8 +10,11 @@ from tqdm import tqdm
 
 
 @contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """Yield `update(done, total)`; the bar appears once there is work to show."""
+def progress_bar(
+    description: str, enabled: bool = True, unit: str = "text"
+) -> Iterator[Callable[[int, int], None]]:
+    """Yield `update(done, total)`; the bar appears once there is work to show (and
+    follows a total that grows)."""
     bar: tqdm | None = None
 
     def update(done: int, total: int) -> None:
@@ -19,7 +22,9 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
         if not enabled or total == 0:
             return
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="text", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False)
+        if bar.total != total:
+            bar.total = total
         bar.n = done
         bar.refresh()
 

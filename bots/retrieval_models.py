@@ -75,7 +75,7 @@ def learn_from_faq(
     """Fine-tune on the entries' phrasings (cached by content under the data dir)."""
     from bots.progress import progress_bar
 
-    with progress_bar("Learning the FAQ", show_progress) as update:
+    with progress_bar("Learning the FAQ", show_progress, unit="step") as update:
         return learn(
             base,
             entries,

@@ -278,7 +278,21 @@ def learn(
     staging = Path(tempfile.mkdtemp(prefix=".learn-", dir=cache_dir))
     try:
         base_mrr, base_r1 = _held_out_ranks(base, check_entries, held)
-        fine_tune(base.location, check_entries, kept, options, staging / "check", progress)
+        # One bar over both fine-tunes: the check (counted as half the work until it is
+        # done) and, if it helps, the model kept.
+        check_steps = 0
+
+        def checking(done: int, steps: int) -> None:
+            nonlocal check_steps
+            check_steps = steps
+            if progress is not None:
+                progress(done, 2 * steps)
+
+        def keeping(done: int, steps: int) -> None:
+            if progress is not None:
+                progress(check_steps + done, check_steps + steps)
+
+        fine_tune(base.location, check_entries, kept, options, staging / "check", checking)
         check = Embedder(base.name + "+check", location=str(staging / "check"))
         learned_mrr, learned_r1 = _held_out_ranks(check, check_entries, held)
         gain = learned_mrr - base_mrr
@@ -288,7 +302,7 @@ def learn(
         )
         model_dir: Path | None = None
         if gain >= options.min_gain:
-            fine_tune(base.location, entries, pairs, options, staging / "model", progress)
+            fine_tune(base.location, entries, pairs, options, staging / "model", keeping)
             model_dir = target / "model"
             reason = f"learned model kept: {figures}"
         else:
