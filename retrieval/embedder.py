@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,9 +59,6 @@ class Embedder:
         if dimension is None:
             raise EmbeddingModelError(f"model {model!r} has no fixed embedding dimension")
         self.dimension = int(dimension)
-        self._layer_request = threading.local()  # which layers encode_with_layers wants
-        self._layer_hook: Any = None
-        self._layer_hook_lock = threading.Lock()
 
     def encode(
         self,
@@ -94,55 +89,3 @@ class Embedder:
     def encode_query(self, text: str) -> Vectors:
         vector: Vectors = self.encode([text])[0]
         return vector
-
-    def encode_with_layers(
-        self, texts: Sequence[str], layers: Sequence[int], batch_size: int = 64
-    ) -> tuple[Vectors, Vectors]:
-        """`encode(texts)` (the same vectors, bit for bit) and, from the same forward pass,
-        each text's token states of the encoder `layers` (0 = the embeddings, 1.. = the
-        transformer layers), mean-pooled over its tokens and L2-normalised per layer:
-        (n, dimension) and (n, len(layers), hidden size). For readers of a message beside
-        retrieval (the mood classifier), whose signal lies in the intermediate layers."""
-        transformer: Any = self._model[0]
-        hidden = int(transformer.model.config.hidden_size)
-        with self._layer_hook_lock:
-            if self._layer_hook is None:
-                # Hidden states are references the model keeps anyway; asking for them
-                # changes no computed value. The hook pools only for the thread that asks.
-                transformer.model.config.output_hidden_states = True
-                self._layer_hook = transformer.register_forward_hook(self._pool_layers)
-        self._layer_request.layers = tuple(layers)
-        try:
-            vectors: list[Any] = []
-            pooled: list[Any] = []
-            for start in range(0, len(texts), batch_size):  # the chunks `encode` uses
-                outputs: Any = self._model.encode(
-                    list(texts[start : start + batch_size]),
-                    batch_size=batch_size,
-                    output_value=None,
-                    show_progress_bar=False,
-                )
-                vectors += [o["sentence_embedding"] for o in outputs]
-                pooled += [o["layer_means"] for o in outputs]
-        finally:
-            self._layer_request.layers = None
-        if not vectors:
-            empty = np.zeros((0, self.dimension), dtype=np.float32)
-            return empty, np.zeros((0, len(layers), hidden), dtype=np.float32)
-        import torch
-
-        normalised = torch.nn.functional.normalize(torch.stack(vectors), p=2, dim=1)
-        sentence: Vectors = normalised.numpy().astype(np.float32)
-        states: Vectors = torch.stack(pooled).numpy().astype(np.float32)
-        return sentence, states
-
-    def _pool_layers(self, module: Any, inputs: Any, features: dict[str, Any]) -> None:
-        layers = getattr(self._layer_request, "layers", None)
-        if not layers or "all_layer_embeddings" not in features:
-            return
-        import torch
-
-        states = torch.stack([features["all_layer_embeddings"][i] for i in layers], dim=1)
-        mask = features["attention_mask"][:, None, :, None].to(states.dtype)
-        means = (states * mask).sum(2) / mask.sum(2).clamp(min=1e-9)
-        features["layer_means"] = torch.nn.functional.normalize(means, p=2, dim=2)
