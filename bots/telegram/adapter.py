@@ -27,10 +27,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, NoReturn, Self
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -266,6 +266,28 @@ class _Typing:
 
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+
+
+def _raise_delivery_error(exc: TelegramError) -> NoReturn:
+    """Raise the adapter's delivery error for a python-telegram-bot error (one choke
+    point): RetryAfter (429, with its wait), NetworkError (the sender tries again) or
+    DeliveryFailed (it does not; a BadRequest is a NetworkError subclass in PTB)."""
+    if isinstance(exc, telegram_error.RetryAfter):
+        wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        raise RetryAfter(seconds, str(exc)) from exc
+    if isinstance(exc, telegram_error.NetworkError) and not isinstance(exc, BadRequest):
+        raise NetworkError(str(exc)) from exc
+    raise DeliveryFailed(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def delivery_errors() -> Iterator[None]:
+    """Map python-telegram-bot's errors inside the block (see `_raise_delivery_error`)."""
+    try:
+        yield
+    except TelegramError as exc:
+        _raise_delivery_error(exc)
 
 
 class TelegramAdapter:
@@ -542,18 +564,8 @@ class TelegramAdapter:
         delivery errors (RetryAfter, NetworkError: the sender retries; DeliveryFailed: it
         does not)."""
         await self._stop_typing(conversation_id)
-        try:
+        with delivery_errors():
             sent = await self._deliver(conversation_id, render_reply(reply))
-        except telegram_error.RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            raise RetryAfter(seconds, str(exc)) from exc
-        except telegram_error.BadRequest as exc:  # a subclass of NetworkError in PTB
-            raise DeliveryFailed(str(exc)) from exc
-        except telegram_error.NetworkError as exc:
-            raise NetworkError(str(exc)) from exc
-        except TelegramError as exc:
-            raise DeliveryFailed(str(exc)) from exc
         return ",".join(str(message_id) for message_id in sent) or None
 
     async def _deliver(self, conversation_id: str, messages: list[OutgoingMessage]) -> list[int]:
@@ -623,12 +635,8 @@ class TelegramAdapter:
                 if "not modified" not in exc.message:
                     raise
             return shown
-        except telegram_error.RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            raise RetryAfter(seconds, str(exc)) from exc
         except TelegramError as exc:
-            raise DeliveryFailed(str(exc)) from exc
+            _raise_delivery_error(exc)
 
     async def send_over(self, conversation_id: str, reply: Reply, shown: str) -> str | None:
         """Deliver `reply` by editing the message `shown` (which shows its partial text)
@@ -664,13 +672,5 @@ class TelegramAdapter:
                     return ",".join(str(message_id) for message_id in sent) or None
             later = await self._deliver(conversation_id, rest)
             return ",".join([shown, *(str(message_id) for message_id in later)])
-        except telegram_error.RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            raise RetryAfter(seconds, str(exc)) from exc
-        except telegram_error.BadRequest as exc:  # a subclass of NetworkError in PTB
-            raise DeliveryFailed(str(exc)) from exc
-        except telegram_error.NetworkError as exc:
-            raise NetworkError(str(exc)) from exc
         except TelegramError as exc:
-            raise DeliveryFailed(str(exc)) from exc
+            _raise_delivery_error(exc)
