@@ -129,6 +129,26 @@ class Embedder:
             masks.append(row_mask)
         return Encoding(vectors, tuple(states), tuple(masks))
 
+    def last_layer(self) -> tuple[dict[str, Any], dict[str, Vectors]]:
+        """(BERT config fields, weights) of the encoder's last transformer layer, copied:
+        what a mood classifier fine-tuning only that layer starts from."""
+        model: Any = self._model[0].auto_model
+        config = model.config
+        fields = (
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_act",
+            "layer_norm_eps",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+        )
+        weights = {
+            name: w.detach().float().numpy().copy()
+            for name, w in model.encoder.layer[-1].state_dict().items()
+        }
+        return {f: getattr(config, f) for f in fields}, weights
+
     @contextmanager
     def _last_layer_inputs(
         self,
