@@ -276,7 +276,7 @@ class MoodClassifier:
             halves: dict[str, Any] = {
                 name: np.asarray(w, dtype=np.float16) for name, w in self.top_layer.weights.items()
             }
-            np.savez(directory / TOP_LAYER_WEIGHTS, **halves)
+            np.savez_compressed(directory / TOP_LAYER_WEIGHTS, **halves)
         (directory / METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
 
     @classmethod
