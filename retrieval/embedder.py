@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,16 +154,21 @@ class Embedder:
     def _last_layer_inputs(
         self,
     ) -> Iterator[list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Vectors]]]:
-        """Records (input ids, attention mask, last layer's input) of every forward pass."""
+        """Records (input ids, attention mask, last layer's input) of every forward pass this
+        thread makes (the model is shared: other threads' passes are not recorded)."""
         transformer: Any = self._model[0]
         last_layer: Any = transformer.auto_model.encoder.layer[-1]
         captured: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Vectors]] = []
         features: list[dict[str, Any]] = []
+        caller = threading.get_ident()
 
         def on_features(_module: object, args: tuple[Any, ...]) -> None:
-            features.append(args[0])
+            if threading.get_ident() == caller:
+                features.append(args[0])
 
         def on_last_layer(_module: object, args: tuple[Any, ...]) -> None:
+            if threading.get_ident() != caller:
+                return
             batch = features.pop()
             captured.append(
                 (

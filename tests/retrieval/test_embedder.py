@@ -65,3 +65,15 @@ def test_states_come_from_the_sentence_embedder_when_retrieval_learned_its_own(
     np.testing.assert_array_equal(
         encoding.states[0], retriever.sentence_encoding("where is my parcel?").states[0]
     )
+
+
+def test_states_are_each_callers_own_when_threads_share_the_model(embedder: Embedder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"message number {i} about my {'late ' * i}parcel" for i in range(8)]
+    alone = [embedder.encode_with_states([t]) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda t: embedder.encode_with_states([t]), texts))
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one.vectors, other.vectors)
+        np.testing.assert_allclose(one.states[0], other.states[0], atol=1e-5)
