@@ -18,11 +18,12 @@ from brain.answering.backends import AnswerBackend, PartialCallback
 from brain.conversations import ConversationStore
 from brain.handoff.hours import BusinessHours, describe_reopening
 from brain.handoff.machine import Change, Event, Outcome, State
+from brain.mood.classifier import unpadded
 from brain.mood.reader import MoodReader
 from brain.policy import anger_reason, decide, is_anger_reason, small_talk
 from brain.text import normalize_text
 from brain.types import Feedback, Inbound, Mood, QuickReply, Reply, Source, Turn
-from retrieval.embedder import Vectors
+from retrieval.embedder import Encoding, Vectors
 from retrieval.index import FaqHit, Thresholds
 from retrieval.retriever import Retriever
 
@@ -96,6 +97,22 @@ def search_in_conversation_with_vector(
     )
     hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
     return hits[:k], vector
+
+
+def search_in_conversation_with_encoding(
+    retriever: Retriever, question: str, history: Sequence[Turn], k: int
+) -> tuple[list[FaqHit], Encoding]:
+    """`search_in_conversation_with_vector`, the vector as an `Encoding` that also holds
+    the question's token states entering the sentence embedder's last layer (read by a
+    top_layer mood classifier, again without a second encoder pass)."""
+    last = history[-1] if history else None
+    answered = last is not None and last.role == "assistant" and last.action == "answer"
+    given = set(last.sources) if last is not None and answered else set()
+    hits, encoding = retriever.search_with_encoding(
+        question, k + len(given), "hybrid", conversation_context(history)
+    )
+    hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
+    return hits[:k], encoding
 
 
 def _duration(seconds: float) -> str:
@@ -236,8 +253,8 @@ class Brain:
             action, reason = "answer", "customer picked an offered entry"
             user_turn = replace(user_turn, mood=await self._mood(question))
         else:
-            hits, vector = await self._retrieve(question, history)
-            mood = self.mood.read(question, vector)
+            hits, vector, states = await self._retrieve(question, history)
+            mood = self.mood.read(question, vector, states)
             user_turn = replace(user_turn, mood=mood)
             earlier = [turn.mood for turn in history if turn.role == "user" and turn.mood]
             strong, sustained = self.mood.thresholds.strong, self.mood.thresholds.sustained
@@ -266,21 +283,38 @@ class Brain:
         await self.store.append(inbound, user_turn, self._bot_turn(reply))
         return reply
 
-    async def _retrieve(self, question: str, history: list[Turn]) -> tuple[list[FaqHit], Vectors]:
-        return await asyncio.to_thread(
-            search_in_conversation_with_vector,
+    async def _retrieve(
+        self, question: str, history: list[Turn]
+    ) -> tuple[list[FaqHit], Vectors, Vectors | None]:
+        """Hits, the question's sentence vector and, when the mood reader needs them, its
+        unpadded token states entering the last layer: all from the search's pass."""
+        if not self.mood.needs_states:
+            hits, vector = await asyncio.to_thread(
+                search_in_conversation_with_vector,
+                self.retriever,
+                question,
+                history,
+                self.retriever.top_k,
+            )
+            return hits, vector, None
+        hits, encoding = await asyncio.to_thread(
+            search_in_conversation_with_encoding,
             self.retriever,
             question,
             history,
             self.retriever.top_k,
         )
+        return hits, encoding.vectors[0], _question_states(encoding)
 
     async def _mood(self, question: str) -> Mood:
         """The mood of a message that was not retrieved for (its vector is computed here)."""
-        vector = None
-        if self.mood.needs_vector:
+        vector, states = None, None
+        if self.mood.needs_states:
+            encoding = await asyncio.to_thread(self.retriever.sentence_encoding, question)
+            vector, states = encoding.vectors[0], _question_states(encoding)
+        elif self.mood.needs_vector:
             vector = await asyncio.to_thread(self.retriever.sentence_vector, question)
-        return self.mood.read(question, vector)
+        return self.mood.read(question, vector, states)
 
     async def _answer(
         self,
@@ -485,3 +519,10 @@ class Brain:
         ]
         lines += [f"{name} - {what}" for name, what in COMMANDS.items()]
         return "\n".join(lines)
+
+
+def _question_states(encoding: Encoding) -> Vectors | None:
+    """The first text's token states without padding (None for an empty question)."""
+    if not encoding.states:
+        return None
+    return unpadded(encoding.states[:1], encoding.masks[:1])[0]

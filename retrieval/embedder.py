@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +17,19 @@ DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
 
 Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """What one encoder pass gives for a list of texts: `vectors` exactly as
+    `Embedder.encode` returns them, and per text the token states that enter the model's
+    last transformer layer with its attention mask (1 = a token, 0 = padding), so a
+    reader that fine-tuned only that layer (the mood classifier) can run it again
+    without a second pass through the rest."""
+
+    vectors: Vectors  # (texts, dimension)
+    states: tuple[Vectors, ...]  # per text: (tokens, hidden)
+    masks: tuple[npt.NDArray[np.int64], ...]  # per text: (tokens,)
 
 
 class EmbeddingModelError(RuntimeError):
@@ -91,6 +108,85 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors: Vectors = np.concatenate(chunks)
         return vectors
+
+    def encode_with_states(self, texts: Sequence[str], batch_size: int = 64) -> Encoding:
+        """`encode(texts)` (the same call, so the same vectors bit for bit) and, from the
+        same pass, each text's input to the last transformer layer and attention mask."""
+        with self._last_layer_inputs() as captured:
+            vectors = self.encode(texts, batch_size)
+        states: list[Vectors] = []
+        masks: list[npt.NDArray[np.int64]] = []
+        # sentence-transformers sorts a batch by length: find each text's row by its tokens.
+        rows: dict[tuple[int, ...], tuple[Vectors, npt.NDArray[np.int64]]] = {}
+        for ids, mask, hidden in captured:
+            for row in range(ids.shape[0]):
+                length = int(mask[row].sum())
+                rows[tuple(ids[row, :length].tolist())] = (hidden[row], mask[row])
+        tokenize = getattr(self._model, "preprocess", None) or self._model.tokenize
+        for text in texts:
+            tokens = tokenize([text])["input_ids"][0].tolist()
+            hidden, row_mask = rows[tuple(tokens)]
+            states.append(hidden)
+            masks.append(row_mask)
+        return Encoding(vectors, tuple(states), tuple(masks))
+
+    def last_layer(self) -> tuple[dict[str, Any], dict[str, Vectors]]:
+        """(BERT config fields, weights) of the encoder's last transformer layer, copied:
+        what a mood classifier fine-tuning only that layer starts from."""
+        model: Any = self._model[0].auto_model
+        config = model.config
+        fields = (
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_act",
+            "layer_norm_eps",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+        )
+        weights = {
+            name: w.detach().float().numpy().copy()
+            for name, w in model.encoder.layer[-1].state_dict().items()
+        }
+        return {f: getattr(config, f) for f in fields}, weights
+
+    @contextmanager
+    def _last_layer_inputs(
+        self,
+    ) -> Iterator[list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Vectors]]]:
+        """Records (input ids, attention mask, last layer's input) of every forward pass this
+        thread makes (the model is shared: other threads' passes are not recorded)."""
+        transformer: Any = self._model[0]
+        last_layer: Any = transformer.auto_model.encoder.layer[-1]
+        captured: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Vectors]] = []
+        features: list[dict[str, Any]] = []
+        caller = threading.get_ident()
+
+        def on_features(_module: object, args: tuple[Any, ...]) -> None:
+            if threading.get_ident() == caller:
+                features.append(args[0])
+
+        def on_last_layer(_module: object, args: tuple[Any, ...]) -> None:
+            if threading.get_ident() != caller:
+                return
+            batch = features.pop()
+            captured.append(
+                (
+                    batch["input_ids"].cpu().numpy().astype(np.int64),
+                    batch["attention_mask"].cpu().numpy().astype(np.int64),
+                    args[0].detach().float().cpu().numpy(),
+                )
+            )
+
+        handles = [
+            transformer.register_forward_pre_hook(on_features),
+            last_layer.register_forward_pre_hook(on_last_layer),
+        ]
+        try:
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def encode_query(self, text: str) -> Vectors:
         vector: Vectors = self.encode([text])[0]

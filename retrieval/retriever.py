@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retrieval.embedder import Embedder, Vectors
+from retrieval.embedder import Embedder, Encoding, Vectors
 from retrieval.index import ContextTurn, FaqHit, FaqIndex, SearchMode
 
 # How many recent turns (the customer's and the bot's or agent's) a question is read with.
@@ -55,6 +55,11 @@ class Retriever:
         """`text`'s vector from the sentence embedder (see the class docstring)."""
         return self.sentence_embedder.encode_query(text)
 
+    def sentence_encoding(self, text: str) -> Encoding:
+        """`sentence_vector`, and from the same pass the token states that enter the
+        sentence embedder's last layer (see `Embedder.encode_with_states`)."""
+        return self.sentence_embedder.encode_with_states([text])
+
     def search(
         self,
         text: str,
@@ -76,16 +81,51 @@ class Retriever:
         """`search`, and the normalised sentence vector of `text` from the sentence
         embedder: the one search computed when that is the retrieval embedder, so other
         readers of the message (the mood classifier) need no second encoder pass."""
+        hits, encoding = self._search(text, k, mode, history, states=False)
+        return hits, encoding.vectors[0]
+
+    def search_with_encoding(
+        self,
+        text: str,
+        k: int | None = None,
+        mode: SearchMode = "hybrid",
+        history: Sequence[tuple[str, str]] = (),
+    ) -> tuple[list[FaqHit], Encoding]:
+        """`search_with_vector`, with `text`'s sentence vector as an `Encoding` that also
+        holds the token states entering the sentence embedder's last layer: from the
+        search's own pass when the retrieval embedder is the sentence embedder, else from
+        the one sentence-embedder pass `search_with_vector` makes anyway."""
+        return self._search(text, k, mode, history, states=True)
+
+    def _search(
+        self,
+        text: str,
+        k: int | None,
+        mode: SearchMode,
+        history: Sequence[tuple[str, str]],
+        states: bool,
+    ) -> tuple[list[FaqHit], Encoding]:
         embedder, index = self._pair
         if not text.strip():
-            return [], np.zeros(self.sentence_embedder.dimension, dtype=np.float32)
+            empty = np.zeros((1, self.sentence_embedder.dimension), dtype=np.float32)
+            return [], Encoding(empty, (), ())
         turns = [(role, turn) for role, turn in history[-CONTEXT_TURNS:] if turn.strip()]
-        vectors = embedder.encode([text, *(turn for _, turn in turns)])
+        texts = [text, *(turn for _, turn in turns)]
+        shared = embedder is self.sentence_embedder
+        if shared and states:
+            encoding = embedder.encode_with_states(texts)
+            vectors = encoding.vectors
+            encoding = Encoding(vectors[:1], encoding.states[:1], encoding.masks[:1])
+        else:
+            vectors = embedder.encode(texts)
+            encoding = Encoding(vectors[:1], (), ())
         context = [
             ContextTurn(turn, vector, customer=role == "user")
             for (role, turn), vector in zip(turns, vectors[1:], strict=True)
         ]
         hits = index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)
-        if embedder is self.sentence_embedder:
-            return hits, vectors[0]
-        return hits, self.sentence_vector(text)
+        if shared:
+            return hits, encoding
+        if states:
+            return hits, self.sentence_encoding(text)
+        return hits, Encoding(self.sentence_vector(text)[None, :], (), ())

@@ -59,6 +59,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         strong_precision=args.strong_precision,
         bundle=args.bundle,
         register=not args.no_register,
+        top_layer=args.top_layer,
+        epochs=args.epochs,
     )
     embedder = Embedder(settings.embedding_model)
     result = train(

@@ -124,9 +124,11 @@ def add_classifier_commands(
     train = actions.add_parser(
         "train",
         help="train a mood classifier on labelled JSONL and register it (not active)",
-        description="Embed the texts with the retrieval embedder (MiniLM), fit a logistic "
-        "regression head, calibrate the anger thresholds on --dev (default: a held-out "
-        "tenth), write report.json and confusion.png, and register a version.",
+        description="Embed the texts with the retrieval embedder (MiniLM), fine-tune its last "
+        "layer + a head on the token states entering it (or with --no-top-layer fit a "
+        "logistic regression head on the sentence vectors), calibrate the anger thresholds "
+        "on --dev (default: a held-out tenth), write report.json and confusion.png, and "
+        "register a version.",
         epilog=CLASSIFIER_DATA,
         formatter_class=formatter,
     )
@@ -162,6 +164,16 @@ def add_classifier_commands(
         "--bundle", type=Path, metavar="DIR", help="also write the classifier files here"
     )
     train.add_argument("--no-register", action="store_true", help="do not register a version")
+    train.add_argument(
+        "--top-layer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fine-tune MiniLM's last layer + a head on the token states entering it "
+        "(default; --no-top-layer: a logistic regression head over the sentence vectors)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=3, help="top layer: passes over the data (default 3)"
+    )
     evaluate = actions.add_parser(
         "eval",
         help="per-label precision/recall/F1 and macro-F1 on labelled JSONL",

@@ -2,7 +2,8 @@
 
 It serves the classifier version `classifier:active` names (followed by an
 `ActiveModelWatcher`, like the dialogue model; `base` = the classifier shipped with the
-package) and reads a message from the sentence vector retrieval already computed for it.
+package) and reads a message from the sentence vector retrieval already computed for it
+(and, for a classifier of the top_layer kind, the token states from that same pass).
 When no classifier fits the embedding model in use (another `DESKMATE_EMBEDDING_MODEL`,
 or a classifier that fails to load), it falls back to the word list in
 `brain.policy.is_upset`, which only knows "angry" or "not".
@@ -103,6 +104,11 @@ class MoodReader:
         return self.classifier is not None
 
     @property
+    def needs_states(self) -> bool:
+        """Whether reading a message needs its token states as well (the top_layer kind)."""
+        return self.classifier is not None and self.classifier.needs_states
+
+    @property
     def version(self) -> str:
         return self.classifier.version if self.classifier is not None else REGEX
 
@@ -110,12 +116,13 @@ class MoodReader:
     def thresholds(self) -> MoodThresholds:
         return self.classifier.thresholds if self.classifier is not None else REGEX_THRESHOLDS
 
-    def read(self, text: str, vector: Vectors | None) -> Mood:
-        """The mood of `text`, from its normalised sentence vector when a classifier serves."""
+    def read(self, text: str, vector: Vectors | None, states: Vectors | None = None) -> Mood:
+        """The mood of `text`, from its normalised sentence vector when a classifier serves
+        (and its unpadded token states, which a top_layer classifier needs)."""
         classifier = self.classifier  # one reference: a swap mid-read changes nothing
-        if classifier is None or vector is None:
+        if classifier is None or vector is None or (classifier.needs_states and states is None):
             return regex_mood(text)
-        return classifier.read(np.asarray(vector, dtype=np.float32))
+        return classifier.read(np.asarray(vector, dtype=np.float32), states)
 
     async def use_version(self, version: ModelVersion | None) -> None:
         """Serve a registered classifier version (None = the one shipped with the package);

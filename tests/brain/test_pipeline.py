@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
-from brain.mood.classifier import DEFAULT_DIR, MoodClassifier, MoodThresholds
+from brain.mood.classifier import DEFAULT_DIR, MoodClassifier, MoodThresholds, unpadded
 from brain.mood.reader import MoodReader
 from brain.pipeline import Brain
 from brain.types import Feedback, Inbound
@@ -179,9 +179,13 @@ async def test_sustained_anger_hands_off_on_the_second_angry_message(
 ) -> None:
     first = "how do I track my parcel? it is late again and I'm annoyed"
     second = "how do I track my parcel? still late, this is getting annoying"
-    vectors = retriever.embedder.encode([first, second])
+    encoding = retriever.embedder.encode_with_states([first, second])
+    states = unpadded(encoding.states, encoding.masks)
     classifier = MoodClassifier.load(DEFAULT_DIR)
-    angers = [classifier.read(vector).anger for vector in vectors]
+    angers = [
+        classifier.read(vector, state).anger
+        for vector, state in zip(encoding.vectors, states, strict=True)
+    ]
     # Between the two thresholds: neither message is strong anger alone.
     between = MoodThresholds(strong=max(angers) + 0.01, sustained=min(angers) - 0.01)
     brain = mood_brain(retriever, store, between)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from bots.cli import main
 from brain.answering.registry import ModelRegistry
-from brain.mood.classifier import MoodClassifier
+from brain.mood.classifier import TOP_LAYER_KIND, VECTOR_KIND, MoodClassifier, unpadded
 from retrieval.embedder import Embedder
 from training.classifier import (
     ClassifierConfig,
@@ -106,7 +107,10 @@ def test_calibration_picks_a_precise_strong_and_a_best_f1_sustained_threshold() 
 
 
 @pytest.mark.slow
-def test_train_registers_a_version_with_report_and_plot(tmp_path: Path, embedder: Embedder) -> None:
+@pytest.mark.parametrize("top_layer", [True, False], ids=["top_layer", "vector"])
+def test_train_registers_a_version_with_report_and_plot(
+    tmp_path: Path, embedder: Embedder, top_layer: bool
+) -> None:
     data = write_labelled(
         tmp_path / "train.jsonl", [(t, "anger") for t in ANGRY] + [(t, "joy") for t in HAPPY]
     )
@@ -117,9 +121,12 @@ def test_train_registers_a_version_with_report_and_plot(tmp_path: Path, embedder
     neutral = tmp_path / "faq.jsonl"
     neutral.write_text("\n".join(NEUTRAL) + "\n")
     registry = ModelRegistry(tmp_path / "classifiers")
-    config = ClassifierConfig([data], dev=dev, neutral=[neutral], show_progress=False)
+    config = ClassifierConfig(
+        [data], dev=dev, neutral=[neutral], show_progress=False, top_layer=top_layer, epochs=10
+    )
     result = train(config, embedder, registry)
     assert result.version is not None and result.version.name == "v1"
+    assert result.report["kind"] == (TOP_LAYER_KIND if top_layer else VECTOR_KIND)
     assert result.report["evaluation"]["per_label"]["anger"]["f1"] == 1.0
     folder = result.version.adapter_dir
     assert folder is not None
@@ -128,9 +135,38 @@ def test_train_registers_a_version_with_report_and_plot(tmp_path: Path, embedder
     assert report["confusion"]["matrix"] == [[1, 0], [0, 1]]
     loaded = MoodClassifier.load(folder, "v1")
     assert loaded.labels == ("anger", "joy") and loaded.gate_weights is not None
-    question, angry = embedder.encode(["how long does delivery take?", ANGRY[0]])
-    assert loaded.read(question).anger < loaded.read(angry).anger
+    assert loaded.kind == result.report["kind"]
+    encoding = embedder.encode_with_states(["how long does delivery take?", ANGRY[0]])
+    question, angry = unpadded(encoding.states, encoding.masks) if top_layer else (None, None)
+    calm_mood = loaded.read(encoding.vectors[0], question)
+    assert calm_mood.anger < loaded.read(encoding.vectors[1], angry).anger
     assert result.version.metrics["anger_f1"] == 1.0
+
+
+def test_training_the_top_layer_on_a_handful_of_texts_takes_seconds(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    data = write_labelled(
+        tmp_path / "train.jsonl", [(t, "anger") for t in ANGRY] + [(t, "joy") for t in HAPPY]
+    )
+    config = ClassifierConfig([data], register=False, show_progress=False, top_layer=True)
+    embedder.encode(["warm up"])
+    started = time.perf_counter()
+    result = train(config, embedder, ModelRegistry(tmp_path / "r"))
+    assert time.perf_counter() - started < 20
+    classifier = result.classifier
+    assert classifier.kind == TOP_LAYER_KIND and classifier.top_layer is not None
+    base_config, base_weights = embedder.last_layer()
+    assert dict(classifier.top_layer.config) == base_config
+    changed = [
+        name
+        for name, weights in classifier.top_layer.weights.items()
+        if not np.array_equal(weights, base_weights[name])
+    ]
+    assert changed  # the layer was trained, not just copied
+    classifier.save(tmp_path / "bundle")
+    # One MiniLM layer: 1.8 M weights, float16.
+    assert (tmp_path / "bundle" / "top_layer.npz").stat().st_size < 4_000_000
 
 
 def test_train_refuses_dev_labels_it_never_saw(tmp_path: Path, embedder: Embedder) -> None:

@@ -18,7 +18,7 @@ from brain.mood.reader import REGEX, MoodReader
 from brain.redis_server import EmbeddedRedis
 from brain.settings import Settings
 from retrieval.index import FaqIndex
-from tests.brain.mood.test_classifier import two_label_head
+from tests.brain.mood.test_classifier import tiny_top_layer_classifier, two_label_head
 
 
 def test_without_a_classifier_the_word_list_reads_anger() -> None:
@@ -33,6 +33,16 @@ def test_a_classifier_for_another_embedder_falls_back_to_the_word_list() -> None
     assert reader.classifier is None and reader.version == REGEX
     fitting = MoodReader(two_label_head(), embedder="tiny", dimension=8)
     assert fitting.read("anything", np.eye(8, dtype=np.float32)[0]).label == "anger"
+
+
+def test_a_top_layer_classifier_reads_the_states_and_needs_them() -> None:
+    reader = MoodReader(tiny_top_layer_classifier(), embedder="tiny", dimension=8)
+    assert reader.needs_vector and reader.needs_states
+    assert not MoodReader(two_label_head(), embedder="tiny", dimension=8).needs_states
+    vector = np.eye(8, dtype=np.float32)[0]
+    states = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    assert reader.read("I am furious", vector, states).source == "base"
+    assert reader.read("I am furious", vector).source == REGEX  # no states: the word list
 
 
 def test_the_default_reader_loads_the_bundled_classifier() -> None:
