@@ -20,10 +20,18 @@ log = logging.getLogger(__name__)
 QUIT = {"/quit", "/exit", ":q"}
 
 
-def render(reply: Reply) -> str:
-    """Plain-text rendering: the answer, then the cited entries numbered as in the text."""
+def render(reply: Reply, staff_reachable: bool = True) -> str:
+    """Plain-text rendering: the answer, then the cited entries numbered as in the text.
+    A conversation held for a person says whether one can answer here."""
     if reply.action == "none" and not reply.text:
-        lines = ["(A member of the support team has this conversation. /reset returns you to me.)"]
+        if staff_reachable:
+            held = "A member of the support team has this conversation. /reset returns you to me."
+        else:
+            held = (
+                "This conversation waits for a person, and no one from the support team is "
+                "connected to this chat. Type bot to come back to me."
+            )
+        lines = [f"({held})"]
     else:
         lines = [reply.text]
         if reply.action == "answer" and reply.sources:
@@ -73,7 +81,7 @@ async def run_console(
         )
         reply = await _handle_with_retry(brain, inbound, stdout, retry_delays)
         if reply is not None:
-            stdout.write(f"{brain.bot_name}> {render(reply)}\n")
+            stdout.write(f"{brain.bot_name}> {render(reply, brain.staff_reachable)}\n")
     stdout.write("Bye!\n")
     stdout.flush()
 

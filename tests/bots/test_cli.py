@@ -173,6 +173,7 @@ def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
     lines = [
         b"how long do I have to return something?",
         b"/human",
+        b"anyone there?",  # held for a person who is not connected
         b"/reset",
         b"\xff\xfe not UTF-8 \xed\xa0\xbd",  # bytes from elsewhere, half an emoji
         b"/quit",
@@ -200,6 +201,8 @@ def test_chat_first_run_on_a_fresh_data_dir(env: Path) -> None:
     # The console reaches no staff channel: no person is promised, and no log line
     # interrupts the chat at start.
     assert "no person will reply" in result.stdout
+    assert "no one from the support team is connected to this chat" in result.stdout
+    assert "support team has this conversation" not in result.stdout
     assert "they'll reply" not in result.stdout and "passing you to" not in result.stdout
     assert "WARNING" not in result.stderr, result.stderr
     assert "Chatting with deskmate (answering with " in result.stdout
