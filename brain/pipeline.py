@@ -89,14 +89,11 @@ def search_in_conversation_with_vector(
 ) -> tuple[list[FaqHit], Vectors]:
     """`search_in_conversation`, and the question's sentence vector (read by the mood
     classifier without a second encoder pass)."""
-    last = history[-1] if history else None
-    answered = last is not None and last.role == "assistant" and last.action == "answer"
-    given = set(last.sources) if last is not None and answered else set()
+    given = _just_given(history)
     hits, vector = retriever.search_with_vector(
         question, k + len(given), "hybrid", conversation_context(history)
     )
-    hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
-    return hits[:k], vector
+    return _given_last(hits, given, k), vector
 
 
 def search_in_conversation_with_encoding(
@@ -105,14 +102,25 @@ def search_in_conversation_with_encoding(
     """`search_in_conversation_with_vector`, the vector as an `Encoding` that also holds
     the question's token states entering the sentence embedder's last layer (read by a
     top_layer mood classifier, again without a second encoder pass)."""
-    last = history[-1] if history else None
-    answered = last is not None and last.role == "assistant" and last.action == "answer"
-    given = set(last.sources) if last is not None and answered else set()
+    given = _just_given(history)
     hits, encoding = retriever.search_with_encoding(
         question, k + len(given), "hybrid", conversation_context(history)
     )
-    hits.sort(key=lambda hit: hit.id in given)  # stable: the ranking otherwise stands
-    return hits[:k], encoding
+    return _given_last(hits, given, k), encoding
+
+
+def _just_given(history: Sequence[Turn]) -> set[str]:
+    """The entries the bot's last answer (if the last turn is one) cited."""
+    last = history[-1] if history else None
+    answered = last is not None and last.role == "assistant" and last.action == "answer"
+    return set(last.sources) if last is not None and answered else set()
+
+
+def _given_last(hits: list[FaqHit], given: set[str], k: int) -> list[FaqHit]:
+    """The best `k` hits, those just given moved after the others (a stable sort: the
+    ranking otherwise stands)."""
+    hits.sort(key=lambda hit: hit.id in given)
+    return hits[:k]
 
 
 def _duration(seconds: float) -> str:
