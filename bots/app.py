@@ -113,6 +113,7 @@ async def _hf_backend(
         int8=settings.model_int8,
         threads=settings.model_threads,
         max_new_tokens=settings.max_new_tokens,
+        no_repeat_ngram=settings.no_repeat_ngram,
         context_tokens=settings.context_tokens,
         batching=BatchingOptions(settings.batch_max, settings.batch_window_ms / 1000),
     )

@@ -30,6 +30,7 @@ from brain.redis_server import (
 PREFIX = "DESKMATE_"
 SAMPLE_FAQ = Path(__file__).resolve().parent.parent / "bots" / "sample" / "faq.jsonl"
 NO_ADAPTER = "none"
+NO_REPEAT_NGRAM = 3  # see DESKMATE_NO_REPEAT_NGRAM
 
 
 class SettingsError(ValueError):
@@ -258,6 +259,11 @@ class Settings:
         Path,
     )
     max_new_tokens: int = _setting("longest generated answer, in tokens", _positive_int, 96)
+    no_repeat_ngram: int = _setting(
+        "a generated answer never repeats a run of this many tokens of its own (0 = off)",
+        _non_negative_int,
+        NO_REPEAT_NGRAM,
+    )
     context_tokens: int = _setting(
         "prompt budget in tokens (history, then passages give way)", _positive_int, 2048
     )

@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -172,8 +172,8 @@ class StepModel(Protocol):
     `prefill_chunk` runs up to `chunk` more positions of a prompt into a row that holds
     its first `done` (0: a new prompt) and returns the positions now in the row and, once
     the prompt is complete, its first token; `decode` feeds one token to each of rows
-    0..n-1 and returns their next tokens; `move` copies a row's cache into another row,
-    so the active rows stay 0..n-1.
+    0..n-1 and returns their next tokens, never one of `banned[row]` (when given); `move`
+    copies a row's cache into another row, so the active rows stay 0..n-1.
     """
 
     slots: int
@@ -183,7 +183,7 @@ class StepModel(Protocol):
         self, slot: int, token_ids: list[int], done: int, chunk: int
     ) -> tuple[int, int | None]: ...
 
-    def decode(self, tokens: list[int]) -> list[int]: ...
+    def decode(self, tokens: list[int], banned: Sequence[Collection[int]] = ()) -> list[int]: ...
 
     def move(self, source: int, target: int) -> None: ...
 
@@ -218,6 +218,23 @@ class DecodeStats:
 TokenListener = Callable[[int], None]
 
 
+def repeating_tokens(generated: Sequence[int], n: int) -> set[int]:
+    """The tokens that would make the last `n` tokens of `generated` an n-gram it already
+    holds: banning them keeps a small model from saying the same thing twice ("clean and
+    clean", a sentence repeated). Only the answer counts, not the prompt, so a phrase of
+    the knowledge can still be taken over once."""
+    if n < 1 or len(generated) < n:
+        return set()
+    if n == 1:
+        return set(generated)
+    tail = list(generated[len(generated) - n + 1 :])
+    return {
+        generated[start + n - 1]
+        for start in range(len(generated) - n + 1)
+        if list(generated[start : start + n - 1]) == tail
+    }
+
+
 @dataclass(slots=True)
 class _Sequence:
     prompt: list[int]
@@ -249,11 +266,13 @@ class ContinuousBatcher:
         stop_ids: set[int],
         max_new_tokens: int,
         prefill_chunk: int = PREFILL_CHUNK,
+        no_repeat_ngram: int = 0,
     ) -> None:
         self.model = model
         self.stop_ids = stop_ids
         self.max_new_tokens = max_new_tokens
         self.prefill_chunk = prefill_chunk
+        self.no_repeat_ngram = no_repeat_ngram  # 0: any n-gram may repeat
         self._incoming: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
         self._filling: _Sequence | None = None  # the prompt being prefilled, in row len(active)
         self._thread = threading.Thread(target=self._loop, name="deskmate-decode", daemon=True)
@@ -386,7 +405,12 @@ class ContinuousBatcher:
 
     def _step(self, active: list[_Sequence]) -> None:
         started = time.perf_counter()
-        tokens = self.model.decode([sequence.generated[-1] for sequence in active])
+        last = [sequence.generated[-1] for sequence in active]
+        if self.no_repeat_ngram:
+            n = self.no_repeat_ngram
+            tokens = self.model.decode(last, [repeating_tokens(s.generated, n) for s in active])
+        else:
+            tokens = self.model.decode(last)
         seconds = time.perf_counter() - started
         self.stats.add_step(len(active), seconds)
         BATCH_SIZE.observe(len(active))

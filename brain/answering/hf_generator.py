@@ -30,10 +30,12 @@ from brain.answering.batching import (
     ContinuousBatcher,
     DynamicBatcher,
     GenerationError,
+    repeating_tokens,
 )
 from brain.answering.lean_engine import LlamaEngine, supports
 from brain.answering.model_loading import ModelLoadError, load_causal_lm, quantize_int8
 from brain.prompt import Messages, render_prompt
+from brain.settings import NO_REPEAT_NGRAM
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class HFOptions:
     int8: bool = True  # dynamic int8 quantisation of linear layers on CPU
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_new_tokens: int = 96
+    no_repeat_ngram: int = NO_REPEAT_NGRAM  # an answer never repeats an n-gram of its own; 0 = off
     context_tokens: int = 2048  # prompt budget (capped by the model's window)
     batching: BatchingOptions = field(default_factory=BatchingOptions)
 
@@ -151,7 +154,12 @@ class HFGenerator:
                 int8=options.int8,
                 calibration=calibration_prompts(tokenizer) if options.int8 else (),
             )
-            self.continuous = ContinuousBatcher(engine, self.stop_ids, options.max_new_tokens)
+            self.continuous = ContinuousBatcher(
+                engine,
+                self.stop_ids,
+                options.max_new_tokens,
+                no_repeat_ngram=options.no_repeat_ngram,
+            )
             self.lean = engine
             self.model = None  # the engine holds its own (fused, quantised) copy
 
@@ -273,12 +281,31 @@ class HFGenerator:
                     do_sample=False,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=sorted(self.stop_ids) or None,
+                    logits_processor=self._answer_processors(encoded["input_ids"].shape[1]),
                 )
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(f"{self.version} failed to generate: {exc}") from exc
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in decoded]
+
+    def _answer_processors(self, prompt_width: int) -> Any:
+        """What `generate` applies to each step's logits: the lean engine's n-gram ban,
+        counted over the answer only (transformers' own counts the prompt too, which
+        would forbid taking over a phrase of the knowledge)."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        n = self.options.no_repeat_ngram
+
+        class NoRepeatInAnswer(LogitsProcessor):  # type: ignore[misc]
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                for row, ids in enumerate(input_ids[:, prompt_width:].tolist()):
+                    banned = repeating_tokens(ids, n)
+                    if banned:
+                        scores[row, sorted(banned)] = -float("inf")
+                return scores
+
+        return LogitsProcessorList([NoRepeatInAnswer()] if n else [])
 
     async def aclose(self) -> None:
         if self.continuous is not None:

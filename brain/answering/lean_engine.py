@@ -21,7 +21,7 @@ anything else keeps using `generate`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from math import inf
 from typing import Any
 
@@ -414,8 +414,9 @@ class LlamaEngine:
         self._prefix_cache = [cache[slot, :, :, :shared].clone() for cache in self.cache]
 
     @torch.inference_mode()
-    def decode(self, tokens: list[int]) -> list[int]:
-        """Feed one token to each of rows 0..len(tokens)-1; their greedy next tokens.
+    def decode(self, tokens: list[int], banned: Sequence[Collection[int]] = ()) -> list[int]:
+        """Feed one token to each of rows 0..len(tokens)-1; their greedy next tokens,
+        never one of `banned[row]`.
 
         Small batched matmuls over the cache in place instead of scaled_dot_product_attention,
         which for one query per row spends more time setting up than computing.
@@ -451,7 +452,11 @@ class LlamaEngine:
             x = self._mlp(block, x)
         for row in range(batch):
             self.lengths[row] += 1
-        return [int(token) for token in self._logits(x).argmax(dim=-1)]
+        logits = self._logits(x)
+        for row, tokens_out in enumerate(banned):
+            if tokens_out:
+                logits[row, list(tokens_out)] = -inf
+        return [int(token) for token in logits.argmax(dim=-1)]
 
     @torch.inference_mode()
     def move(self, source: int, target: int) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import pytest
 import torch
 
-from brain.answering.batching import ContinuousBatcher, GenerationError
+from brain.answering.batching import ContinuousBatcher, GenerationError, repeating_tokens
 from brain.answering.hf_generator import HFGenerator, HFOptions
 from brain.answering.lean_engine import LlamaEngine, supports
 from brain.answering.model_loading import ModelLoadError, quantize_int8
@@ -302,3 +304,51 @@ async def test_the_hf_generator_streams_the_answer_it_generates(smollm_tokenizer
         assert "".join(pieces) == whole
     finally:
         await generator.aclose()
+
+
+def bigrams(tokens: list[int]) -> list[tuple[int, int]]:
+    return list(pairwise(tokens))
+
+
+def test_repeating_tokens_are_the_ones_that_would_close_a_repeated_ngram() -> None:
+    assert repeating_tokens([1, 2, 3, 1, 2], 3) == {3}
+    assert repeating_tokens([1, 2, 3, 1, 2], 2) == {3}
+    assert repeating_tokens([5, 6, 5, 7, 5], 2) == {6, 7}
+    assert repeating_tokens([1, 2, 3], 3) == set()
+    assert repeating_tokens([1, 2], 0) == set()
+
+
+def test_an_answer_never_repeats_a_run_of_tokens_of_its_own() -> None:
+    model = tiny_llama(VOCAB)
+    ids = prompt(6, seed=12)
+    free = reference(model, ids, 60)
+    repeats = [n for n, pair in enumerate(bigrams(free)) if pair in bigrams(free)[:n]]
+    assert repeats, "the tiny model should repeat itself within 60 tokens"
+    engine = LlamaEngine(model, slots=1, max_tokens=128, int8=False)
+    batcher = ContinuousBatcher(engine, stop_ids=set(), max_new_tokens=60, no_repeat_ngram=2)
+    try:
+        answer = batcher.submit(ids).result(timeout=30)
+    finally:
+        batcher.close()
+    assert len(set(bigrams(answer))) == len(bigrams(answer)) == 59
+    # Up to the first repetition the ban changes nothing.
+    first = repeats[0] + 1  # index of the token that closed the first repeated pair
+    assert answer[:first] == free[:first] and answer[first] != free[first]
+
+
+async def test_both_engines_ban_the_same_repetitions(smollm_tokenizer: Any) -> None:
+    vocab = len(smollm_tokenizer)
+    options = HFOptions(int8=False, max_new_tokens=40, no_repeat_ngram=1)
+    lean = HFGenerator(tiny_llama(vocab), smollm_tokenizer, "tiny@base", options)
+    plain = HFGenerator(
+        tiny_llama(vocab), smollm_tokenizer, "tiny@base", replace(options, engine="generate")
+    )
+    question = [build_messages("where is my order?", [])]
+    try:
+        (answer,) = await lean.generate(question)
+        assert [answer] == await plain.generate(question)
+    finally:
+        await lean.aclose()
+        await plain.aclose()
+    tokens = smollm_tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert len(tokens) >= 30 and len(set(tokens)) >= len(tokens) - 2  # re-tokenising may merge
