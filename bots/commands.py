@@ -34,7 +34,7 @@ from bots.retrieval_models import (
 from bots.retrieval_models import (
     active_key as retriever_active_key,
 )
-from brain.answering.registry import BASE, promote, read_active, rollback
+from brain.answering.registry import BASE, Column, apply_version_action, versions_table
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
 from brain.keys import RedisKeys
@@ -144,28 +144,21 @@ async def faq_models(settings: Settings, action: str, version: str | None) -> in
     """`deskmate faq model list | promote VERSION | rollback`."""
     registry = retriever_registry(settings)
     key = retriever_active_key(settings)
-    prefix = settings.redis_prefix
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
-        if action == "promote" and version is not None:
-            await promote(redis, prefix, registry, version, key)
-            print(f"Promoted retrieval model {version}: running processes switch within seconds.")
-            return 0
-        if action == "rollback":
-            name = await rollback(redis, prefix, registry, key)
-            print(f"Rolled back: now serving retrieval model {name}.")
-            return 0
-        active = await read_active(redis, prefix, registry, key)
-    print(f"{'':2}{'version':9} {'created':17} {'held-out MRR':>13} {'(base)':>7} {'pairs':>6}")
-    marker = "* " if active == BASE else "  "
-    print(f"{marker}{BASE:9} {'':17} {'':>13} {'':>7} {'':>6}  {settings.embedding_model}")
-    for entry in registry.versions():
-        marker = "* " if entry.name == active else "  "
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
-        m = entry.metrics
-        print(
-            f"{marker}{entry.name:9} {created:17} {m.get('held_out_mrr', 0):13.3f} "
-            f"{m.get('base_held_out_mrr', 0):7.3f} {entry.info.get('pairs', 0):6}"
-        )
+        prefix = settings.redis_prefix
+        active = await apply_version_action(redis, prefix, registry, action, version, key)
+    if action == "promote":
+        print(f"Promoted retrieval model {active}: running processes switch within seconds.")
+    elif action == "rollback":
+        print(f"Rolled back: now serving retrieval model {active}.")
+    else:
+        columns = [
+            Column.metric("held-out MRR", 13, "held_out_mrr"),
+            Column.metric("(base)", 7, "base_held_out_mrr"),
+            Column("pairs", 6, lambda v: str(v.info.get("pairs", 0))),
+        ]
+        last = ("", lambda v: "")
+        print(versions_table(registry, active, columns, last, settings.embedding_model))
     return 0
 
 
@@ -367,7 +360,6 @@ async def insights_report(
     settings: Settings, since: str, until: str | None, as_json: bool, now: float | None = None
 ) -> int:
     """`deskmate report`: fold what is new in the transcripts, then sum the days asked."""
-    import time
 
     from brain.insights.aggregates import Insights, day_of
     from brain.insights.report import build_report

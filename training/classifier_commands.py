@@ -6,11 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from brain.answering.registry import BASE, ModelRegistry, promote, read_active, rollback
+from brain.answering.registry import (
+    BASE,
+    Column,
+    ModelRegistry,
+    apply_version_action,
+    read_active,
+    versions_table,
+)
 from brain.keys import RedisKeys
 from brain.mood.classifier import DEFAULT_DIR, ClassifierLoadError, MoodClassifier, same_embedder
 from brain.mood.reader import REGEX
@@ -178,28 +184,19 @@ def _write_lines(path: Path, lines: list[dict[str, str]]) -> None:
 async def _versions(args: argparse.Namespace, settings: Settings) -> int:
     registry = ModelRegistry(settings.classifier_registry_dir, "mood classifier")
     key = RedisKeys(settings.redis_prefix).classifier_active
+    action, version = args.classifier_command, getattr(args, "version", None)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         prefix = settings.redis_prefix
-        if args.classifier_command == "promote":
-            await promote(redis, prefix, registry, args.version, key)
-            print(f"Promoted classifier {args.version}: running processes switch within seconds.")
-            return 0
-        if args.classifier_command == "rollback":
-            name = await rollback(redis, prefix, registry, key)
-            print(f"Rolled back: now serving classifier {name}.")
-            return 0
-        active = await read_active(redis, prefix, registry, key)
-    print(f"{'':2}{'version':9} {'created':17} {'macro-F1':>9} {'anger F1':>9}  labels")
-    marker = "* " if active == BASE else "  "
-    print(f"{marker}{BASE:9} {'':17} {'':>9} {'':>9}  (shipped with deskmate)")
-    for version in registry.versions():
-        marker = "* " if version.name == active else "  "
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
-        m = version.metrics
-        labels = ",".join(version.info.get("labels", []))
-        print(
-            f"{marker}{version.name:9} {created:17} {m.get('macro_f1', 0):9.3f} "
-            f"{m.get('anger_f1', 0):9.3f}  {labels}"
-        )
-    print(f"\nActive: {active}  (registry: {registry.root})")
+        active = await apply_version_action(redis, prefix, registry, action, version, key)
+    if action == "promote":
+        print(f"Promoted classifier {active}: running processes switch within seconds.")
+    elif action == "rollback":
+        print(f"Rolled back: now serving classifier {active}.")
+    else:
+        columns = [
+            Column.metric("macro-F1", 9, "macro_f1"),
+            Column.metric("anger F1", 9, "anger_f1"),
+        ]
+        last = ("labels", lambda v: ",".join(v.info.get("labels", [])))
+        print(versions_table(registry, active, columns, last, "(shipped with deskmate)"))
     return 0

@@ -12,10 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from pathlib import Path
 
-from brain.answering.registry import BASE, ModelRegistry, promote, read_active, rollback
+from brain.answering.registry import (
+    BASE,
+    Column,
+    ModelRegistry,
+    apply_version_action,
+    versions_table,
+)
 from brain.redis_server import open_redis
 from brain.settings import Settings
 from training.transcripts import parse_when, write_conversations
@@ -292,30 +297,18 @@ def _import(args: argparse.Namespace) -> int:
 async def _model(args: argparse.Namespace, settings: Settings) -> int:
     registry = ModelRegistry(settings.registry_dir)
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
-        prefix = settings.redis_prefix
-        if args.model_command == "promote":
-            await promote(redis, prefix, registry, args.version)
-            print(f"Promoted {args.version}: running processes switch within seconds.")
-            return 0
-        if args.model_command == "rollback":
-            name = await rollback(redis, prefix, registry)
-            print(f"Rolled back: now serving {name}.")
-            return 0
-        active = await read_active(redis, prefix, registry)
-    versions = registry.versions()
-    print(f"{'':2}{'version':9} {'created':17} {'token-F1':>9} {'ROUGE-L':>8} {'cites':>6}  base")
-    marker = "* " if active == BASE else "  "
-    print(f"{marker}{BASE:9} {'':17} {'':>9} {'':>8} {'':>6}  (no adapter)")
-    for version in versions:
-        marker = "* " if version.name == active else "  "
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
-        m = version.metrics
-        scores = (
-            f"{m.get('token_f1', 0):9.3f} {m.get('rouge_l', 0):8.3f} "
-            f"{m.get('citation_accuracy', 0):6.3f}"
-            if m
-            else f"{'-':>9} {'-':>8} {'-':>6}"
-        )
-        print(f"{marker}{version.name:9} {created:17} {scores}  {version.base_model}")
-    print(f"\nActive: {active}  (registry: {registry.root})")
+        action, version = args.model_command, getattr(args, "version", None)
+        active = await apply_version_action(redis, settings.redis_prefix, registry, action, version)
+    if action == "promote":
+        print(f"Promoted {active}: running processes switch within seconds.")
+    elif action == "rollback":
+        print(f"Rolled back: now serving {active}.")
+    else:
+        columns = [
+            Column.metric("token-F1", 9, "token_f1"),
+            Column.metric("ROUGE-L", 8, "rouge_l"),
+            Column.metric("cites", 6, "citation_accuracy"),
+        ]
+        last = ("base", lambda v: v.base_model)
+        print(versions_table(registry, active, columns, last, "(no adapter)"))
     return 0

@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,63 @@ async def rollback(
     name = registry.pop_active()
     await redis.set(key or active_key(prefix), name)
     return name
+
+
+async def apply_version_action(
+    redis: aioredis.Redis,
+    prefix: str,
+    registry: ModelRegistry,
+    action: str,
+    version: str | None = None,
+    key: str | None = None,
+) -> str:
+    """What `<registry> promote VERSION | rollback | list` do: the version served after."""
+    if action == "promote" and version is not None:
+        await promote(redis, prefix, registry, version, key)
+        return version
+    if action == "rollback":
+        return await rollback(redis, prefix, registry, key)
+    return await read_active(redis, prefix, registry, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A figure of a version in `versions_table` (right-aligned in `width` characters)."""
+
+    title: str
+    width: int
+    value: Callable[[ModelVersion], str]
+
+    @classmethod
+    def metric(cls, title: str, width: int, name: str) -> Column:
+        """The version's metric `name` to 3 decimals ("-" when it has none)."""
+        return cls(title, width, lambda v: f"{v.metrics[name]:.3f}" if name in v.metrics else "-")
+
+
+def versions_table(
+    registry: ModelRegistry,
+    active: str,
+    columns: Sequence[Column],
+    last: tuple[str, Callable[[ModelVersion], str]],
+    base_note: str,
+) -> str:
+    """The versions of a registry, one a line, the active one marked `*`: name, created,
+    `columns`, then the free-text `last` column (`base_note` on the `base` line)."""
+
+    def line(marker: str, name: str, created: str, cells: Sequence[str], tail: str) -> str:
+        figures = " ".join(f"{cell:>{c.width}}" for cell, c in zip(cells, columns, strict=True))
+        return f"{marker}{name:9} {created:17} {figures}  {tail}".rstrip()
+
+    title, describe = last
+    lines = [line("  ", "version", "created", [c.title for c in columns], title)]
+    lines.append(line("* " if active == BASE else "  ", BASE, "", [""] * len(columns), base_note))
+    for version in registry.versions():
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.created))
+        cells = [c.value(version) for c in columns]
+        marker = "* " if version.name == active else "  "
+        lines.append(line(marker, version.name, created, cells, describe(version)))
+    lines.append(f"\nActive: {active}  (registry: {registry.root})")
+    return "\n".join(lines)
 
 
 VersionHook = Callable[[ModelVersion | None], Awaitable[None]]

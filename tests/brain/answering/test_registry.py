@@ -12,12 +12,15 @@ from bots.app import build_app
 from brain.answering.registry import (
     BASE,
     ActiveModelWatcher,
+    Column,
     ModelRegistry,
     ModelVersion,
     RegistryError,
+    apply_version_action,
     promote,
     read_active,
     rollback,
+    versions_table,
 )
 from brain.redis_server import EmbeddedRedis
 from brain.settings import Settings
@@ -68,6 +71,27 @@ async def test_promote_and_rollback_move_redis_and_the_registry(
     await promote(redis, "dm:", registry, "v2")
     await redis.delete("dm:model:active")
     assert await read_active(redis, "dm:", registry) == "v2"
+
+
+async def test_the_version_commands_switch_and_list_every_registry_alike(
+    tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    registry = ModelRegistry(tmp_path / "classifiers", "mood classifier")
+    registry.register(make_adapter(tmp_path, "a"), "tiny", metrics={"macro_f1": 0.7071})
+    registry.register(make_adapter(tmp_path, "b"), "tiny")
+    key = "dm:classifier:active"
+    assert await apply_version_action(redis, "dm:", registry, "promote", "v2", key) == "v2"
+    assert await redis.get(key) == "v2" and await redis.get("dm:model:active") is None
+    assert await apply_version_action(redis, "dm:", registry, "list", None, key) == "v2"
+    assert await apply_version_action(redis, "dm:", registry, "rollback", None, key) == BASE
+    columns = [Column.metric("macro-F1", 9, "macro_f1"), Column("base", 6, lambda v: v.base_model)]
+    table = versions_table(registry, "v1", columns, ("note", lambda v: v.name * 2), "(shipped)")
+    lines = table.splitlines()
+    assert lines[0].split() == ["version", "created", "macro-F1", "base", "note"]
+    assert lines[1].split() == [BASE, "(shipped)"]
+    assert lines[2].startswith("* v1") and lines[2].split()[-3:] == ["0.707", "tiny", "v1v1"]
+    assert lines[3].startswith("  v2") and lines[3].split()[-3:] == ["-", "tiny", "v2v2"]
+    assert lines[-1] == f"Active: v1  (registry: {registry.root})"
 
 
 async def test_watcher_applies_promotions_within_its_interval(
