@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
 import aiohttp
@@ -129,20 +130,56 @@ def to_inbound(
     ).encodable()  # a cut emoji's lone surrogate cannot be queued
 
 
+@dataclass(frozen=True, slots=True)
+class _Press:
+    """A button press (block_actions) on one of deskmate's messages."""
+
+    action: Mapping[str, Any]  # the first action: action_id, value, action_ts
+    channel: str
+    user: str
+    ts: str  # the message the button is on
+    thread_ts: str | None
+
+    @classmethod
+    def read(cls, body: Mapping[str, Any]) -> _Press | None:
+        actions = body.get("actions") or [{}]
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id")
+        user = (body.get("user") or {}).get("id")
+        if not channel or not user or not message.get("ts"):
+            return None
+        return cls(actions[0], str(channel), str(user), message["ts"], message.get("thread_ts"))
+
+    @property
+    def action_id(self) -> str:
+        return str(self.action.get("action_id", ""))
+
+    def as_message(self, kind: str, text: str) -> Inbound:
+        """The press as the customer sending `text` in the conversation it was made in."""
+        direct = self.channel.startswith("D")
+        return Inbound(
+            channel="slack",
+            conversation_id=conversation_id(self.channel, self.thread_ts),
+            user_id=self.user,
+            message_id=f"{kind}-{self.action.get('action_ts') or self.ts}",
+            text=text,
+            time=time.time(),
+            is_group=not direct,
+            mentioned=not direct,
+        )
+
+
 def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
     """A 👍/👎 press (block_actions) on one of deskmate's answers as a `Feedback`."""
-    actions = body.get("actions") or [{}]
-    rating = FEEDBACK_ACTIONS.get(str(actions[0].get("action_id", "")))
-    message = body.get("message") or {}
-    channel = (body.get("channel") or {}).get("id")
-    user = (body.get("user") or {}).get("id")
-    if rating is None or not channel or not user or not message.get("ts"):
+    press = _Press.read(body)
+    rating = FEEDBACK_ACTIONS.get(press.action_id) if press else None
+    if press is None or rating is None:
         return None
     return Feedback(
         channel="slack",
-        conversation_id=conversation_id(channel, message.get("thread_ts")),
-        user_id=user,
-        message_id=message["ts"],
+        conversation_id=conversation_id(press.channel, press.thread_ts),
+        user_id=press.user,
+        message_id=press.ts,
         rating="up" if rating == "up" else "down",
     )
 
@@ -150,50 +187,23 @@ def to_feedback(body: Mapping[str, Any]) -> Feedback | None:
 def to_choice(body: Mapping[str, Any]) -> Inbound | None:
     """A press on a clarifying question's option (block_actions) as the customer's reply
     with its number, in the conversation the question was asked in."""
-    actions = body.get("actions") or [{}]
-    picked = CHOICE_ACTION_PATTERN.match(str(actions[0].get("action_id", "")))
-    message = body.get("message") or {}
-    channel = (body.get("channel") or {}).get("id")
-    user = (body.get("user") or {}).get("id")
-    if picked is None or not channel or not user or not message.get("ts"):
+    press = _Press.read(body)
+    picked = CHOICE_ACTION_PATTERN.match(press.action_id) if press else None
+    if press is None or picked is None:
         return None
-    direct = str(channel).startswith("D")
-    return Inbound(
-        channel="slack",
-        conversation_id=conversation_id(channel, message.get("thread_ts")),
-        user_id=user,
-        message_id=f"pick-{actions[0].get('action_ts') or message['ts']}",
-        text=picked[1],
-        time=time.time(),
-        is_group=not direct,
-        mentioned=not direct,
-    )
+    return press.as_message("pick", picked[1])
 
 
 def to_quick_reply(body: Mapping[str, Any]) -> Inbound | None:
     """A press on a quick reply ("Back to the bot", 👍 / 👎) as the customer sending its
     text, in the conversation the buttons were offered in."""
-    actions = body.get("actions") or [{}]
-    pressed = QUICK_ACTION_PATTERN.match(str(actions[0].get("action_id", "")))
-    said = actions[0].get("value")
-    message = body.get("message") or {}
-    channel = (body.get("channel") or {}).get("id")
-    user = (body.get("user") or {}).get("id")
-    if pressed is None or not isinstance(said, str) or not said:
+    press = _Press.read(body)
+    if press is None or QUICK_ACTION_PATTERN.match(press.action_id) is None:
         return None
-    if not channel or not user or not message.get("ts"):
+    said = press.action.get("value")
+    if not isinstance(said, str) or not said:
         return None
-    direct = str(channel).startswith("D")
-    return Inbound(
-        channel="slack",
-        conversation_id=conversation_id(channel, message.get("thread_ts")),
-        user_id=user,
-        message_id=f"say-{actions[0].get('action_ts') or message['ts']}",
-        text=said,
-        time=time.time(),
-        is_group=not direct,
-        mentioned=not direct,
-    )
+    return press.as_message("say", said)
 
 
 def check_settings(settings: Settings) -> None:
