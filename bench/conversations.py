@@ -6,10 +6,12 @@ history in the real conversation store (an embedded Redis), as `deskmate eval an
 does. Reported per backend: answered, citation accuracy (cites a relevant entry),
 token-F1 and ROUGE-L against the person's reply, p50 time to answer.
 
-The fine-tuned row is the bundled starter adapter (trained on the grounded training
-transcripts, never on these dev turns), or `--adapter`.
+The fine-tuned row is the bundled starter adapter, or `--adapter`. The starter learns from
+the training transcripts and from three quarters of the dev dialogues (`make
+starter-model`), so only the dev dialogues it held out are asked: those
+`transcripts import --hold-out 0.25` keeps out (`--hold-out`, the same stable split).
 
-    python -m bench.conversations [--limit 150] [--adapter RUN_DIR/adapter]
+    python -m bench.conversations [--limit 150] [--hold-out 0.25] [--adapter RUN_DIR/adapter]
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from retrieval.evaluation import load_queries
 from retrieval.faq import load_faq
 from retrieval.index import FaqIndex
 from retrieval.retriever import Retriever
+from training.importers import holds_out
 
+STARTER_HOLD_OUT = 0.25  # the Makefile's STARTER_HOLD_OUT: the dev dialogues the starter never saw
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -41,8 +45,10 @@ async def run(
     adapter: Path | None,
     data_dir: Path,
     base: bool = True,
+    hold_out: float = STARTER_HOLD_OUT,
 ) -> list[tuple[str, AnswerReport]]:
-    queries = load_queries(data / "grounded" / "queries-dev.jsonl")[:limit]
+    dev = load_queries(data / "grounded" / "queries-dev.jsonl")
+    queries = [q for q in dev if not hold_out or holds_out(q, hold_out)][:limit]
     embedder = Embedder()
     index = FaqIndex.build(load_faq([data / "grounded" / "faqs.jsonl"]), embedder)
     backends: list[tuple[str, dict[str, str]]] = [("quote", {"DESKMATE_MODEL_BACKEND": "quote"})]
@@ -84,14 +90,23 @@ def table(rows: list[tuple[str, AnswerReport]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared/data folder")
-    parser.add_argument("--limit", type=int, default=150, help="first N dev turns (default 150)")
+    parser.add_argument("--limit", type=int, default=150, help="first N turns asked (default 150)")
+    parser.add_argument(
+        "--hold-out",
+        type=float,
+        default=STARTER_HOLD_OUT,
+        help="ask the dev dialogues this share holds out (default 0.25, as `make "
+        "starter-model`; 0 = every dev turn)",
+    )
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter from `deskmate train`")
     parser.add_argument("--data-dir", type=Path, help="where the model is converted (cached)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model (slow)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data_dir or Path(scratch)
-        rows = asyncio.run(run(args.data, args.limit, args.adapter, data_dir, not args.no_base))
+        rows = asyncio.run(
+            run(args.data, args.limit, args.adapter, data_dir, not args.no_base, args.hold_out)
+        )
         print(table(rows))
 
 
