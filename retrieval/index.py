@@ -54,15 +54,8 @@ BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.
 PASSAGE_SENTENCE_PENALTY = 0.04
 CONTEXT_DECAY = 0.5
 SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of the entries
-CONTEXT_DENSE_WEIGHT = 1.0
+CONTEXT_DENSE_WEIGHT = 0.6
 CONTEXT_KEYWORD_WEIGHT = 1.0
-# Entries that fit the conversation at least this share as well as the best-fitting one
-# are all on its subject: among them the question alone decides (the conversation says
-# which place, the question which of its entries). Grounded dev, 1,628 turns, each half:
-# recall@3 0.670 -> 0.720 and 0.654 -> 0.689 with the dense weight above (was 0.6 with
-# the fit added in full). A dense weight of 1.5 measured 0.01 higher still, but let a
-# topic the conversation dwelt on outrank a new question's entry in small FAQs.
-CONTEXT_SUBJECT_SHARE = 0.85
 CONTEXT_CONFIDENCE = 0.15
 SearchMode = Literal["hybrid", "dense", "keyword"]
 # numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
@@ -355,10 +348,8 @@ class FaqIndex:
 
         The question's own fused score says whether an entry answers it; how well the
         entry matches the turns, each weighing CONTEXT_DECAY times the next, says whether
-        it is about what the conversation is about. Rank by both, the fit capped at
-        CONTEXT_SUBJECT_SHARE of the best one (every entry on the subject fits alike);
-        the confidence stays the question's own score, nudged up by CONTEXT_CONFIDENCE
-        for the best fit.
+        it is about what the conversation is about. Rank by both; the confidence stays
+        the question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
         """
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
         dense = self._dense_scores(query_vector)
@@ -383,8 +374,7 @@ class FaqIndex:
             fit += CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
         best_fit = float(fit.max())
         relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
-        on_subject = best_fit * np.minimum(1.0, relative / CONTEXT_SUBJECT_SHARE)
-        order = np.argsort(-(own + on_subject), kind="stable")[: min(k, len(self.entries))]
+        order = np.argsort(-(own + fit), kind="stable")[: min(k, len(self.entries))]
         return [
             FaqHit(
                 entry=self.entries[row],

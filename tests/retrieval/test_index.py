@@ -11,7 +11,6 @@ from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
     CONTEXT_CONFIDENCE,
-    CONTEXT_SUBJECT_SHARE,
     PASSAGE_SENTENCE_PENALTY,
     FaqIndex,
     IndexLoadError,
@@ -206,40 +205,6 @@ def test_a_follow_up_is_read_in_the_context_of_the_conversation(
         best, weight = hits[0], retriever.index.keyword_weight
         own = (1 - weight) * best.dense + weight * best.keyword
         assert best.score == pytest.approx(own + CONTEXT_CONFIDENCE * best.context)
-
-
-HOTELS = [
-    FaqEntry(f"{key}-{topic}", f"{name}: {question}", answer, ())
-    for key, name in (("maple", "Maple Lodge"), ("harbour", "Harbour Inn"))
-    for topic, question, answer in (
-        ("wifi", "Is there wifi?", "Free wifi in every room."),
-        ("pets", "Are pets allowed?", "Dogs are welcome."),
-        ("breakfast", "Is breakfast included?", "Yes, from 7 to 10."),
-        ("parking", "Is there parking?", "Yes, behind the house."),
-    )
-]
-
-
-def test_the_conversation_picks_the_subject_and_the_question_the_entry(
-    embedder: Embedder,
-) -> None:
-    retriever = Retriever(embedder, FaqIndex.build(HOTELS, embedder))
-    history = [
-        ("user", "I'd like a guesthouse with breakfast"),
-        ("agent", "Maple Lodge serves breakfast. Anything else about Maple Lodge?"),
-    ]
-    hits = retriever.search("can I bring my dog?", k=8, history=history)
-    by_id = {hit.id: hit for hit in hits}
-    # Not the entry the conversation dwelt on, nor the other place's answer to the question.
-    assert hits[0].id == "maple-pets", [hit.id for hit in hits]
-    assert by_id["maple-breakfast"].context == 1.0
-    own = {key: hit.score - CONTEXT_CONFIDENCE * hit.context for key, hit in by_id.items()}
-    assert own["harbour-pets"] > own["maple-pets"]
-    # Entries on the subject rank among themselves by the question alone.
-    on_subject = [hit for hit in hits if hit.context >= CONTEXT_SUBJECT_SHARE]
-    assert [own[hit.id] for hit in on_subject] == sorted(
-        (own[hit.id] for hit in on_subject), reverse=True
-    )
 
 
 def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
