@@ -45,7 +45,7 @@ bench: $(STAMP)
 # public grounded dialogues (DSTC11 track 5, in `deskmate transcripts export` shape; see
 # ../shared/data/README.md): the training transcripts, plus the dev turns turned into
 # conversations except a quarter of the dialogues (STARTER_HOLD_OUT), which
-# bench.conversations asks. About 50 minutes on 2 idle CPU cores. GROUNDED=path/to/grounded
+# bench.conversations asks. About an hour on 2 CPU cores. GROUNDED=path/to/grounded
 # to use another copy.
 GROUNDED ?= ../shared/data/grounded
 STARTER_RUN ?= build/starter
