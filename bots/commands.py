@@ -34,7 +34,13 @@ from bots.retrieval_models import (
 from bots.retrieval_models import (
     active_key as retriever_active_key,
 )
-from brain.answering.registry import BASE, Column, apply_version_action, versions_table
+from brain.answering.registry import (
+    BASE,
+    Column,
+    apply_version_action,
+    version_switched,
+    versions_table,
+)
 from brain.conversations import ConversationStore
 from brain.evaluation.answers import evaluate_answers
 from brain.keys import RedisKeys
@@ -147,10 +153,8 @@ async def faq_models(settings: Settings, action: str, version: str | None) -> in
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         prefix = settings.redis_prefix
         active = await apply_version_action(redis, prefix, registry, action, version, key)
-    if action == "promote":
-        print(f"Promoted retrieval model {active}: running processes switch within seconds.")
-    elif action == "rollback":
-        print(f"Rolled back: now serving retrieval model {active}.")
+    if action != "list":
+        print(version_switched(action, active, "retrieval model "))
     else:
         columns = [
             Column.metric("held-out MRR", 13, "held_out_mrr"),

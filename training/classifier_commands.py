@@ -15,6 +15,7 @@ from brain.answering.registry import (
     ModelRegistry,
     apply_version_action,
     read_active,
+    version_switched,
     versions_table,
 )
 from brain.keys import RedisKeys
@@ -188,10 +189,8 @@ async def _versions(args: argparse.Namespace, settings: Settings) -> int:
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         prefix = settings.redis_prefix
         active = await apply_version_action(redis, prefix, registry, action, version, key)
-    if action == "promote":
-        print(f"Promoted classifier {active}: running processes switch within seconds.")
-    elif action == "rollback":
-        print(f"Rolled back: now serving classifier {active}.")
+    if action != "list":
+        print(version_switched(action, active, "classifier "))
     else:
         columns = [
             Column.metric("macro-F1", 9, "macro_f1"),

@@ -19,6 +19,7 @@ from brain.answering.registry import (
     Column,
     ModelRegistry,
     apply_version_action,
+    version_switched,
     versions_table,
 )
 from brain.redis_server import open_redis
@@ -299,10 +300,8 @@ async def _model(args: argparse.Namespace, settings: Settings) -> int:
     async with open_redis(settings.redis_url, settings.data_dir) as redis:
         action, version = args.model_command, getattr(args, "version", None)
         active = await apply_version_action(redis, settings.redis_prefix, registry, action, version)
-    if action == "promote":
-        print(f"Promoted {active}: running processes switch within seconds.")
-    elif action == "rollback":
-        print(f"Rolled back: now serving {active}.")
+    if action != "list":
+        print(version_switched(action, active, ""))
     else:
         columns = [
             Column.metric("token-F1", 9, "token_f1"),

@@ -223,15 +223,16 @@ def repeating_tokens(generated: Sequence[int], n: int) -> set[int]:
     holds: banning them keeps a small model from saying the same thing twice ("clean and
     clean", a sentence repeated). Only the answer counts, not the prompt, so a phrase of
     the knowledge can still be taken over once."""
-    if n < 1 or len(generated) < n:
+    tokens = list(generated)
+    if n < 1 or len(tokens) < n:
         return set()
     if n == 1:
-        return set(generated)
-    tail = list(generated[len(generated) - n + 1 :])
+        return set(tokens)
+    tail = tokens[len(tokens) - n + 1 :]
     return {
-        generated[start + n - 1]
-        for start in range(len(generated) - n + 1)
-        if list(generated[start : start + n - 1]) == tail
+        tokens[start + n - 1]
+        for start in range(len(tokens) - n + 1)
+        if tokens[start] == tail[0] and tokens[start : start + n - 1] == tail
     }
 
 

@@ -229,6 +229,13 @@ async def apply_version_action(
     return await read_active(redis, prefix, registry, key)
 
 
+def version_switched(action: str, active: str, what: str = "") -> str:
+    """What `promote` / `rollback` say they did (`what`: "classifier ", "" for the model)."""
+    if action == "promote":
+        return f"Promoted {what}{active}: running processes switch within seconds."
+    return f"Rolled back: now serving {what}{active}."
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """A figure of a version in `versions_table` (right-aligned in `width` characters)."""

@@ -20,6 +20,7 @@ from brain.answering.registry import (
     promote,
     read_active,
     rollback,
+    version_switched,
     versions_table,
 )
 from brain.redis_server import EmbeddedRedis
@@ -84,6 +85,11 @@ async def test_the_version_commands_switch_and_list_every_registry_alike(
     assert await redis.get(key) == "v2" and await redis.get("dm:model:active") is None
     assert await apply_version_action(redis, "dm:", registry, "list", None, key) == "v2"
     assert await apply_version_action(redis, "dm:", registry, "rollback", None, key) == BASE
+    assert (
+        version_switched("rollback", BASE, "classifier ")
+        == "Rolled back: now serving classifier base."
+    )
+    assert version_switched("promote", "v2").startswith("Promoted v2: running processes switch")
     columns = [Column.metric("macro-F1", 9, "macro_f1"), Column("base", 6, lambda v: v.base_model)]
     table = versions_table(registry, "v1", columns, ("note", lambda v: v.name * 2), "(shipped)")
     lines = table.splitlines()
