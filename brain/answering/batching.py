@@ -219,10 +219,10 @@ TokenListener = Callable[[int], None]
 
 
 def repeating_tokens(generated: Sequence[int], n: int) -> set[int]:
-    """The tokens that would make the last `n` tokens of `generated` an n-gram it already
-    holds: banning them keeps a small model from saying the same thing twice ("clean and
-    clean", a sentence repeated). Only the answer counts, not the prompt, so a phrase of
-    the knowledge can still be taken over once."""
+    """The next tokens that would repeat an n-gram `generated` already holds (its last
+    n-1 tokens seen before, followed by them): banning them keeps a small model from
+    saying the same thing twice ("clean and clean", a sentence repeated). Only the answer
+    counts, not the prompt, so a phrase of the knowledge can still be taken over once."""
     tokens = list(generated)
     if n < 1 or len(tokens) < n:
         return set()
