@@ -11,7 +11,6 @@ from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
     CONTEXT_CONFIDENCE,
-    CONTEXT_SUBJECT_SHARE,
     PASSAGE_SENTENCE_PENALTY,
     FaqIndex,
     IndexLoadError,
@@ -206,49 +205,6 @@ def test_a_follow_up_is_read_in_the_context_of_the_conversation(
         best, weight = hits[0], retriever.index.keyword_weight
         own = (1 - weight) * best.dense + weight * best.keyword
         assert best.score == pytest.approx(own + CONTEXT_CONFIDENCE * best.context)
-
-
-REVIEWS = [
-    FaqEntry(
-        "maple-garden",
-        "Maple Lodge: guest review",
-        "The Maple Lodge garden was lovely and the Maple Lodge owners were kind. "
-        "Breakfast was generous.",
-    ),
-    FaqEntry(
-        "maple-dog",
-        "Maple Lodge: guest review",
-        "Our dog was welcome and they gave him a blanket.",
-    ),
-    FaqEntry("maple-wifi", "Maple Lodge: guest review", "The wifi was slow in the evening."),
-    FaqEntry(
-        "harbour-dog",
-        "Harbour Inn: guest review",
-        "Dogs are not allowed, sadly we had to leave ours at home.",
-    ),
-    FaqEntry("harbour-wifi", "Harbour Inn: guest review", "The wifi was fast and free."),
-    FaqEntry(
-        "oak-pets", "Oak House: guest review", "Pets were welcome at Oak House, our cat loved it."
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("share", "first"), [(CONTEXT_SUBJECT_SHARE, "maple-dog"), (1.0, "maple-garden")]
-)
-def test_the_words_naming_the_subject_pick_it_and_the_question_picks_the_entry(
-    embedder: Embedder, monkeypatch: pytest.MonkeyPatch, share: float, first: str
-) -> None:
-    # The garden review repeats the name the conversation used: without the cap (share
-    # 1.0) that alone puts it first, whatever is asked next.
-    monkeypatch.setattr("retrieval.index.CONTEXT_SUBJECT_SHARE", share)
-    retriever = Retriever(embedder, FaqIndex.build(REVIEWS, embedder))
-    history = [
-        ("user", "What do guests say about the Maple Lodge garden and owners?"),
-        ("assistant", "Guests loved the Maple Lodge garden and its kind owners."),
-    ]
-    hits = retriever.search("can I bring my dog?", k=3, history=history)
-    assert hits[0].id == first, [hit.id for hit in hits]
 
 
 def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
