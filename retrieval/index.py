@@ -56,12 +56,6 @@ CONTEXT_DECAY = 0.5
 SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of the entries
 CONTEXT_DENSE_WEIGHT = 0.6
 CONTEXT_KEYWORD_WEIGHT = 1.0
-# The conversation's naming words (keyword fit: the subject words of the bot's and agents'
-# turns, the customer's words) say which place or product it is about: entries that match
-# them at least this share as well as the best one are all on that subject, and among them
-# the question and the topical (dense) fit decide. Grounded dev, 1,628 turns, each half:
-# recall@3 0.670 -> 0.714 and 0.654 -> 0.690, recall@1 0.462 -> 0.498 and 0.439 -> 0.486.
-CONTEXT_SUBJECT_SHARE = 0.7
 CONTEXT_CONFIDENCE = 0.15
 SearchMode = Literal["hybrid", "dense", "keyword"]
 # numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
@@ -369,7 +363,6 @@ class FaqIndex:
             shares = decay / decay.sum()
             for share, turn in zip(shares, context, strict=True):
                 fit += CONTEXT_DENSE_WEIGHT * share * self._dense_scores(turn.vector)
-        ranked = own + fit  # the dense fit counts in full
         if mode != "dense":
             turns = sum(
                 (
@@ -378,14 +371,10 @@ class FaqIndex:
                 ),
                 np.zeros_like(own),
             )
-            named = CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
-            fit += named
-            # The words that name the subject: every entry that carries them nearly as
-            # well as the best counts as on the subject alike.
-            ranked += np.minimum(named / CONTEXT_SUBJECT_SHARE, float(named.max()))
+            fit += CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
         best_fit = float(fit.max())
         relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
-        order = np.argsort(-ranked, kind="stable")[: min(k, len(self.entries))]
+        order = np.argsort(-(own + fit), kind="stable")[: min(k, len(self.entries))]
         return [
             FaqHit(
                 entry=self.entries[row],
