@@ -10,8 +10,8 @@ from brain.answering.backends import QuoteBackend
 from brain.conversations import ConversationStore
 from brain.mood.classifier import DEFAULT_DIR, MoodClassifier, MoodThresholds, unpadded
 from brain.mood.reader import MoodReader
-from brain.pipeline import Brain
-from brain.types import Feedback, Inbound
+from brain.pipeline import Brain, search_in_conversation
+from brain.types import Feedback, Inbound, Turn
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 
@@ -219,3 +219,28 @@ async def test_a_message_cut_at_the_edge_says_how_long_it_was(brain: Brain) -> N
     assert "9,026 characters long" in reply.notice
     agent = Inbound("slack", "D1", "agent", "m2", "z" * 9000, agent=True)
     assert agent.bounded(4000).text == agent.text  # what an agent writes is passed on whole
+
+
+def test_a_new_question_after_a_clarifying_question_finds_its_own_entry(
+    retriever: Retriever,
+) -> None:
+    # The offered options stay in the context, but a question on another topic must not
+    # be pulled to them.
+    history = [
+        Turn("user", "how long do returns take?"),
+        Turn(
+            "assistant",
+            "The returns are usually returned within 30 days of the order. [1] [2] [3]",
+            action="answer",
+            sources=("returns-refund-timing", "returns-window", "returns-how-to"),
+        ),
+        Turn("user", "and is it free?"),
+        Turn(
+            "assistant",
+            "I'm not sure I understood. Did you mean one of these?\n1. Are returns free?\n"
+            "2. How long does delivery take?\n3. What warranty do your products have?",
+            action="clarify",
+        ),
+    ]
+    hits = search_in_conversation(retriever, "how do I track my parcel?", history, 3)
+    assert hits[0].id == "shipping-tracking", [hit.id for hit in hits]
