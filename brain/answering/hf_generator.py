@@ -114,6 +114,24 @@ def apply_adapter(model: Any, adapter: Path) -> Any:
         raise ModelLoadError(f"cannot apply the LoRA adapter in {adapter}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class NoRepeatInAnswer:
+    """The lean engine's n-gram ban as a `generate` logits processor: counted over the
+    answer only, from `prompt_width` on (transformers' own also counts the prompt, which
+    would forbid taking over a phrase of the knowledge). `n` 0 bans nothing."""
+
+    prompt_width: int
+    n: int
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.n:
+            for row, ids in enumerate(input_ids[:, self.prompt_width :].tolist()):
+                banned = repeating_tokens(ids, self.n)
+                if banned:
+                    scores[row, sorted(banned)] = -float("inf")
+        return scores
+
+
 class HFGenerator:
     """A transformers model behind the `Generator` interface, with dynamic batching."""
 
@@ -273,6 +291,7 @@ class HFGenerator:
         encoded = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
+        width = encoded["input_ids"].shape[1]  # left-padded: every answer starts here
         try:
             with torch.inference_mode():
                 output = self.model.generate(
@@ -281,31 +300,13 @@ class HFGenerator:
                     do_sample=False,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=sorted(self.stop_ids) or None,
-                    logits_processor=self._answer_processors(encoded["input_ids"].shape[1]),
+                    logits_processor=[NoRepeatInAnswer(width, self.options.no_repeat_ngram)],
                 )
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(f"{self.version} failed to generate: {exc}") from exc
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        new_tokens = output[:, width:]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [text.strip() for text in decoded]
-
-    def _answer_processors(self, prompt_width: int) -> Any:
-        """What `generate` applies to each step's logits: the lean engine's n-gram ban,
-        counted over the answer only (transformers' own counts the prompt too, which
-        would forbid taking over a phrase of the knowledge)."""
-        from transformers import LogitsProcessor, LogitsProcessorList
-
-        n = self.options.no_repeat_ngram
-
-        class NoRepeatInAnswer(LogitsProcessor):  # type: ignore[misc]
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-                for row, ids in enumerate(input_ids[:, prompt_width:].tolist()):
-                    banned = repeating_tokens(ids, n)
-                    if banned:
-                        scores[row, sorted(banned)] = -float("inf")
-                return scores
-
-        return LogitsProcessorList([NoRepeatInAnswer()] if n else [])
 
     async def aclose(self) -> None:
         if self.continuous is not None:
