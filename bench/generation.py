@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from brain import compute
 from brain.answering.backends import AnswerBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, DecodeStats
 from brain.answering.grounded import GenerativeBackend
@@ -128,7 +129,7 @@ async def speed(
     for number in range(concurrency):
         for turn in range(rounds):
             question = questions[(number * rounds + turn) % len(questions)]
-            hits = retriever.search(question)[:3]
+            hits = compute.call(retriever.search, question)[:3]
             fitted = fit_prompt(
                 question,
                 [Passage.from_hit(h) for h in hits],
@@ -257,7 +258,7 @@ def prompt_ids(generator: HFGenerator, retriever: Retriever, count: int) -> list
     prompts = []
     for number in range(count):
         question = questions[number % len(questions)]
-        passages = [Passage.from_hit(h) for h in retriever.search(question)[:3]]
+        passages = [Passage.from_hit(h) for h in compute.call(retriever.search, question)[:3]]
         fitted = fit_prompt(
             question, passages, [], generator.count_tokens, generator.context_tokens
         )
@@ -296,7 +297,7 @@ async def llama_cpp_concurrent(
             prompt = prompts[(number * args.rounds + turn) % len(prompts)]
             started = time.perf_counter()
             async with lock:
-                answer = await asyncio.to_thread(engine.answer, prompt, args.max_new_tokens, stop)
+                answer = await compute.run(engine.answer, prompt, args.max_new_tokens, stop)
             latencies.append(time.perf_counter() - started)
             tokens += answer.tokens
 
@@ -326,7 +327,8 @@ async def compare_llama_cpp(
     threads = torch.get_num_threads()
     context = generator.context_tokens + generator.options.max_new_tokens
     engines = {
-        f"llama.cpp {kind}": LlamaCpp(path, threads, context) for kind, path in files.items()
+        f"llama.cpp {kind}": compute.call(LlamaCpp, path, threads, context)
+        for kind, path in files.items()
     }
     stop = generator.stop_ids
     prompts = prompt_ids(generator, retriever, args.single)
@@ -335,7 +337,7 @@ async def compare_llama_cpp(
         answers["lean"].append(await lean_answer(generator, prompt))
         for name, engine in engines.items():
             answers[name].append(
-                await asyncio.to_thread(engine.answer, prompt, args.max_new_tokens, stop)
+                await compute.run(engine.answer, prompt, args.max_new_tokens, stop)
             )
     print(
         f"\none conversation, {len(prompts)} prompts (~{statistics.mean(map(len, prompts)):.0f} "
@@ -444,8 +446,10 @@ async def run(args: argparse.Namespace) -> None:
     )
     import torch
 
-    embedder = Embedder()
-    sample_retriever = Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
+    # All model work on the compute thread, as the bot does it (see brain.compute).
+    embedder = compute.call(Embedder)
+    sample_index = compute.call(FaqIndex.build, load_faq([SAMPLE_FAQ]), embedder)
+    sample_retriever = Retriever(embedder, sample_index)
     generator: HFGenerator | None = None
     for engine in args.engines:
         options = HFOptions(
@@ -459,7 +463,7 @@ async def run(args: argparse.Namespace) -> None:
         if generator is not None:
             await generator.aclose()
         started = time.perf_counter()
-        generator = HFGenerator.load(args.model, data_dir, options)
+        generator = compute.call(HFGenerator.load, args.model, data_dir, options)
         print(
             f"\nmodel {generator.version}  engine={engine}  int8={options.int8}  "
             f"threads={torch.get_num_threads()}  max_new_tokens={options.max_new_tokens}  "
@@ -481,7 +485,7 @@ async def run(args: argparse.Namespace) -> None:
         faq = args.stackfaq / "faqs.jsonl"
         queries = load_queries(args.stackfaq / "queries-dev.jsonl")
         sample = random.Random(0).sample(queries, min(args.quality, len(queries)))
-        retriever = Retriever(embedder, FaqIndex.build(load_faq([faq]), embedder))
+        retriever = Retriever(embedder, compute.call(FaqIndex.build, load_faq([faq]), embedder))
         print(
             f"\nanswer quality on stackfaq dev, {len(sample)} queries (seed 0), default thresholds"
         )

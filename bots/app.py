@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -22,6 +21,7 @@ from bots.retrieval_models import (
     learn_sample_on_first_run,
     retriever_watcher,
 )
+from brain import compute
 from brain.answering.attribution import drawn_on
 from brain.answering.backends import AnswerBackend, DelayedBackend, QuoteBackend
 from brain.answering.batching import BatchingOptions, GenerationError, Generator
@@ -123,7 +123,7 @@ async def _hf_backend(
         registered version's adapter."""
         adapter = version.adapter_dir if version is not None else settings.adapter
         name = version.name if version is not None else None
-        return await asyncio.to_thread(
+        return await compute.run_apart(
             HFGenerator.load, settings.model, settings.data_dir, options, adapter, name
         )
 
@@ -195,7 +195,7 @@ async def build_app(
     handoffs (default: a Slack staff channel is configured); the console passes False."""
     if staff_reachable is None:
         staff_reachable = bool(settings.slack_staff_channel and settings.slack_bot_token)
-    base_embedder = await asyncio.to_thread(Embedder, settings.embedding_model)
+    base_embedder = await compute.run_apart(Embedder, settings.embedding_model)
     registry = ModelRegistry(settings.registry_dir)
     mood = MoodReader.default(settings.embedding_model, base_embedder.dimension)
     async with open_redis(
@@ -212,8 +212,8 @@ async def build_app(
             retriever_name, retriever_version = first_run
         embedder = base_embedder
         if retriever_version is not None:
-            embedder = await asyncio.to_thread(embedder_for, settings, retriever_version)
-        index = await asyncio.to_thread(ensure_index, settings, embedder, show_progress)
+            embedder = await compute.run_apart(embedder_for, settings, retriever_version)
+        index = await compute.run_apart(ensure_index, settings, embedder, show_progress)
         retriever = Retriever(
             embedder, index, top_k=settings.top_k, sentence_embedder=base_embedder
         )

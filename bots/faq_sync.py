@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bots.indexing import import_faq, import_knowledge
+from brain import compute
 from brain.keys import RedisKeys
 from brain.polling import Poller
 from retrieval.faq import FaqFormatError
@@ -50,7 +51,7 @@ T = TypeVar("T")
 async def index_work(work: Callable[[], T], timeout: float = INDEX_WORK_SECONDS) -> T:
     """Run blocking index work (load, embed, save) in a thread, waiting at most `timeout`
     seconds: a reload that cannot finish must not stall the caller forever."""
-    return await asyncio.wait_for(asyncio.to_thread(work), timeout)
+    return await asyncio.wait_for(compute.run_apart(work), timeout)
 
 
 async def publish(redis: aioredis.Redis, prefix: str, index: FaqIndex) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from brain import compute
 from brain.answering.registry import (
     BASE,
     ActiveModelWatcher,
@@ -156,11 +157,9 @@ def retriever_watcher(
 ) -> ActiveModelWatcher:
     """Follows `retriever:active`: a new version's embedder and index replace the served
     pair together (searches in flight finish on the old pair)."""
-    import asyncio
-
     async def use_version(version: ModelVersion | None) -> None:
-        embedder = await asyncio.to_thread(embedder_for, settings, version)
-        index = await asyncio.to_thread(index_for, embedder, retriever.index, settings.index_dir)
+        embedder = await compute.run_apart(embedder_for, settings, version)
+        index = await compute.run_apart(index_for, embedder, retriever.index, settings.index_dir)
         retriever.swap(embedder, index)
 
     return ActiveModelWatcher(
@@ -202,7 +201,7 @@ async def learn_sample_on_first_run(
         return None
     entries = await asyncio.to_thread(load_faq, [SAMPLE_FAQ])
     print("First run: learning the sample FAQ's phrasings (once).", file=sys.stderr)
-    result = await asyncio.to_thread(
+    result = await compute.run_apart(
         learn_from_faq, settings, base, entries, (), None, show_progress
     )
     name = register(settings, result, base)

@@ -6,7 +6,6 @@ Platform-free: adapters build `Inbound` and render `Reply`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from brain import compute
 from brain.answering.backends import AnswerBackend, PartialCallback
 from brain.conversations import ConversationStore
 from brain.handoff.hours import BusinessHours, describe_reopening
@@ -262,7 +262,7 @@ class Brain:
             user_turn = replace(user_turn, mood=await self._mood(question))
         else:
             hits, vector, states = await self._retrieve(question, history)
-            mood = self.mood.read(question, vector, states)
+            mood = await compute.run(self.mood.read, question, vector, states)
             user_turn = replace(user_turn, mood=mood)
             earlier = [turn.mood for turn in history if turn.role == "user" and turn.mood]
             strong, sustained = self.mood.thresholds.strong, self.mood.thresholds.sustained
@@ -297,7 +297,7 @@ class Brain:
         """Hits, the question's sentence vector and, when the mood reader needs them, its
         unpadded token states entering the last layer: all from the search's pass."""
         if not self.mood.needs_states:
-            hits, vector = await asyncio.to_thread(
+            hits, vector = await compute.run(
                 search_in_conversation_with_vector,
                 self.retriever,
                 question,
@@ -305,7 +305,7 @@ class Brain:
                 self.retriever.top_k,
             )
             return hits, vector, None
-        hits, encoding = await asyncio.to_thread(
+        hits, encoding = await compute.run(
             search_in_conversation_with_encoding,
             self.retriever,
             question,
@@ -318,11 +318,11 @@ class Brain:
         """The mood of a message that was not retrieved for (its vector is computed here)."""
         vector, states = None, None
         if self.mood.needs_states:
-            encoding = await asyncio.to_thread(self.retriever.sentence_encoding, question)
+            encoding = await compute.run(self.retriever.sentence_encoding, question)
             vector, states = encoding.vectors[0], _question_states(encoding)
         elif self.mood.needs_vector:
-            vector = await asyncio.to_thread(self.retriever.sentence_vector, question)
-        return self.mood.read(question, vector, states)
+            vector = await compute.run(self.retriever.sentence_vector, question)
+        return await compute.run(self.mood.read, question, vector, states)
 
     async def _answer(
         self,

@@ -28,6 +28,7 @@ from markupsafe import escape
 
 from bots.dashboard.approvals import Approvals
 from bots.dashboard.auth import COOKIE, Session, Sessions, check_password
+from brain import compute
 from brain.handoff.machine import WAITING, Handoffs
 from brain.insights.aggregates import Insights, day_of
 from brain.insights.gaps import find_gaps
@@ -374,13 +375,13 @@ class Dashboard:
             covered = {entry["question"].lower(), *(a.lower() for a in entry["alternates"])}
             questions = [q for q in questions if str(q["question"]).lower() not in covered]
         embedder = self.approvals.retriever.embedder
-        found = await asyncio.to_thread(find_gaps, questions, embedder)
+        found = await compute.run_apart(find_gaps, questions, embedder)
         approved_id = request.query.get("approved", "")
         approved = next((e for e in self.approvals.entries() if e["id"] == approved_id), None)
         rerun: list[tuple[str, str]] = []
         if approved:
             for text in [approved["question"], *approved["alternates"]][:10]:
-                hits = await asyncio.to_thread(self.approvals.retriever.search, text, 1)
+                hits = await compute.run(self.approvals.retriever.search, text, 1)
                 rerun.append((text, f"{hits[0].id} ({hits[0].score:.2f})" if hits else "none"))
         return self.render(
             "gaps.html",

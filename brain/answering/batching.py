@@ -6,7 +6,7 @@ conversations together, both off the event loop:
 
 - `DynamicBatcher` merges requests into one batched call: the first request opens a short
   gather window, everything that arrives within it (up to a maximum batch size) runs
-  together in a worker thread (used with transformers' `generate`).
+  together on the compute thread (`brain.compute`; used with transformers' `generate`).
 - `ContinuousBatcher` schedules requests onto the rows of a `StepModel` one decode step
   at a time: a new prompt joins between steps (its prompt computed in chunks, each
   followed by a step of the others), a finished answer leaves at once, so nobody waits for
@@ -24,12 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Histogram
 
+from brain import compute
 from brain.prompt import Messages
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ class _Request(Generic[P]):
 class DynamicBatcher(Generic[P]):
     """Serves single prompts through a blocking batch function, batching concurrent ones.
 
-    `run_batch` is called in one dedicated worker thread, one batch at a time (a model
-    is not safe to call concurrently, and one big batch beats two small ones); while a
-    batch runs, new requests queue up for the next.
+    `run_batch` is called on the compute thread (`brain.compute`), one batch at a time (a
+    model is not safe to call concurrently, and one big batch beats two small ones); while
+    a batch runs, new requests queue up for the next.
     """
 
     def __init__(self, run_batch: Callable[[list[P]], list[str]], options: BatchingOptions) -> None:
@@ -102,7 +102,6 @@ class DynamicBatcher(Generic[P]):
         self.options = options
         self._queue: asyncio.Queue[_Request[P]] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskmate-generate")
         self.batches_run = 0
 
     async def submit(self, prompt: P) -> str:
@@ -132,14 +131,12 @@ class DynamicBatcher(Generic[P]):
             # Requests whose caller went away (timeouts, cancelled handlers) are skipped.
             batch = [request for request in batch if not request.future.done()]
             if batch:
-                await self._run(loop, batch)
+                await self._run(batch)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request[P]]) -> None:
+    async def _run(self, batch: list[_Request[P]]) -> None:
         started = time.perf_counter()
         try:
-            texts = await loop.run_in_executor(
-                self._executor, self._run_batch, [request.prompt for request in batch]
-            )
+            texts = await compute.run(self._run_batch, [request.prompt for request in batch])
             if len(texts) != len(batch):
                 raise GenerationError(f"{len(texts)} texts for a batch of {len(batch)}")
         except Exception as exc:
@@ -158,12 +155,11 @@ class DynamicBatcher(Generic[P]):
                 request.future.set_result(text)
 
     async def aclose(self) -> None:
-        """Stop the gather loop and the worker thread (the running batch finishes)."""
+        """Stop the gather loop (the running batch finishes)."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._worker
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class StepModel(Protocol):
@@ -241,7 +237,7 @@ class _Sequence:
     prompt: list[int]
     limit: int
     future: concurrent.futures.Future[list[int]]
-    listener: TokenListener | None = None  # called in the decode thread with each token
+    listener: TokenListener | None = None  # called on the compute thread with each token
     generated: list[int] = field(default_factory=list)
     prefilled: int = 0  # prompt positions in the model's row so far
     abandoned: bool = False  # the caller stopped waiting (timeout, cancelled handler)
@@ -250,7 +246,8 @@ class _Sequence:
 class ContinuousBatcher:
     """Greedy generation for many prompts at once, scheduled step by step.
 
-    One daemon thread owns the model. Each turn of its loop it runs the next chunk of one
+    The model runs on the compute thread (`brain.compute`), one turn at a time. Each
+    turn runs the next chunk of one
     waiting prompt (prefill) into the row after the active ones, then decodes one token
     for every active row, and retires rows that produced a stop token, reached their
     token limit, or whose caller stopped waiting. A prompt alone is computed in one go;
@@ -274,18 +271,19 @@ class ContinuousBatcher:
         self.max_new_tokens = max_new_tokens
         self.prefill_chunk = prefill_chunk
         self.no_repeat_ngram = no_repeat_ngram  # 0: any n-gram may repeat
-        self._incoming: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[_Sequence] = queue.SimpleQueue()
+        self._active: list[_Sequence] = []  # rows 0..n-1, decoding
         self._filling: _Sequence | None = None  # the prompt being prefilled, in row len(active)
-        self._thread = threading.Thread(target=self._loop, name="deskmate-decode", daemon=True)
+        self._lock = threading.Lock()
+        self._scheduled = False  # a turn is queued or running on the compute thread
         self._closed = False
         self.stats = DecodeStats()
-        self._thread.start()
 
     def submit(
         self, prompt: list[int], listener: TokenListener | None = None
     ) -> concurrent.futures.Future[list[int]]:
         """Queue `prompt` (token ids); the future resolves to the generated token ids.
-        `listener`, if given, is called in the decode thread with each token as it comes."""
+        `listener`, if given, is called on the compute thread with each token as it comes."""
         return self._enqueue(prompt, listener).future
 
     async def generate(self, prompt: list[int]) -> list[int]:
@@ -335,46 +333,54 @@ class ContinuousBatcher:
             )
         else:
             self._incoming.put(sequence)
+            self._wake()
         return sequence
 
-    def _loop(self) -> None:
-        active: list[_Sequence] = []
-        closing = False
-        while True:
-            try:
-                if not closing and self._filling is None:
-                    closing = not self._admit(active)
-                if self._filling is not None:
-                    self._prefill(active, self._filling)
-                if active:
-                    self._step(active)
-                elif closing and self._filling is None:
-                    return  # everything admitted before `close` is answered
-            except Exception as exc:  # the model failed: fail everything in flight
-                log.exception("decode step failed with %d active sequences", len(active))
-                error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
-                for sequence in [*active, *([self._filling] if self._filling else [])]:
-                    if not sequence.future.done():
-                        sequence.future.set_exception(error)
-                active.clear()
-                self._filling = None
+    def _wake(self) -> None:
+        """Schedule a turn on the compute thread unless one is scheduled already."""
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        compute.submit(self._turn)
 
-    def _admit(self, active: list[_Sequence]) -> bool:
-        """Take the next waiting prompt to prefill if a row is free; False once `close`
-        was called."""
+    def _turn(self) -> None:
+        """One turn, on the compute thread: the next chunk of a waiting prompt, then one
+        decode step of the active rows. The next turn is queued behind whatever other
+        model work was submitted meanwhile (a question's embedding runs between steps)."""
+        active = self._active
+        try:
+            if self._filling is None:
+                self._admit(active)
+            if self._filling is not None:
+                self._prefill(active, self._filling)
+            if active:
+                self._step(active)
+        except Exception as exc:  # the model failed: fail everything in flight
+            log.exception("decode step failed with %d active sequences", len(active))
+            error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
+            for sequence in [*active, *([self._filling] if self._filling else [])]:
+                if not sequence.future.done():
+                    sequence.future.set_exception(error)
+            active.clear()
+            self._filling = None
+        with self._lock:
+            busy = bool(active) or self._filling is not None or not self._incoming.empty()
+            self._scheduled = busy
+        if busy:
+            compute.submit(self._turn)
+
+    def _admit(self, active: list[_Sequence]) -> None:
+        """Take the next waiting prompt to prefill if a row is free."""
         while len(active) < self.model.slots:
             try:
-                # Block only when there is nothing to decode.
-                sequence = self._incoming.get(block=not active)
+                sequence = self._incoming.get_nowait()
             except queue.Empty:
-                return True
-            if sequence is None:
-                return False
+                return
             if sequence.future.set_running_or_notify_cancel():
                 self._filling = sequence
-                return True
+                return
             # else the caller gave up before it started: take the next one
-        return True
 
     def _prefill(self, active: list[_Sequence], sequence: _Sequence) -> None:
         """The next chunk of the waiting prompt (all of it when nothing else runs); a
@@ -441,11 +447,9 @@ class ContinuousBatcher:
                 self.model.move(last + 1, last)
 
     def close(self) -> None:
-        """Take no more prompts; the thread finishes the ones already submitted, then ends.
+        """Take no more prompts; the ones already submitted are still answered.
 
         A model swap closes the old generator while answers are still being written on
         it: they complete on the old weights instead of failing.
         """
-        if not self._closed:
-            self._closed = True
-            self._incoming.put(None)
+        self._closed = True

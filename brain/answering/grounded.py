@@ -38,6 +38,7 @@ from typing import Literal
 
 from prometheus_client import Counter
 
+from brain import compute
 from brain.answering.backends import Answer, PartialCallback, quote
 from brain.answering.batching import GenerationError, Generator
 from brain.answering.registry import ModelVersion
@@ -263,7 +264,7 @@ class GenerativeBackend:
         if check.verdict != "abstained" and unsupported_numbers(text, sources):
             check = CitationCheck("unsupported_number", ())
         if check.verdict in ("grounded", "uncited") and self.attribution is not None:
-            used = await asyncio.to_thread(self.attribution, strip_citations(text), given)
+            used = await compute.run(self.attribution, strip_citations(text), given)
             extra = [number for number in used if number not in check.cited]
             if extra and check.verdict == "uncited":
                 text = " ".join([text, *(f"[{number}]" for number in extra)])

@@ -11,12 +11,12 @@ or a classifier that fails to load), it falls back to the word list in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from brain import compute
 from brain.answering.registry import ModelVersion
 from brain.mood.classifier import (
     DEFAULT_DIR,
@@ -128,9 +128,9 @@ class MoodReader:
         """Serve a registered classifier version (None = the one shipped with the package);
         a version that does not fit the embedder raises, so the watcher keeps the old one."""
         if version is None or version.adapter_dir is None:
-            loaded = await asyncio.to_thread(self._load_default)
+            loaded = await compute.run_apart(self._load_default)
         else:
-            loaded = await asyncio.to_thread(MoodClassifier.load, version.adapter_dir, version.name)
+            loaded = await compute.run_apart(MoodClassifier.load, version.adapter_dir, version.name)
         fitting = self._fitting(loaded)
         if loaded is not None and fitting is None:
             raise ClassifierLoadError(
