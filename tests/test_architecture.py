@@ -88,3 +88,28 @@ def test_redis_keys_are_spelled_only_in_their_owner() -> None:
         if KEY_SPELLING.search(line) and "prefix" in line
     ]
     assert not spelled, spelled
+
+
+# Work that never runs a model, so it may use asyncio's default executor threads.
+MODEL_FREE_THREAD_WORK = {"load_faq", "stdin.readline", "check_password"}
+
+
+def test_model_work_runs_where_brain_compute_puts_it() -> None:
+    """While serving, torch runs on `brain.compute`'s thread (or a fresh thread that
+    ends with its work): a long-lived second thread that ran torch halves decode speed.
+    So other threads in the serving packages run only work known to be model-free."""
+    found = []
+    for name, path in modules().items():
+        if not name.startswith(("bots", "brain")) or name == "brain.compute":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = ast.unparse(node.func)
+            if called in ("asyncio.to_thread", "loop.run_in_executor") and node.args:
+                work = ast.unparse(node.args[0 if called == "asyncio.to_thread" else 1])
+                if work not in MODEL_FREE_THREAD_WORK:
+                    found.append(f"{name}: {called}({work}, ...)")
+            elif called in ("threading.Thread", "ThreadPoolExecutor"):
+                found.append(f"{name}: {called}(...)")
+    assert not found, "use brain.compute.run / run_apart for: " + "; ".join(found)
