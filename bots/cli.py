@@ -36,6 +36,7 @@ examples:
   deskmate faq sync                              re-read every source now; processes follow
   deskmate faq search "where is my parcel"      see ranked entries with their scores
   deskmate faq learn --queries labelled.jsonl   fine-tune the embedder on the FAQ, serve it
+  deskmate faq learn --transcripts t.jsonl    ... and on questions customers and agents resolved
   deskmate faq model list | promote v2 | rollback   retrieval model versions
   deskmate eval retrieval --faq faq.jsonl --queries labelled.jsonl
   deskmate eval retrieval --queries labelled.jsonl --calibrate   fit answer thresholds
@@ -163,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="QUERIES",
         help='labelled queries to learn from too ({"query", "relevant": [ids]}; keep the '
         "ones you calibrate and evaluate on apart)",
+    )
+    learn.add_argument(
+        "--transcripts",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="conversations from `deskmate transcripts export` (repeatable): learn the "
+        "questions customers resolved by picking from a clarifying menu, that agents answered "
+        "with an entry's answer in a handoff, or whose answer they rated up",
     )
     retr_models = faq_commands.add_parser(
         "model", help="list, promote and roll back retrieval (embedding) model versions"
@@ -347,7 +358,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         sources = [as_source(text) for text in args.files]
         return commands.faq_import(settings, sources, args.calibrate, args.learn)
     if args.command == "faq" and args.faq_command == "learn":
-        return commands.faq_learn(settings, args.queries)
+        return commands.faq_learn(settings, args.queries, args.transcripts)
     if args.command == "faq" and args.faq_command == "model":
         version = getattr(args, "version", None)
         return asyncio.run(commands.faq_models(settings, args.model_command, version))

@@ -114,13 +114,22 @@ def faq_import(
     return 0
 
 
-def faq_learn(settings: Settings, queries: Path | None) -> int:
-    """Fine-tune the embedder on the imported FAQ's phrasings and `queries`' labelled ones."""
+def faq_learn(settings: Settings, queries: Path | None, transcripts: Sequence[Path] = ()) -> int:
+    """Fine-tune the embedder on the imported FAQ's phrasings, `queries`' labelled ones and
+    the resolved questions in `transcripts` (`training.retrieval_pairs`)."""
+    from training.retrieval_pairs import phrasings_from_conversations
+    from training.transcripts import read_conversations
+
     base = Embedder(settings.embedding_model)
     index = ensure_index(settings, active_embedder(settings, base))
     labelled = []
     if queries is not None:
         labelled = [(q.query, q.relevant[0]) for q in load_queries(queries) if q.relevant]
+    for path in transcripts:
+        found, signals = phrasings_from_conversations(read_conversations(path), index.entries)
+        labelled += [(phrasing.text, phrasing.entry_id) for phrasing in found]
+        counts = ", ".join(f"{signals[s]} {s.replace('_', ' ')}" for s in sorted(signals))
+        print(f"{path}: {len(found)} phrasings of FAQ entries ({counts or 'none found'})")
     learnt = learn_from_faq(settings, base, index.entries, labelled)
     index_for(learned_embedder(learnt, base), index, settings.index_dir)
     _serve_learnt(settings, learnt, base)

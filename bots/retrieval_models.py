@@ -157,6 +157,7 @@ def retriever_watcher(
 ) -> ActiveModelWatcher:
     """Follows `retriever:active`: a new version's embedder and index replace the served
     pair together (searches in flight finish on the old pair)."""
+
     async def use_version(version: ModelVersion | None) -> None:
         embedder = await compute.run_apart(embedder_for, settings, version)
         index = await compute.run_apart(index_for, embedder, retriever.index, settings.index_dir)

@@ -309,3 +309,42 @@ def test_import_learns_the_faq_and_eval_measures_it_without_learning_the_queries
         )
         assert json.loads(capsys.readouterr().out)["n"] == 1
     assert sorted(p.name for p in (env / "learned-embedders").iterdir()) == learned
+
+
+@pytest.mark.slow
+def test_faq_learn_takes_the_questions_customers_and_agents_resolved_from_transcripts(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faq = tmp_path / "learnable.jsonl"
+    faq.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q, "answer": f"Answer about {q}", "alternates": a})
+            + "\n"
+            for i, q, a in LEARNABLE
+        )
+    )
+    assert main(["faq", "import", "--no-learn", str(faq)]) == 0
+    conversations = [
+        [
+            {"role": "user", "content": "parcel still not here after a week"},
+            {
+                "role": "assistant",
+                "content": "Did you mean ...",
+                "action": "clarify",
+                "sources": ["refund", "ship"],
+            },
+            {"role": "user", "content": "2"},
+        ],
+        [
+            {"role": "user", "content": "can I try jackets on in Bergen"},
+            {"role": "agent", "content": "Answer about Where are your shops?"},
+        ],
+    ]
+    transcripts = tmp_path / "t.jsonl"
+    transcripts.write_text(
+        "".join(json.dumps({"messages": m, "meta": {}}) + "\n" for m in conversations)
+    )
+    assert main(["faq", "learn", "--transcripts", str(transcripts)]) == 0
+    out = capsys.readouterr().out
+    assert f"{transcripts}: 2 phrasings of FAQ entries (1 agent answer, 1 clarify choice)" in out
+    assert "Learning: " in out
