@@ -6,7 +6,8 @@ re-concatenated every step, and padding that keeps finished rows computing until
 longest answer ends. This engine runs the same weights with
 
 - fused projections (q|k|v and gate|up) with the RMSNorm weights folded into them,
-  int8-quantised per output channel;
+  int8-quantised per output channel (activations dynamic int8, except the down
+  projection's, kept in bf16: `WeightOnlyInt8`);
 - a preallocated KV cache of `slots` rows; each row keeps its own length and rotary
   positions, so rows of different lengths decode together without padding;
 - one call per step for all active rows (`decode`), one call per prompt (`prefill`);
@@ -129,6 +130,41 @@ def _apply(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return quantized
 
 
+class WeightOnlyInt8(nn.Module):
+    """A linear layer with int8 weights (one scale per output channel) and bf16
+    activations (`torch._weight_int8pack_mm`), for the MLP's down projection.
+
+    Its input, silu(gate) * up, has a few channels far larger than the rest, and dynamic
+    int8 gives a token's activations one scale: those channels crush the others. Keeping
+    that one input in bf16 cut the mean |logit - fp32 logit| on the calibration prompts
+    from 4.40 to 0.78 (SmolLM2-135M; all projections so: 0.26) for 8-17% of decode speed.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach()
+        scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-8)
+        quantized = (weight / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.weight_int8 = nn.Parameter(quantized.contiguous(), requires_grad=False)
+        self.scales = nn.Parameter(scales.to(torch.bfloat16), requires_grad=False)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        product = torch._weight_int8pack_mm(flat, self.weight_int8, self.scales)
+        output = product.view(*x.shape[:-1], -1).float()
+        return output if self.bias is None else output + self.bias
+
+
+def _quantize_blocks(blocks: Sequence[Any]) -> list[Any]:
+    """Copies of `blocks` with dynamic int8 projections, the down projection weight-only
+    int8 (`WeightOnlyInt8`)."""
+    quantized = list(quantize_int8(nn.ModuleList(blocks)))
+    for copy, block in zip(quantized, blocks, strict=True):
+        copy.down = WeightOnlyInt8(block.down)
+    return quantized
+
+
 class _Block(nn.Module):
     def __init__(self, layer: Any) -> None:
         super().__init__()
@@ -216,7 +252,7 @@ class LlamaEngine:
         """
         fp32_head, fp32_blocks = head[0], self.blocks
         self.lm_head = quantize_int8(head)[0]
-        self.blocks = list(quantize_int8(nn.ModuleList(fp32_blocks)))  # a copy: plain
+        self.blocks = _quantize_blocks(fp32_blocks)  # a copy: plain
         self.int8_scheme = "plain"
         if not calibration:
             return
@@ -227,7 +263,7 @@ class LlamaEngine:
         self.int8_errors["plain"] = self._logit_error(calibration, states, fp32_head)
         self.blocks = fp32_blocks
         self._smooth(peaks)
-        self.blocks = list(quantize_int8(nn.ModuleList(fp32_blocks)))
+        self.blocks = _quantize_blocks(fp32_blocks)
         self.int8_errors["smoothed"] = self._logit_error(calibration, states, fp32_head)
         if self.int8_errors["plain"] <= self.int8_errors["smoothed"]:
             self.blocks = plain

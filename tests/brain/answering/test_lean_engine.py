@@ -13,7 +13,7 @@ import torch
 
 from brain.answering.batching import ContinuousBatcher, GenerationError, repeating_tokens
 from brain.answering.hf_generator import HFGenerator, HFOptions
-from brain.answering.lean_engine import LlamaEngine, supports
+from brain.answering.lean_engine import LlamaEngine, WeightOnlyInt8, supports
 from brain.answering.model_loading import ModelLoadError, quantize_int8
 from brain.prompt import build_messages
 from tests.models import smollm_tokenizer, tiny_llama
@@ -141,6 +141,24 @@ def test_int8_engine_stays_close_to_the_fp32_model() -> None:
     ids = prompt(16, seed=13)
     agree = sum(fp32.prefill(0, ids[:n]) == int8.prefill(0, ids[:n]) for n in range(4, 16))
     assert agree >= 9  # of 12 next-token predictions
+
+
+def test_the_down_projection_keeps_outlier_channels_that_dynamic_int8_crushes() -> None:
+    """silu(gate) * up has a few huge channels: one int8 scale for the whole input
+    flattens the rest to zero; weight-only int8 with bf16 activations keeps them."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 64, bias=False)
+    x = torch.randn(3, 256) * 0.05
+    x[:, :4] = 20.0  # outlier channels, as in real down-projection inputs
+    with torch.no_grad():
+        exact = linear(x)
+        weight_only = WeightOnlyInt8(linear)(x)
+        dynamic = quantize_int8(torch.nn.ModuleList([linear]))[0](x)
+    weight_only_error = float((weight_only - exact).abs().mean())
+    assert weight_only_error < float((dynamic - exact).abs().mean()) / 2.5
+    assert weight_only_error < 0.01 * float(exact.abs().mean())
+    engine = LlamaEngine(tiny_llama(VOCAB), slots=1, max_tokens=32, int8=True)
+    assert all(isinstance(block.down, WeightOnlyInt8) for block in engine.blocks)
 
 
 async def test_the_hf_generator_picks_the_lean_engine_for_llama_on_cpu(
