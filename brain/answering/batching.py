@@ -247,13 +247,13 @@ class ContinuousBatcher:
     """Greedy generation for many prompts at once, scheduled step by step.
 
     The model runs on the compute thread (`brain.compute`), one turn at a time. Each
-    turn runs the next chunk of one
-    waiting prompt (prefill) into the row after the active ones, then decodes one token
-    for every active row, and retires rows that produced a stop token, reached their
-    token limit, or whose caller stopped waiting. A prompt alone is computed in one go;
-    beside running conversations, `prefill_chunk` tokens at a time, so their answers
-    keep coming while it is read. Results are the generated token ids, without the stop
-    token.
+    turn runs the next chunk of one waiting prompt (prefill) into the row after the
+    active ones, then decodes one token for every active row, and retires rows that
+    produced a stop token, reached their token limit, or whose caller stopped waiting. A
+    prompt alone is computed in one go; beside running conversations, `prefill_chunk`
+    tokens at a time, so their answers keep coming while it is read. Other model work
+    submitted meanwhile runs between turns. Results are the generated token ids, without
+    the stop token.
     """
 
     PREFILL_CHUNK = 64  # prompt tokens between two decode steps of running conversations
