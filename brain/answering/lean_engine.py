@@ -136,11 +136,11 @@ class PromptAccurateInt8(nn.Module):
 
     Its input, silu(gate) * up, has a few channels far larger than the rest, and dynamic
     int8 gives a token's activations one scale: those channels crush the others (mean
-    |logit - fp32 logit| on the calibration prompts 4.40; with this input exact in
-    prompts and decode, 0.78). Measured through the whole brain, what accuracy there buys
-    is in the prompt: the passages' keys and values are what every answer token attends
-    to (held-out token-F1 0.232 with it in prompts only, 0.234 everywhere, 0.210 nowhere),
-    while in decode steps it cost 8-17 % of the speed. In a prompt the fp32 matmul is
+    |logit - fp32 logit| on the calibration prompts 4.40; 0.74 with this layer fp32 in
+    prompts). Measured through the whole brain, accuracy there pays in the prompt: the
+    passages' keys and values are what every answer token attends to (held-out token-F1
+    0.210 all int8, 0.224-0.234 with this input accurate in prompts or everywhere), while
+    in decode steps it cost 8-17 % of the speed. In a prompt the fp32 matmul is
     the fastest accurate kernel (390 rows: 2.2 ms against 4.2 ms for int8 weights with
     bf16 activations and 0.9 ms for dynamic int8), so a 390-token prompt takes ~40 ms
     longer, and the layer keeps its fp32 weights (3.5 MB a layer for SmolLM2-135M).
@@ -388,7 +388,7 @@ class LlamaEngine:
 
     def _rotate_(self, qk: torch.Tensor, rotary: torch.Tensor) -> None:
         """Rotary embedding in place. The q and k rows are stored as adjacent pairs
-        (x_i, x_{i+d/2}) (`_prepare_rotary_and_scale`), and rotate_half's x cos +
+        (x_i, x_{i+d/2}) (`_pair_rotary_rows`), and rotate_half's x cos +
         rotate_half(x) sin is then each pair times cos + i sin: one complex multiply."""
         torch.view_as_complex(qk.view(*qk.shape[:-1], -1, 2)).mul_(rotary)
 
