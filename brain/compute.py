@@ -25,7 +25,6 @@ the main thread included, brings the slowdown back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,26 +81,8 @@ async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
 async def run_apart(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """`fn(*args, **kwargs)` on a fresh thread that ends when it returns (its OpenMP
     team goes with it): for long work that must not hold up the compute thread."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():  # the caller stopped waiting
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the awaiting caller
-            outcome: tuple[T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=work, name=f"{THREAD_NAME}-apart", daemon=True).start()
-    return await future
+    apart = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{THREAD_NAME}-apart")
+    try:
+        return await asyncio.wrap_future(apart.submit(fn, *args, **kwargs))
+    finally:
+        apart.shutdown(wait=False)  # the thread ends once `fn` returns
