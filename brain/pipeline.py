@@ -54,6 +54,15 @@ BACK_AFTER_IDLE = (
 )
 _COMMAND = re.compile(r"^(/[a-z]+)(?:@\w+)?(?:\s|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")
+
+
+def menu_choice(text: str) -> int | None:
+    """The number in a message that is only a number ("2", "#2", "2."): how a customer
+    picks from a clarifying menu."""
+    match = _CHOICE.match(text)
+    return int(match[1]) if match else None
+
+
 CLARIFY_OPTIONS = 3
 
 
@@ -460,13 +469,12 @@ class Brain:
 
     def _chosen_option(self, text: str, history: list[Turn]) -> FaqHit | None:
         """A bare number answering our last clarifying question picks that entry."""
-        match = _CHOICE.match(text)
-        if not match or not history:
+        number = menu_choice(text)
+        if number is None or not history:
             return None
         last = history[-1]
         if last.role != "assistant" or last.action != "clarify":
             return None
-        number = int(match[1])
         if not 1 <= number <= len(last.sources):
             return None
         entry = self.retriever.index.entry(last.sources[number - 1])

@@ -17,17 +17,16 @@ they teach retrieval nothing (the dialogue model learns from them instead).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from brain.evaluation.metrics import answer_tokens
+from brain.pipeline import menu_choice
 from retrieval.faq import FaqEntry
 from training.transcripts import Conversation
 
 AGENT_MATCH = 0.6  # token-F1 of an agent's reply against an entry's answer to count as it
-_CHOICE = re.compile(r"^#?\s*(\d{1,2})\s*[.)]?$")  # as the brain reads a menu choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +56,11 @@ def phrasings_from_conversations(
         menu: tuple[str, tuple[str, ...]] | None = None  # (question, entries offered)
         for message in conversation.messages:
             if message.role == "user":
-                choice = _CHOICE.match(message.content.strip())
-                if choice and menu is not None:
-                    number = int(choice[1])
+                number = menu_choice(message.content.strip())
+                if number is not None and menu is not None:
                     if 1 <= number <= len(menu[1]):
                         add(menu[0], menu[1][number - 1], "clarify_choice")
-                elif not choice:
+                elif number is None:
                     question = message.content
                 menu = None
             elif message.role == "agent" and question:
