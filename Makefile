@@ -59,7 +59,7 @@ starter-model: $(STAMP)
 	cat $(GROUNDED)/transcripts-train.jsonl $(STARTER_RUN)/dev-train.jsonl \
 		> $(STARTER_RUN)/train.jsonl
 	DESKMATE_DATA_DIR=$(STARTER_RUN)/data $(BIN)/deskmate train \
-		$(STARTER_RUN)/train.jsonl --epochs 1 --max-length 512 --passage-chars 400 \
+		$(STARTER_RUN)/train.jsonl --epochs 1 --max-length 512 --passage-chars 400 --top-k 3 \
 		--heldout-fraction 0.03 --max-heldout 40 --no-register --output-dir $(STARTER_RUN)/run
 	$(BIN)/python -m training.starter $(STARTER_RUN)/run
 

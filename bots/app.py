@@ -132,7 +132,11 @@ async def _hf_backend(
     except ModelLoadError as exc:
         return UnavailableModelBackend(settings.model, str(exc))
     return GenerativeBackend(
-        generator, bot_name=settings.bot_name, reload=load, attribution=attribution
+        generator,
+        bot_name=settings.bot_name,
+        max_passages=settings.answer_passages,
+        reload=load,
+        attribution=attribution,
     )
 
 
@@ -156,7 +160,12 @@ async def _openai_backend(settings: Settings, attribution: Attribution | None) -
         await generator.check()
     except GenerationError as exc:
         log.error("%s; answers quote the FAQ until it is back", exc)
-    return GenerativeBackend(generator, bot_name=settings.bot_name, attribution=attribution)
+    return GenerativeBackend(
+        generator,
+        bot_name=settings.bot_name,
+        max_passages=settings.answer_passages,
+        attribution=attribution,
+    )
 
 
 def threshold_overrides(settings: Settings, stored: Thresholds) -> Thresholds | None:

@@ -18,6 +18,11 @@ from retrieval.index import FaqHit
 
 Messages = list[dict[str, str]]
 
+# FAQ entries a prompt gives the model (the best of those retrieved). Held-out grounded
+# dev turns, starter adapter: 3 / 4 / 5 passages cite a relevant entry 0.660 / 0.700 /
+# 0.727 with token-F1 0.233 / 0.234 / 0.231; each passage adds ~100 prompt tokens.
+PASSAGES = 5
+
 SYSTEM_PROMPT = (
     "You are {bot_name}, a friendly customer-support assistant. Answer the customer's "
     "question in two or three sentences, using ONLY the numbered FAQ passages in their "

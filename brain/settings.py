@@ -19,6 +19,7 @@ from typing import Any
 from brain.answering.model_loading import DEFAULT_MODEL, starter_adapter
 from brain.handoff.hours import BusinessHours, parse_holidays
 from brain.keys import cluster_prefix
+from brain.prompt import PASSAGES
 from brain.redis_server import (
     CLUSTER_SCHEMES,
     SENTINEL_SCHEME,
@@ -288,6 +289,11 @@ class Settings:
         "attempts per model server request (timeouts, 429, 5xx)", _positive_int, 3
     )
     top_k: int = _setting("FAQ entries retrieved per question", _positive_int, 5)
+    answer_passages: int = _setting(
+        "FAQ entries a generated answer is written from (the best of those retrieved)",
+        _positive_int,
+        PASSAGES,
+    )
     answer_threshold: float | None = _setting(
         "override the calibrated answer threshold (0..1)", _fraction
     )

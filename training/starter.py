@@ -42,7 +42,8 @@ def model_card(report: Mapping[str, Any]) -> str:
         f"- grounded in an index of {data.get('faq_entries', 0)} entries",
         f"- epochs {config.get('epochs')}, LoRA r={config.get('lora_r')} "
         f"alpha={config.get('lora_alpha')}, max length {config.get('max_length')}, "
-        f"passages cut to {config.get('passage_chars')} characters",
+        f"{config.get('top_k', 3)} passages per prompt cut to {config.get('passage_chars')} "
+        "characters",
         f"- training: {training.get('seconds', 0):.0f} s on {training.get('device', '?')}, "
         f"{training.get('tokens', 0)} tokens ({training.get('tokens_per_second', 0):.0f} "
         "tokens/s)",

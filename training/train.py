@@ -30,6 +30,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import DataClassType
 
 from brain.answering.registry import BASE, ModelRegistry, ModelVersion
+from brain.prompt import PASSAGES
 from brain.settings import Settings
 from retrieval.retriever import Retriever
 from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
@@ -81,7 +82,7 @@ class TrainConfig:
     )
     heldout_fraction: float = option("share of conversations held out for evaluation", 0.2)
     max_heldout: int = option("at most this many held-out examples are generated", 100)
-    top_k: int = option("FAQ passages in each prompt", 3)
+    top_k: int = option("FAQ passages in each prompt (serving: DESKMATE_ANSWER_PASSAGES)", PASSAGES)
     passage_chars: int = option("each passage is cut to this many characters", 600)
     history_turns: int = option("earlier turns kept in each prompt", 4)
     include_unrated: bool = option("also learn bot answers nobody rated", False)

@@ -43,6 +43,7 @@ from brain.answering.backends import Answer, PartialCallback, quote
 from brain.answering.batching import GenerationError, Generator
 from brain.answering.registry import ModelVersion
 from brain.prompt import (
+    PASSAGES,
     Passage,
     cited_numbers,
     fit_prompt,
@@ -186,7 +187,7 @@ class GenerativeBackend:
         self,
         generator: Generator,
         bot_name: str = "deskmate",
-        max_passages: int = 3,
+        max_passages: int = PASSAGES,
         reload: GeneratorLoader | None = None,
         attribution: Attribution | None = None,
     ) -> None:

@@ -220,6 +220,33 @@ async def test_a_slow_server_times_out_and_the_bot_quotes(
     assert fallbacks("error") == before + 1
 
 
+@pytest.mark.parametrize(("configured", "given"), [(None, 5), ("2", 2)])
+async def test_the_model_writes_from_the_best_retrieved_entries(
+    retriever: Retriever,
+    store: ConversationStore,
+    data_dir: object,
+    configured: str | None,
+    given: int,
+) -> None:
+    """By default every one of the 5 retrieved entries reaches the prompt (more passages
+    cite a relevant entry more often); DESKMATE_ANSWER_PASSAGES takes fewer."""
+    async with fake_openai_server(FakeOpenAI(lambda m: "Within 30 days [1].")) as fake:
+        environment = {
+            "DESKMATE_MODEL_BACKEND": "openai",
+            "DESKMATE_OPENAI_URL": fake.url,
+            "DESKMATE_DATA_DIR": str(data_dir),
+        }
+        if configured is not None:
+            environment["DESKMATE_ANSWER_PASSAGES"] = configured
+        backend = await make_backend(Settings.load(environment))
+        await Brain(retriever, store, backend).handle(
+            message("how many days do I have to send an item back?")
+        )
+        await backend.aclose()
+    prompt = fake.requests[-1][2]["messages"][-1]["content"]
+    assert f"[{given}] " in prompt and f"[{given + 1}] " not in prompt
+
+
 async def test_a_server_that_is_down_is_reported_at_start_and_answers_quote(
     retriever: Retriever, store: ConversationStore, data_dir: object
 ) -> None:
