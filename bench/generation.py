@@ -51,7 +51,7 @@ from brain.answering.model_loading import DEFAULT_MODEL, embedded_gguf, model_ca
 from brain.conversations import ConversationStore
 from brain.evaluation.metrics import rouge_l, token_f1
 from brain.pipeline import Brain
-from brain.prompt import Messages, Passage, fit_prompt, render_prompt
+from brain.prompt import PASSAGES, Messages, Passage, fit_prompt, render_prompt
 from brain.redis_server import EmbeddedRedis, client
 from brain.settings import SAMPLE_FAQ
 from brain.types import Inbound
@@ -129,7 +129,7 @@ async def speed(
     for number in range(concurrency):
         for turn in range(rounds):
             question = questions[(number * rounds + turn) % len(questions)]
-            hits = compute.call(retriever.search, question)[:3]
+            hits = compute.call(retriever.search, question)[:PASSAGES]
             fitted = fit_prompt(
                 question,
                 [Passage.from_hit(h) for h in hits],
@@ -252,13 +252,14 @@ async def lean_answer(generator: HFGenerator, prompt: list[int]) -> Answer:
 
 
 def prompt_ids(generator: HFGenerator, retriever: Retriever, count: int) -> list[list[int]]:
-    """Token ids of `count` sample-FAQ prompts (3 passages each), as served."""
+    """Token ids of `count` sample-FAQ prompts (`PASSAGES` passages each), as served."""
     tokenizer = generator.tokenizer
     questions = [entry.question for entry in retriever.index.entries]
     prompts = []
     for number in range(count):
         question = questions[number % len(questions)]
-        passages = [Passage.from_hit(h) for h in compute.call(retriever.search, question)[:3]]
+        hits = compute.call(retriever.search, question)[:PASSAGES]
+        passages = [Passage.from_hit(h) for h in hits]
         fitted = fit_prompt(
             question, passages, [], generator.count_tokens, generator.context_tokens
         )

@@ -30,7 +30,6 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import DataClassType
 
 from brain.answering.registry import BASE, ModelRegistry, ModelVersion
-from brain.prompt import PASSAGES
 from brain.settings import Settings
 from retrieval.retriever import Retriever
 from training.dataset import Example, build_examples, encode_example, pick_pairs, split_pairs
@@ -82,7 +81,11 @@ class TrainConfig:
     )
     heldout_fraction: float = option("share of conversations held out for evaluation", 0.2)
     max_heldout: int = option("at most this many held-out examples are generated", 100)
-    top_k: int = option("FAQ passages in each prompt (serving: DESKMATE_ANSWER_PASSAGES)", PASSAGES)
+    top_k: int = option(
+        "FAQ passages in each prompt (serving gives DESKMATE_ANSWER_PASSAGES, 5; 3 keep "
+        "examples within --max-length, and a model trained on 3 cites better given 5)",
+        3,
+    )
     passage_chars: int = option("each passage is cut to this many characters", 600)
     history_turns: int = option("earlier turns kept in each prompt", 4)
     include_unrated: bool = option("also learn bot answers nobody rated", False)

@@ -60,7 +60,7 @@ def model_name(model: str) -> str:
 
 
 ENGINES = ("auto", "lean", "generate")
-CALIBRATION_PROMPTS = 4
+CALIBRATION_PROMPTS = 3  # of PASSAGES entries each: ~1,700 prompt positions
 
 
 def stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -71,16 +71,16 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def calibration_prompts(tokenizer: Any) -> list[list[int]]:
-    """Token ids of prompts shaped like served ones (system prompt, three FAQ passages, a
-    question), from the bundled sample FAQ: what int8 smoothing is calibrated on."""
-    from brain.prompt import Passage, build_messages
+    """Token ids of prompts shaped like served ones (system prompt, `PASSAGES` FAQ
+    passages, a question), from the bundled sample FAQ: what int8 is calibrated on."""
+    from brain.prompt import PASSAGES, Passage, build_messages
     from brain.settings import SAMPLE_FAQ
     from retrieval.faq import load_faq
 
     entries = load_faq([SAMPLE_FAQ])
     prompts = []
-    for start in range(0, 3 * CALIBRATION_PROMPTS, 3):
-        chosen = entries[start : start + 3]
+    for start in range(0, PASSAGES * CALIBRATION_PROMPTS, PASSAGES):
+        chosen = entries[start : start + PASSAGES]
         passages = [Passage(entry.question, entry.answer) for entry in chosen]
         text = render_prompt(tokenizer, build_messages(chosen[0].question, passages))
         prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
