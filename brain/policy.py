@@ -93,6 +93,10 @@ def anger_reason(
     return None
 
 
+NOT_COVERED = "not covered by the FAQ"
+WEAK_MATCH = "weak FAQ match"
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
     action: Decision
@@ -111,14 +115,14 @@ def decide(
         return PolicyDecision("handoff", anger)
     confidence = thresholds.confidence(hits)
     if not hits or confidence < thresholds.clarify:
-        return PolicyDecision("handoff", "not covered by the FAQ")
+        return PolicyDecision("handoff", NOT_COVERED)
     if confidence < thresholds.answer:
         if hits[0].entry.is_passage:
             # A review or a note is no choice to offer ("Did you mean: Guest review?"):
             # the answer is written from the best few passages, or the model says it
             # does not know and the conversation goes to a person.
             return PolicyDecision("answer", "passages that may cover it")
-        return PolicyDecision("clarify", "weak FAQ match")
+        return PolicyDecision("clarify", WEAK_MATCH)
     if not hits[0].entry.answer:
         return PolicyDecision("handoff", "the matching FAQ entry has no answer on file")
     return PolicyDecision("answer", "confident FAQ match")

@@ -42,6 +42,7 @@ from brain import compute
 from brain.answering.backends import Answer, PartialCallback, quote
 from brain.answering.batching import GenerationError, Generator
 from brain.answering.registry import ModelVersion
+from brain.policy import NOT_COVERED
 from brain.prompt import (
     PASSAGES,
     Passage,
@@ -285,7 +286,7 @@ class GenerativeBackend:
                 text,
                 (),
                 action="handoff",
-                reason="not covered by the FAQ",
+                reason=NOT_COVERED,
                 model_version=self.version,
             )
         # Not the text: a model's answer can repeat what the customer wrote.

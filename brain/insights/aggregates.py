@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from brain.keys import RedisKeys
-from brain.policy import ANGRY_CUSTOMER, is_anger_reason
+from brain.policy import ANGRY_CUSTOMER, NOT_COVERED, is_anger_reason
 from brain.types import NEUTRAL_MOOD
 
 SESSION_GAP_SECONDS = 30 * 60  # silence after which a conversation counts as finished
@@ -44,7 +44,7 @@ FOLD_BATCH = 2_000  # transcripts entries read per round trip
 LOCK_SECONDS = 120
 BUCKET_BASE = 1.05  # duration buckets: 5 % wide, from 10 ms
 BUCKET_FLOOR = 0.01
-NO_ANSWER_REASONS = ("not covered by the FAQ", "the matching FAQ entry has no answer on file")
+NO_ANSWER_REASONS = (NOT_COVERED, "the matching FAQ entry has no answer on file")
 ANGRY_SCORE = 0.5  # a message whose anger score is at least this reads angry
 
 

@@ -64,6 +64,22 @@ async def test_weak_match_offers_entries_and_a_number_picks_one(
     assert picked.sources[0].id == reply.sources[1].id
 
 
+async def test_a_change_of_topic_is_read_without_the_conversation_before_a_handoff(
+    brain: Brain,
+) -> None:
+    """In the context of a returns answer, "payment" ranks returns entries first with
+    its own low scores (a handoff); read alone it matches the payment entries."""
+    first = await brain.handle(message("how long do I have to return something?"))
+    assert first.action == "answer" and first.sources[0].id == "returns-window"
+    switched = await brain.handle(message("payment"))
+    assert switched.action in ("answer", "clarify"), switched
+    assert switched.sources and all(s.id.startswith("payment-") for s in switched.sources)
+    # Nothing the FAQ covers, alone or in context: still a person.
+    assert (await brain.handle(message("what's the best recipe for banana bread?"))).action == (
+        "handoff"
+    )
+
+
 async def test_commands(brain: Brain, store: ConversationStore) -> None:
     start = await brain.handle(message("/start"))
     assert "deskmate" in start.text and "/human" in start.text
