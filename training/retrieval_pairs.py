@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from brain.evaluation.metrics import answer_tokens
+from brain.evaluation.metrics import answer_tokens, counts_f1
 from brain.pipeline import menu_choice
 from retrieval.faq import FaqEntry
 from training.transcripts import Conversation
@@ -77,12 +77,9 @@ def phrasings_from_conversations(
 def _answered_entry(reply: str, answers: dict[str, Counter[str]]) -> str | None:
     """The entry whose answer `reply` gives (token-F1 >= AGENT_MATCH, the best), if any."""
     tokens = Counter(answer_tokens(reply))
-    size = sum(tokens.values())
     best, best_f1 = None, AGENT_MATCH
     for entry_id, answer in answers.items():
-        common = sum((tokens & answer).values())
-        if common:
-            f1 = 2 * common / (size + sum(answer.values()))
-            if f1 >= best_f1:
-                best, best_f1 = entry_id, f1
+        f1 = counts_f1(tokens, answer)
+        if f1 >= best_f1:
+            best, best_f1 = entry_id, f1
     return best

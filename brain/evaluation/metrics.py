@@ -30,10 +30,17 @@ def token_f1(prediction: str, reference: str) -> float:
     predicted, expected = answer_tokens(prediction), answer_tokens(reference)
     if not predicted or not expected:
         return float(predicted == expected)
-    common = sum((Counter(predicted) & Counter(expected)).values())
+    return counts_f1(Counter(predicted), Counter(expected))
+
+
+def counts_f1(predicted: Counter[str], expected: Counter[str]) -> float:
+    """Token F1 of two token counts (`token_f1` on texts already tokenised; 0 when they
+    share nothing)."""
+    common = sum((predicted & expected).values())
     if common == 0:
         return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
+    precision = common / sum(predicted.values())
+    recall = common / sum(expected.values())
     return 2 * precision * recall / (precision + recall)
 
 
