@@ -262,7 +262,7 @@ def eval_retrieval(
         )
     predicted = cross_validated_oos(scored)
     if do_calibrate:
-        index = index.with_thresholds(calibrate(scored, str(queries_path)))
+        index = index.with_thresholds(calibrate(scored, str(queries_path), model=index.model))
         index.save(directory)
     result = report(scored, index.thresholds, predicted)
     if as_json:
@@ -276,7 +276,7 @@ def eval_retrieval(
             f"Out-of-scope figures: {FOLDS}-fold cross-validated (each query judged by "
             "thresholds calibrated on the other folds). Calibrated on all of them:"
         )
-        print("\n".join(calibrate(scored, str(queries_path)).describe()))
+        print("\n".join(calibrate(scored, str(queries_path), model=index.model).describe()))
     else:
         reason = too_little_data(scored) or "the queries are all of one kind"
         print(f"Out-of-scope figures with the stored thresholds ({reason}):")

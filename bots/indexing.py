@@ -88,7 +88,7 @@ def calibrate_index(
     """Fit thresholds on labelled queries and store them with the index."""
     queries = load_queries(queries_path)
     scored = run_queries(Retriever(embedder, index), queries)
-    calibrated = index.with_thresholds(calibrate(scored, str(queries_path)))
+    calibrated = index.with_thresholds(calibrate(scored, str(queries_path), model=index.model))
     calibrated.save(directory)
     return calibrated
 

@@ -143,8 +143,8 @@ def index_for(embedder: Embedder, index: FaqIndex, index_dir: Path) -> FaqIndex:
         saved = None
     if saved is not None and saved.model == embedder.name and saved.entries == index.entries:
         return saved
+    # Keeps the thresholds, with their labelled questions embedded again by `embedder`.
     rebuilt = FaqIndex.build(index.entries, embedder, previous=index, sources=index.sources)
-    rebuilt = rebuilt.with_thresholds(index.thresholds)
     rebuilt.save(index_dir)
     return rebuilt
 

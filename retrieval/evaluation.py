@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.confidence import FEATURES, Thresholds, features, fit_model
+from retrieval.confidence import (
+    FEATURES,
+    NEIGHBOUR_FEATURES,
+    LabelledExamples,
+    Thresholds,
+    features,
+    fit_model,
+    neighbour_features,
+)
+from retrieval.embedder import Vectors
 from retrieval.faq import FaqFormatError, read_json_lines
 from retrieval.index import FaqHit, SearchMode
 from retrieval.retriever import Retriever
@@ -28,6 +37,8 @@ from retrieval.retriever import Retriever
 # handful of queries, and the thresholds move with each one.
 EVENTS_PER_PARAMETER = 10
 MIN_PER_KIND = EVENTS_PER_PARAMETER * (len(FEATURES) + 1)
+# The same rule for a model that also reads the question's labelled neighbours.
+MIN_PER_KIND_NEIGHBOURS = EVENTS_PER_PARAMETER * (len(FEATURES) + len(NEIGHBOUR_FEATURES) + 1)
 FOLDS = 5
 CLARIFY_OPTIONS = 3  # entries the clarifying menu offers (brain.pipeline shows as many)
 # The clarifying menu must hold the right entry for at least this share of those shown it.
@@ -93,6 +104,9 @@ class ScoredQuery:
     query: LabelledQuery
     hits: list[FaqHit]
     ms: float
+    # The question's own vector from the retrieval embedder (None: not kept); calibration
+    # compares it with the other labelled questions (retrieval.confidence.NEIGHBOUR_FEATURES).
+    vector: Vectors | None = None
 
     @property
     def top_score(self) -> float:
@@ -145,8 +159,11 @@ def run_queries(
     for query in queries:
         start = time.perf_counter()
         history = query.history if with_history else ()
-        hits = retriever.search(query.query, k=k, mode=mode, history=history)
-        scored.append(ScoredQuery(query, hits, (time.perf_counter() - start) * 1000))
+        hits, vector = retriever.search_with_query_vector(
+            query.query, k=k, mode=mode, history=history
+        )
+        ms = (time.perf_counter() - start) * 1000
+        scored.append(ScoredQuery(query, hits, ms, vector))
         if progress is not None:
             progress(1)
     return scored
@@ -232,14 +249,48 @@ def _folds(actual_oos: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
-def _out_of_fold(rows: np.ndarray, actual_oos: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """P(in scope) of every query from a model fitted on the other folds."""
+def _neighbour_vectors(scored: Sequence[ScoredQuery]) -> np.ndarray | None:
+    """The questions' vectors, if every one was kept and each kind has enough queries
+    (MIN_PER_KIND_NEIGHBOURS) for a model that reads neighbours; else None."""
+    vectors = [s.vector for s in scored]
+    out = sum(s.query.out_of_scope for s in scored)
+    if min(out, len(scored) - out) < MIN_PER_KIND_NEIGHBOURS or any(v is None for v in vectors):
+        return None
+    return np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
+
+
+def _widened(
+    rows: np.ndarray,
+    vectors: np.ndarray | None,
+    actual_oos: np.ndarray,
+    members: np.ndarray,
+    references: np.ndarray,
+) -> np.ndarray:
+    """The feature rows of queries `members` (sorted indices), widened by their
+    NEIGHBOUR_FEATURES among the labelled queries `references` (sorted indices; a query
+    is never its own neighbour) when the vectors are kept."""
+    chosen: np.ndarray = rows[members]
+    if vectors is None:
+        return chosen
+    position = np.minimum(np.searchsorted(references, members), len(references) - 1)
+    exclude = np.where(references[position] == members, position, -1)
+    extra = neighbour_features(
+        vectors[members], vectors[references], actual_oos[references], exclude
+    )
+    return np.hstack([chosen, extra])
+
+
+def _out_of_fold(
+    rows: np.ndarray, vectors: np.ndarray | None, actual_oos: np.ndarray, folds: int, seed: int
+) -> np.ndarray:
+    """P(in scope) of every query from a model fitted on the other folds (whose labelled
+    questions are also the only neighbours it reads)."""
     assignment = _folds(actual_oos, folds, seed)
     probabilities = np.zeros(len(rows))
     for fold in range(folds):
-        test = assignment == fold
-        model = fit_model(rows[~test], ~actual_oos[~test])
-        probabilities[test] = model.probabilities(rows[test])
+        test, train = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
+        model = fit_model(_widened(rows, vectors, actual_oos, train, train), ~actual_oos[train])
+        probabilities[test] = model.probabilities(_widened(rows, vectors, actual_oos, test, train))
     return probabilities
 
 
@@ -256,12 +307,19 @@ def too_little_data(scored: Sequence[ScoredQuery]) -> str | None:
 
 
 def calibrate(
-    scored: Sequence[ScoredQuery], source: str, folds: int = FOLDS, seed: int = 0
+    scored: Sequence[ScoredQuery],
+    source: str,
+    folds: int = FOLDS,
+    seed: int = 0,
+    model: str = "",
 ) -> Thresholds:
     """Fit the confidence model and the policy thresholds to labelled queries.
 
     The model (retrieval.confidence) is a logistic regression over features of the hits,
-    in scope vs out of scope. Thresholds are chosen (`choose_thresholds`) on
+    in scope vs out of scope, and, when the queries' vectors were kept and each kind has
+    MIN_PER_KIND_NEIGHBOURS queries, over each one's neighbours among the other labelled
+    queries; those are then kept with the thresholds (`LabelledExamples`, embedded by the
+    retrieval model named `model`). Thresholds are chosen (`choose_thresholds`) on
     cross-validated probabilities (each query's from a model fitted on the other folds),
     so they are set for questions the model has not seen; the stored model is then
     fitted on every query. Too few queries (`too_little_data`): conservative defaults on
@@ -277,7 +335,8 @@ def calibrate(
     if reason is not None:
         return Thresholds(note=reason)
     rows = np.array([features(s.hits) for s in scored])
-    probabilities = _out_of_fold(rows, actual, folds, seed)
+    vectors = _neighbour_vectors(scored)
+    probabilities = _out_of_fold(rows, vectors, actual, folds, seed)
     offered = np.array([(s.rank() or CLARIFY_OPTIONS + 1) <= CLARIFY_OPTIONS for s in scored])
     answer, clarify = choose_thresholds(probabilities, actual, offered)
     band = (probabilities >= clarify) & (probabilities < answer)
@@ -301,13 +360,20 @@ def calibrate(
         f"{figures['clarified_right_entry_offered']:.0%} of those), "
         f"{figures['handed_off']:.0%} handed off."
     )
+    everyone = np.arange(len(scored))
+    examples = (
+        None
+        if vectors is None
+        else LabelledExamples(tuple(s.query.query for s in scored), actual, vectors, model)
+    )
     return Thresholds(
         answer=round(answer, 4),
         clarify=round(clarify, 4),
         calibrated_from=source,
-        model=fit_model(rows, ~actual),
+        model=fit_model(_widened(rows, vectors, actual, everyone, everyone), ~actual),
         note=note,
         figures=figures,
+        examples=examples,
     )
 
 
@@ -328,6 +394,12 @@ def cross_validated_oos(
             return None
         thresholds = calibrate(fit, "cross-validation", folds, seed)
         for i in np.flatnonzero(assignment == fold):
-            hits = scored[int(i)].hits
-            predicted[i] = thresholds.confidence(hits) < thresholds.answer
+            query = scored[int(i)]
+            # Neighbours among this fit's labelled queries only, never the stored ones.
+            neighbours = (
+                thresholds.examples.neighbours(query.vector)
+                if thresholds.examples is not None and query.vector is not None
+                else None
+            )
+            predicted[i] = thresholds.confidence(query.hits, neighbours) < thresholds.answer
     return [bool(p) for p in predicted]

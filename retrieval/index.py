@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,8 @@ from retrieval.embedder import Embedder, Vectors
 from retrieval.faq import FaqEntry
 
 FORMAT_VERSION = 1
+# The labelled questions' vectors (retrieval.confidence.LabelledExamples), beside meta.json.
+EXAMPLES_FILE = "examples.npy"
 # What gets embedded per entry (see FaqEntry.search_texts); part of the content hash, so
 # an index built before passages were searched sentence by sentence is rebuilt.
 SEARCH_TEXTS = "phrasings+passage-sentences"
@@ -85,6 +87,10 @@ class FaqHit:
     dense: float
     keyword: float
     context: float = 0.0
+    # How the question compares with the deployment's labelled questions
+    # (retrieval.confidence.NEIGHBOUR_FEATURES), the same on every hit of one search;
+    # None when the thresholds keep no labelled questions.
+    neighbours: tuple[float, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -208,6 +214,9 @@ class FaqIndex:
         for i, key in enumerate(keys):
             vectors[i] = fresh_rows[i] if i in fresh_rows else known[key]
         thresholds = previous.thresholds if previous is not None else None
+        if thresholds is not None and thresholds.examples is not None:
+            # Neighbours must be read in the space the questions are searched in.
+            thresholds = replace(thresholds, examples=thresholds.examples.embedded_by(embedder))
         return cls(
             entries,
             np.asarray(owners, dtype=np.int64),
@@ -259,12 +268,26 @@ class FaqIndex:
         mode: SearchMode = "hybrid",
         context: Sequence[ContextTurn] = (),
     ) -> list[FaqHit]:
-        """Top-k entries for a query, best first."""
+        """Top-k entries for a query, best first, each noting the question's neighbours
+        among the labelled questions the thresholds keep (`FaqHit.neighbours`)."""
         if not self.entries or not query.strip():
             return []
         if context:
             with _BLAS.limit(limits=1, user_api="blas"):
-                return self._search_in_context(query, query_vector, context, k, mode)
+                hits = self._search_in_context(query, query_vector, context, k, mode)
+        else:
+            hits = self._search_alone(query, query_vector, k, mode)
+        examples = self.thresholds.examples
+        if examples is None or examples.model != self.model or not hits:
+            return hits
+        with _BLAS.limit(limits=1, user_api="blas"):
+            neighbours = examples.neighbours(query_vector)
+        return [replace(hit, neighbours=neighbours) for hit in hits]
+
+    def _search_alone(
+        self, query: str, query_vector: Vectors, k: int, mode: SearchMode
+    ) -> list[FaqHit]:
+        """Hits for the question with no conversation before it."""
         k = min(k, len(self.entries))
         depth = min(len(self.vectors), max(64, 10 * k))
         sims, rows = self._faiss.search(query_vector.reshape(1, -1).astype(np.float32), depth)
@@ -406,6 +429,8 @@ class FaqIndex:
         }
         (staging / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
         np.save(staging / "vectors.npy", self.vectors)
+        if self.thresholds.examples is not None:
+            np.save(staging / EXAMPLES_FILE, self.thresholds.examples.vectors)
         faiss.write_index(self._faiss, str(staging / "faiss.index"))
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
@@ -448,7 +473,9 @@ class FaqIndex:
             ]
             phrasing_entry = np.asarray(meta["phrasing_entry"], dtype=np.int64)
             phrasing_keys = list(meta["phrasing_keys"])
-            thresholds = Thresholds.from_json(meta["thresholds"])
+            examples_path = directory / EXAMPLES_FILE
+            example_vectors = np.load(examples_path) if examples_path.exists() else None
+            thresholds = Thresholds.from_json(meta["thresholds"], example_vectors)
             keyword_weight = float(meta["keyword_weight"])
             model = str(meta["model"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -81,8 +81,20 @@ class Retriever:
         """`search`, and the normalised sentence vector of `text` from the sentence
         embedder: the one search computed when that is the retrieval embedder, so other
         readers of the message (the mood classifier) need no second encoder pass."""
-        hits, encoding = self._search(text, k, mode, history, states=False)
+        hits, encoding, _ = self._search(text, k, mode, history, states=False)
         return hits, encoding.vectors[0]
+
+    def search_with_query_vector(
+        self,
+        text: str,
+        k: int | None = None,
+        mode: SearchMode = "hybrid",
+        history: Sequence[tuple[str, str]] = (),
+    ) -> tuple[list[FaqHit], Vectors]:
+        """`search`, and `text`'s own vector from the retrieval embedder: the one labelled
+        questions are compared in (retrieval.confidence.LabelledExamples)."""
+        hits, _, vector = self._search(text, k, mode, history, states=False)
+        return hits, vector
 
     def search_with_encoding(
         self,
@@ -95,7 +107,8 @@ class Retriever:
         holds the token states entering the sentence embedder's last layer: from the
         search's own pass when the retrieval embedder is the sentence embedder, else from
         the one sentence-embedder pass `search_with_vector` makes anyway."""
-        return self._search(text, k, mode, history, states=True)
+        hits, encoding, _ = self._search(text, k, mode, history, states=True)
+        return hits, encoding
 
     def _search(
         self,
@@ -104,11 +117,13 @@ class Retriever:
         mode: SearchMode,
         history: Sequence[tuple[str, str]],
         states: bool,
-    ) -> tuple[list[FaqHit], Encoding]:
+    ) -> tuple[list[FaqHit], Encoding, Vectors]:
+        """Hits, the sentence encoding (see `search_with_encoding`) and `text`'s own vector
+        from the retrieval embedder."""
         embedder, index = self._pair
         if not text.strip():
             empty = np.zeros((1, self.sentence_embedder.dimension), dtype=np.float32)
-            return [], Encoding(empty, (), ())
+            return [], Encoding(empty, (), ()), np.zeros(embedder.dimension, dtype=np.float32)
         turns = [(role, turn) for role, turn in history[-CONTEXT_TURNS:] if turn.strip()]
         texts = [text, *(turn for _, turn in turns)]
         shared = embedder is self.sentence_embedder
@@ -125,7 +140,7 @@ class Retriever:
         ]
         hits = index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)
         if shared:
-            return hits, encoding
+            return hits, encoding, vectors[0]
         if states:
-            return hits, self.sentence_encoding(text)
-        return hits, Encoding(self.sentence_vector(text)[None, :], (), ())
+            return hits, self.sentence_encoding(text), vectors[0]
+        return hits, Encoding(self.sentence_vector(text)[None, :], (), ()), vectors[0]

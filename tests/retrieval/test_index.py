@@ -7,6 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.confidence import (
+    FEATURES,
+    NEIGHBOUR_FEATURES,
+    ConfidenceModel,
+    LabelledExamples,
+)
 from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
@@ -240,3 +246,47 @@ def test_alone_a_sentence_counts_less_the_longer_its_passage(embedder: Embedder)
         question, history=[("user", "Harbour Inn please")]
     )[0]
     assert in_context.dense == pytest.approx(best_sentence, abs=1e-4)
+
+
+def test_labelled_questions_kept_with_the_thresholds_are_read_by_every_search(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    texts = ("will it rain tomorrow?", "tell me a joke", "how long is delivery?")
+    flags = np.array([True, True, False])
+    examples = LabelledExamples(texts, flags, embedder.encode(list(texts)), embedder.name)
+    width = len(FEATURES) + len(NEIGHBOUR_FEATURES)
+    model = ConfidenceModel(
+        (0.0,) * len(FEATURES) + (-1.0, 1.0, -1.0),
+        0.0,
+        (0.0,) * width,
+        (1.0,) * width,
+        (*FEATURES, *NEIGHBOUR_FEATURES),
+    )
+    thresholds = Thresholds(0.5, 0.4, "q.jsonl", model=model, examples=examples)
+    index = FaqIndex.build(ENTRIES, embedder).with_thresholds(thresholds)
+    query = "what's the weather going to be tomorrow"
+    vector = embedder.encode_query(query)
+    hits = index.search(query, vector)
+    assert hits and all(hit.neighbours == hits[0].neighbours for hit in hits)
+    nearest_out, nearest_in, share = hits[0].neighbours or (0.0, 0.0, 0.0)
+    assert nearest_out > nearest_in and share == pytest.approx(2 / 3)
+    assert index.thresholds.confidence(hits) < 0.5  # near the weather question: not answered
+    covered = index.search(
+        "how long does delivery take", embedder.encode_query("how long does delivery take")
+    )
+    assert index.thresholds.confidence(covered) > index.thresholds.confidence(hits)
+
+    index.save(tmp_path / "index")
+    loaded = FaqIndex.load(tmp_path / "index")
+    assert loaded.thresholds.examples is not None
+    assert loaded.thresholds.examples.texts == texts
+    assert loaded.search(query, vector)[0].neighbours == pytest.approx(hits[0].neighbours)
+
+    # Another retrieval model: the labelled questions are embedded again, in its space.
+    other = CountingEmbedder(embedder)
+    other.name = "another-model"
+    rebuilt = FaqIndex.build(ENTRIES, other, previous=loaded)
+    assert rebuilt.thresholds.examples is not None
+    assert rebuilt.thresholds.examples.model == "another-model"
+    assert set(texts) <= set(other.embedded)
+    assert rebuilt.search(query, vector)[0].neighbours is not None
