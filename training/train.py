@@ -344,6 +344,17 @@ def evaluate(
     return scores.to_json(), answers
 
 
+def resumed_step(checkpoints: Path) -> int:
+    """The optimiser step the last checkpoint under `checkpoints` was saved at (0: none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
+    if last is None:
+        return 0
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    return int(state.get("global_step", 0))
+
+
 def main(
     cfg: TrainConfig, settings: Settings | None = None, retriever: Retriever | None = None
 ) -> TrainResult:
@@ -427,6 +438,7 @@ def main(
     if cuda:
         peft_model.enable_input_require_grads()  # checkpointing needs a grad path into layers
     resume = cfg.resume and any((output / "checkpoints").glob("checkpoint-*"))
+    first_step = resumed_step(output / "checkpoints") if resume else 0
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
@@ -435,7 +447,9 @@ def main(
 
     adapter_dir = output / "adapter"
     peft_model.save_pretrained(adapter_dir)
-    tokens = sum(len(e["input_ids"]) for e in train_set) * cfg.epochs
+    # Tokens trained in this run: a resumed run did only the steps after its checkpoint.
+    share = (trainer.state.global_step - first_step) / max(trainer.state.max_steps, 1)
+    tokens = sum(len(e["input_ids"]) for e in train_set) * cfg.epochs * share
     report: dict[str, Any] = {
         "base_model": base,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
@@ -448,6 +462,7 @@ def main(
             "device": "cuda" if cuda else "cpu",
             "bf16": bf16,
             "resumed": bool(resume),
+            "resumed_from_step": first_step,
         },
         "loss": loss_curves(trainer.state.log_history),
     }

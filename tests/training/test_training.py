@@ -28,7 +28,7 @@ from brain.redis_server import EmbeddedRedis
 from brain.settings import SAMPLE_FAQ, Settings
 from retrieval.retriever import Retriever
 from training.report import summary
-from training.train import TrainConfig, build_parser, config_from_args, main
+from training.train import TrainConfig, build_parser, config_from_args, main, resumed_step
 
 REJECTED = "Rated-down answer that must never be learned."
 
@@ -362,3 +362,16 @@ def test_the_starter_bundle_serves_like_the_trained_adapter_at_half_the_size(
     assert not torch.allclose(served, logits(bare.model), atol=1e-2)  # type: ignore[attr-defined]
     with pytest.raises(FileNotFoundError, match="no adapter"):
         bundle(tmp_path / "empty-run", tmp_path / "nowhere")
+
+
+def test_a_resumed_run_counts_only_the_steps_it_trained_from_its_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    assert resumed_step(checkpoints) == 0  # nothing to resume from
+    for step in (50, 376):
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps({"global_step": step})
+        )
+    assert resumed_step(checkpoints) == 376
