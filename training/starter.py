@@ -47,8 +47,13 @@ def model_card(report: Mapping[str, Any]) -> str:
         f"- training: {training.get('seconds', 0):.0f} s on {training.get('device', '?')}, "
         f"{training.get('tokens', 0)} tokens ({training.get('tokens_per_second', 0):.0f} "
         "tokens/s)",
-        "",
     ]
+    if training.get("resumed"):
+        lines.append(
+            f"- resumed from step {training.get('resumed_from_step', '?')} of an earlier run "
+            "(its checkpoint); the time and tokens above are this run's"
+        )
+    lines.append("")
     evaluation = report.get("evaluation", {})
     if evaluation:
         lines += [

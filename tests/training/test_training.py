@@ -375,3 +375,8 @@ def test_a_resumed_run_counts_only_the_steps_it_trained_from_its_last_checkpoint
             json.dumps({"global_step": step})
         )
     assert resumed_step(checkpoints) == 376
+    from training.starter import model_card
+
+    card = model_card({"training": {"seconds": 2879.3, "resumed": True, "resumed_from_step": 376}})
+    assert "resumed from step 376 of an earlier run" in card
+    assert "resumed" not in model_card({"training": {"seconds": 10.0}})
