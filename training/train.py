@@ -345,14 +345,15 @@ def evaluate(
 
 
 def resumed_step(checkpoints: Path) -> int:
-    """The optimiser step the last checkpoint under `checkpoints` was saved at (0: none)."""
+    """The optimiser step the last checkpoint under `checkpoints` was saved at (0: none,
+    or a checkpoint without its trainer state, which the trainer also resumes from step 0)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
-    if last is None:
+    state = Path(last) / "trainer_state.json" if last is not None else None
+    if state is None or not state.is_file():
         return 0
-    state = json.loads((Path(last) / "trainer_state.json").read_text())
-    return int(state.get("global_step", 0))
+    return int(json.loads(state.read_text()).get("global_step", 0))
 
 
 def main(

@@ -375,6 +375,10 @@ def test_a_resumed_run_counts_only_the_steps_it_trained_from_its_last_checkpoint
             json.dumps({"global_step": step})
         )
     assert resumed_step(checkpoints) == 376
+    # A checkpoint saved without its trainer state (cut short): the trainer starts its
+    # count from 0 there, and so does the report.
+    (checkpoints / "checkpoint-400").mkdir()
+    assert resumed_step(checkpoints) == 0
     from training.starter import model_card
 
     card = model_card({"training": {"seconds": 2879.3, "resumed": True, "resumed_from_step": 376}})
