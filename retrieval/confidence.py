@@ -254,7 +254,9 @@ class Thresholds:
     entries are offered; below it the conversation goes to a human. With a `model` the
     confidence is its probability that the question is in scope; without one it is the
     best fused score. `calibrated_from` names the labelled query file they were fitted on
-    (None: defaults); `note` says how they were chosen, in words, for `deskmate eval`.
+    (None: defaults); `note` says how they were chosen, in words, for `deskmate eval`;
+    `scoring` how the index scored entries then (retrieval.index.SCORING; empty: before
+    it was recorded), since a model fitted on other scores misjudges today's.
     """
 
     answer: float = 0.62
@@ -264,6 +266,7 @@ class Thresholds:
     note: str = ""
     figures: Mapping[str, float] = field(default_factory=dict)
     examples: LabelledExamples | None = None
+    scoring: str = ""
 
     def confidence(
         self, hits: Sequence[FaqHit], neighbours: Sequence[float] | None = None
@@ -290,6 +293,7 @@ class Thresholds:
             "note": self.note,
             "figures": dict(self.figures),
             "examples": self.examples.to_json() if self.examples else None,
+            "scoring": self.scoring,
         }
 
     @classmethod
@@ -310,6 +314,7 @@ class Thresholds:
             examples=LabelledExamples.from_json(examples, example_vectors)
             if examples and example_vectors is not None
             else None,
+            scoring=str(data.get("scoring", "")),
         )
 
     def describe(self) -> list[str]:

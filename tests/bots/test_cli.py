@@ -64,7 +64,7 @@ def test_import_search_and_calibrate(
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]
     assert "ship" in lines[0]
-    assert "Policy: clarify (best fused score 0.586)" in out  # conservative defaults
+    assert "Policy: clarify (best fused score 0.549)" in out  # conservative defaults
 
 
 def test_eval_retrieval_json_follows_the_contract(
