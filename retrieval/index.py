@@ -1,6 +1,7 @@
 """The FAQ index: dense vectors in FAISS fused with a BM25 keyword score.
 
-Every phrasing of an entry (question and alternates) is embedded and counts as its entry,
+Every phrasing of an entry (question and alternates) is embedded and counts for its entry
+(an entry with several scores the mean of its two most similar to the question),
 and so does every sentence of a passage (an entry whose title is not a question: a review,
 a note); the keyword side indexes each entry's question, alternates and answer together,
 which catches product names, codes and numbers that embeddings blur.
