@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from bots.cli import main
-from brain.settings import SAMPLE_FAQ
+from brain.settings import SAMPLE_FAQ, Settings
+from retrieval.confidence import FEATURES, ConfidenceModel, Thresholds
+from retrieval.index import FaqIndex
 
 FAQ = (
     '{"id": "ship", "question": "How long does shipping take?", "answer": "3-5 days.",'
@@ -348,3 +350,23 @@ def test_faq_learn_takes_the_questions_customers_and_agents_resolved_from_transc
     out = capsys.readouterr().out
     assert f"{transcripts}: 2 phrasings of FAQ entries (1 agent answer, 1 clarify choice)" in out
     assert "Learning: " in out
+
+
+def test_thresholds_calibrated_by_an_earlier_version_say_how_to_recalibrate(
+    env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    faq, _ = files(tmp_path)
+    assert main(["faq", "import", str(faq)]) == 0
+    directory = Settings.load().index_dir
+    width = len(FEATURES)
+    model = ConfidenceModel((1.0,) * width, 0.0, (0.0,) * width, (1.0,) * width)
+    # As an earlier version saved it: a fitted model, no record of the scoring.
+    index = FaqIndex.load(directory)
+    index.with_thresholds(Thresholds(calibrated_from="labelled.jsonl", model=model)).save(directory)
+    capsys.readouterr()
+    assert main(["faq", "search", "when will my delivery arrive"]) == 0
+    out, err = capsys.readouterr()
+    assert "Note: the out-of-scope thresholds were calibrated on labelled.jsonl" in out
+    assert "WARNING" in err and "--calibrate labelled.jsonl" in err  # every process logs it
