@@ -7,9 +7,11 @@ at most one pair per entry so no negative is secretly a positive. On CPU it take
 to minutes (all-MiniLM-L6-v2, one to a few hundred steps).
 
 Whether it helps is measured before it is kept: a share of the alternates is held out,
-a model is trained on the rest, and both the base and that model search the held-out
-phrasings against an index without them. Only a gain in MRR keeps the learned model
-(then trained again on every pair); otherwise the base model serves. The learned model
+a model is trained on the rest at each of a few learning rates, and the base and those
+models search the held-out phrasings against an index without them. How hard a FAQ can be
+pushed differs (a small FAQ over-fits at a rate a larger one needs), so the rate with the
+best held-out MRR trains the model kept (again, on every pair), and only if it gains on
+the base; otherwise the base model serves. The learned model
 is named by a digest of its base, its training pairs and its options, so the same FAQ
 learns the same model once and an index embedded with it stays valid.
 """
@@ -48,7 +50,10 @@ class LearnOptions:
 
     epochs: int = field(default=3, metadata={"help": "passes over the training pairs"})
     batch_size: int = field(default=32, metadata={"help": "pairs per step (in-batch negatives)"})
-    learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate"})
+    learning_rates: tuple[float, ...] = field(
+        default=(3e-5, 1e-4),
+        metadata={"help": "AdamW learning rates tried on the held-out check; the best is kept"},
+    )
     scale: float = field(default=20.0, metadata={"help": "similarity scale of the loss"})
     holdout: float = field(
         default=0.2, metadata={"help": "share of alternates held out to check the gain"}
@@ -86,6 +91,7 @@ class LearnResult:
     learned_recall_at_1: float
     held_out: int
     reason: str
+    learning_rate: float = 0.0  # the one chosen on the held-out check (0: none trained)
 
     @property
     def kept(self) -> bool:
@@ -132,8 +138,10 @@ def fine_tune(
     options: LearnOptions,
     out_dir: Path,
     progress: Callable[[int, int], None] | None = None,
+    learning_rate: float | None = None,
 ) -> None:
-    """Fine-tune the sentence-transformers model at `base_location` and save it to out_dir.
+    """Fine-tune the sentence-transformers model at `base_location` and save it to out_dir
+    (at `learning_rate`, else the first of the options' rates).
 
     Each pair's text is the anchor; its positive is the entry's question or another of
     its phrasings (picked at random each epoch); the other positives of the batch are
@@ -151,7 +159,8 @@ def fine_tune(
         phrasings.setdefault(pair.entry, [entries[pair.entry].question]).append(pair.text)
     epochs = [_batches(pairs, options, rng) for _ in range(options.epochs)]
     steps = sum(len(batches) for batches in epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate)
+    rate = options.learning_rates[0] if learning_rate is None else learning_rate
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, steps // 10)) * (1 - step / steps)
     )
@@ -278,36 +287,40 @@ def learn(
     staging = Path(tempfile.mkdtemp(prefix=".learn-", dir=cache_dir))
     try:
         base_mrr, base_r1 = _held_out_ranks(base, check_entries, held)
-        # One bar over both fine-tunes: the check (counted as half the work until it is
-        # done) and, if it helps, the model kept.
-        check_steps = 0
+        # One bar over every fine-tune: a check per learning rate and, if one helps, the
+        # model kept; a fine-tune not started yet counts as long as the one running.
+        stages = len(options.learning_rates) + 1
+        finished = stage = last_steps = 0
 
-        def checking(done: int, steps: int) -> None:
-            nonlocal check_steps
-            check_steps = steps
+        def report(done: int, steps: int) -> None:
+            nonlocal last_steps
+            last_steps = steps
             if progress is not None:
-                progress(done, 2 * steps)
+                progress(finished + done, finished + steps * (stages - stage))
 
-        def keeping(done: int, steps: int) -> None:
-            if progress is not None:
-                progress(check_steps + done, check_steps + steps)
-
-        fine_tune(base.location, check_entries, kept, options, staging / "check", checking)
-        check = Embedder(base.name + "+check", location=str(staging / "check"))
-        learned_mrr, learned_r1 = _held_out_ranks(check, check_entries, held)
+        checks: list[tuple[float, float, float]] = []  # (MRR, recall@1, rate)
+        for stage, rate in enumerate(options.learning_rates):
+            out = staging / f"check-{stage}"
+            fine_tune(base.location, check_entries, kept, options, out, report, rate)
+            finished += last_steps
+            check = Embedder(f"{base.name}+check-{stage}", location=str(out))
+            checks.append((*_held_out_ranks(check, check_entries, held), rate))
+            shutil.rmtree(out, ignore_errors=True)
+        learned_mrr, learned_r1, rate = max(checks, key=lambda check: check[0])
         gain = learned_mrr - base_mrr
+        tried = ", ".join(f"{r:g}: MRR {m:.3f}" for m, _, r in checks)
         figures = (
             f"held-out phrasings ({len(held)}): MRR {base_mrr:.3f} -> {learned_mrr:.3f}, "
-            f"recall@1 {base_r1:.3f} -> {learned_r1:.3f}"
+            f"recall@1 {base_r1:.3f} -> {learned_r1:.3f} (learning rate {rate:g}; tried {tried})"
         )
         model_dir: Path | None = None
+        stage = stages - 1
         if gain >= options.min_gain:
-            fine_tune(base.location, entries, pairs, options, staging / "model", keeping)
+            fine_tune(base.location, entries, pairs, options, staging / "model", report, rate)
             model_dir = target / "model"
             reason = f"learned model kept: {figures}"
         else:
             reason = f"base model kept (gain under {options.min_gain}): {figures}"
-        shutil.rmtree(staging / "check", ignore_errors=True)
         result = LearnResult(
             model_dir,
             name if model_dir else base.name,
@@ -319,6 +332,7 @@ def learn(
             round(learned_r1, 4),
             len(held),
             reason,
+            rate if model_dir else 0.0,
         )
         (staging / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         shutil.rmtree(target, ignore_errors=True)

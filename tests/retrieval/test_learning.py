@@ -26,7 +26,7 @@ TOY = [
     FaqEntry("store", "Where are your shops?", "Oslo and Bergen.", ("any shop near me",)),
     FaqEntry("review-1", "Oslo shop: customer review", "Nice staff. Fast service.", ()),
 ]
-ONE_EPOCH = LearnOptions(epochs=1, batch_size=4, learning_rate=1e-4, min_pairs=1)
+ONE_EPOCH = LearnOptions(epochs=1, batch_size=4, learning_rates=(1e-4,), min_pairs=1)
 
 
 def test_pairs_come_from_alternates_and_labelled_queries_never_passages() -> None:
@@ -76,3 +76,36 @@ def test_too_few_phrasings_keep_the_base_model(embedder: Embedder, tmp_path: Pat
     result = learn(embedder, TOY, tmp_path, options=LearnOptions(min_pairs=20))
     assert not result.kept and result.name == embedder.name
     assert "at least 20" in result.reason
+
+
+def test_each_learning_rate_is_checked_and_the_best_on_held_out_phrasings_kept(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    entries = [
+        FaqEntry(f"e{i}", q, "a", alternates)
+        for i, (q, alternates) in enumerate(
+            [
+                ("How long does delivery take?", ("when will my order come", "parcel ETA")),
+                ("How do I get a refund?", ("money back please", "refund my order")),
+                ("What size should I buy?", ("does a medium fit me", "size chart")),
+                ("Where are your shops?", ("any shop near me", "store locations")),
+                ("Can I pay later?", ("buy now pay later", "instalment plans")),
+            ]
+        )
+    ]
+    rates = (1e-6, 1e-4)
+    options = LearnOptions(epochs=2, batch_size=4, learning_rates=rates, min_pairs=1, min_gain=-1)
+    seen: list[tuple[int, int]] = []
+    result = learn(embedder, entries, tmp_path, options=options, progress=lambda *a: seen.append(a))
+    # Both rates were tried on the same held-out phrasings, and the better one trained
+    # the model kept (min_gain -1: kept whatever it gained).
+    tried = result.reason.split("tried ", 1)[1]
+    parts = [part.split(": MRR ") for part in tried.split(", ")]
+    mrr = {float(rate): float(figure[:5]) for rate, figure in parts}
+    assert set(mrr) == set(rates)
+    assert result.kept and result.learning_rate == max(rates, key=lambda rate: mrr[rate])
+    assert f"{result.learned_mrr:.3f}" == f"{max(mrr.values()):.3f}"
+    # One bar over three fine-tunes: it only moves forward and ends full.
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1][0] == seen[-1][1]
+    assert not list(tmp_path.glob(".learn-*"))  # no staging left behind
