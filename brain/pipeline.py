@@ -74,6 +74,24 @@ def menu_choice(text: str) -> int | None:
 CLARIFY_OPTIONS = 3
 
 
+def chosen_option(text: str, history: Sequence[Turn], retriever: Retriever) -> FaqHit | None:
+    """The entry a bare number picks when it answers the bot's last clarifying menu. The
+    answer is then written for that entry's question: a model asked "2" cannot know what
+    was meant (serving and training both read a pick this way)."""
+    number = menu_choice(text)
+    if number is None or not history:
+        return None
+    last = history[-1]
+    if last.role != "assistant" or last.action != "clarify":
+        return None
+    if not 1 <= number <= len(last.sources):
+        return None
+    entry = retriever.index.entry(last.sources[number - 1])
+    if entry is None or not entry.answer:
+        return None
+    return FaqHit(entry=entry, score=1.0, dense=1.0, keyword=0.0)
+
+
 def conversation_context(history: Sequence[Turn]) -> list[tuple[str, str]]:
     """The turns a question is read with: what the customer, the bot and agents said
     about the subject. Commands and the bot's canned lines (greetings, help, handoff
@@ -272,9 +290,10 @@ class Brain:
             return reply
 
         history = await self.store.history(inbound.channel, inbound.conversation_id)
-        chosen = self._chosen_option(question, history)
+        chosen = chosen_option(question, history, self.retriever)
+        asked = question
         if chosen is not None:
-            hits = [chosen]
+            hits, asked = [chosen], chosen.entry.question
             action, reason = "answer", "customer picked an offered entry"
             user_turn = replace(user_turn, mood=await self._mood(question))
         else:
@@ -295,7 +314,7 @@ class Brain:
         log.info("conversation %s: %s (%s)", inbound.conversation_id, action, reason)
 
         if action == "answer":
-            reply = await self._answer(inbound, question, hits, history, on_partial)
+            reply = await self._answer(inbound, asked, hits, history, on_partial)
         elif action == "clarify" and not hits:
             reply = Reply(
                 "I don't have an answer to that in our help centre. "
@@ -501,21 +520,6 @@ class Brain:
         turn = Turn("agent", text, inbound.time, inbound.message_id, inbound.user_id)
         await self.store.append(inbound, turn)
         return Reply(text, "none")
-
-    def _chosen_option(self, text: str, history: list[Turn]) -> FaqHit | None:
-        """A bare number answering our last clarifying question picks that entry."""
-        number = menu_choice(text)
-        if number is None or not history:
-            return None
-        last = history[-1]
-        if last.role != "assistant" or last.action != "clarify":
-            return None
-        if not 1 <= number <= len(last.sources):
-            return None
-        entry = self.retriever.index.entry(last.sources[number - 1])
-        if entry is None or not entry.answer:
-            return None
-        return FaqHit(entry=entry, score=1.0, dense=1.0, keyword=0.0)
 
     @staticmethod
     def _bot_turn(reply: Reply) -> Turn:

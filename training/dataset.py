@@ -20,15 +20,17 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, get_args
 
 from brain.answering.attribution import FLOOR_SIMILARITY, drawn_on
 from brain.evaluation.metrics import answer_tokens
-from brain.pipeline import search_in_conversation
+from brain.pipeline import chosen_option, search_in_conversation
 from brain.prompt import Passage, PromptFormatError, build_messages, cited_numbers, render_prompt
-from brain.types import Role, Turn
+from brain.types import Action, Role, Turn
 from retrieval.retriever import Retriever
 from training.transcripts import Conversation, Message
+
+ACTIONS = frozenset(get_args(Action))  # the bot's actions a transcript records
 
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
 
@@ -127,7 +129,10 @@ def pick_pairs(
                 question = ""
             for message in block:
                 role: Role = "agent" if message.role == "agent" else "assistant"
-                history.append(Turn(role, message.content))
+                # What the bot did (a clarifying menu and what it offered): a number
+                # that follows picks from it (brain.pipeline.chosen_option).
+                action = cast("Action", message.action) if message.action in ACTIONS else None
+                history.append(Turn(role, message.content, action=action, sources=message.sources))
     return pairs, stats
 
 
@@ -210,7 +215,14 @@ def build_examples(
     for pair in pairs:
         if progress is not None:
             progress(1)
-        hits = search_in_conversation(retriever, pair.question, pair.history, top_k)
+        # A menu pick ("2") is answered for the picked entry, as serving does.
+        chosen = chosen_option(pair.question, pair.history, retriever)
+        question = pair.question if chosen is None else chosen.entry.question
+        hits = (
+            [chosen]
+            if chosen is not None
+            else search_in_conversation(retriever, pair.question, pair.history, top_k)
+        )
         passages = [Passage(hit.title, hit.entry.answer) for hit in hits]
         source_id = None
         answer = pair.answer
@@ -225,7 +237,7 @@ def build_examples(
         history = pair.history[-history_turns:] if history_turns > 0 else ()
         examples.append(
             Example(
-                pair.question,
+                question,
                 tuple(passages),
                 history,
                 answer,

@@ -64,6 +64,33 @@ async def test_weak_match_offers_entries_and_a_number_picks_one(
     assert picked.sources[0].id == reply.sources[1].id
 
 
+class RecordingBackend(QuoteBackend):
+    """Quotes, and keeps the questions it was asked to answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    async def answer(self, question, hits, history, *, on_partial=None):  # type: ignore[no-untyped-def]
+        self.asked.append(question)
+        return await super().answer(question, hits, history, on_partial=on_partial)
+
+
+async def test_a_picked_option_is_answered_as_the_entry_s_question(
+    retriever: Retriever, store: ConversationStore
+) -> None:
+    score = retriever.search("issue with delivery")[0].score
+    backend = RecordingBackend()
+    band = Thresholds(answer=score + 0.01, clarify=score - 0.1)
+    brain = Brain(retriever, store, backend, thresholds=band)
+    menu = await brain.handle(message("issue with delivery"))
+    assert menu.action == "clarify" and not backend.asked
+    await brain.handle(message("2"))
+    # The model is asked what the customer picked, not "2"; the transcript keeps "2".
+    assert backend.asked == [menu.sources[1].title]
+    assert (await store.history("console", "c1"))[-2].text == "2"
+
+
 async def test_a_change_of_topic_is_read_without_the_conversation_before_a_handoff(
     brain: Brain,
 ) -> None:

@@ -149,6 +149,30 @@ def test_a_follow_up_is_grounded_in_the_passages_its_conversation_points_to(
     assert example.answer.startswith("[1] ")  # a paraphrase still learns to cite
 
 
+def test_a_menu_pick_is_learnt_as_the_picked_entry_s_question(retriever: Retriever) -> None:
+    """As serving does: "2" after a clarifying menu asks the second entry's question,
+    grounded in that entry alone."""
+    entry = retriever.index.entry("payment-instalments")
+    assert entry is not None
+    picked = conversation(
+        "m",
+        Message("user", "payment"),
+        Message(
+            "assistant",
+            "I'm not sure I understood. Did you mean one of these?\n1. ...\n2. ...",
+            action="clarify",
+            sources=("payment-methods", "payment-instalments", "payment-declined"),
+        ),
+        Message("user", "2"),
+        Message("agent", "Yes: Klarna splits orders from 50 into interest-free instalments."),
+    )
+    pairs, _ = pick_pairs([picked])
+    (example,) = build_examples(pairs, retriever, top_k=3)
+    assert example.question == entry.question
+    assert example.passage_ids == ["payment-instalments"]
+    assert example.answer.startswith("[1] ")
+
+
 def test_a_reply_drawing_on_two_passages_cites_both(retriever: Retriever) -> None:
     reply = (
         "Returns are free in the EU and UK with our prepaid label; we refund within "
