@@ -65,6 +65,10 @@ class LearnOptions:
     max_pairs: int = field(default=20_000, metadata={"help": "cap on pairs per epoch"})
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.learning_rates:
+            raise ValueError("LearnOptions.learning_rates needs at least one learning rate")
+
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -321,6 +325,8 @@ def learn(
             reason = f"learned model kept: {figures}"
         else:
             reason = f"base model kept (gain under {options.min_gain}): {figures}"
+            if progress is not None:  # nothing left to train: the bar ends full
+                progress(finished, finished)
         result = LearnResult(
             model_dir,
             name if model_dir else base.name,

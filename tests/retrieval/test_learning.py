@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -109,3 +110,11 @@ def test_each_learning_rate_is_checked_and_the_best_on_held_out_phrasings_kept(
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert seen[-1][0] == seen[-1][1]
     assert not list(tmp_path.glob(".learn-*"))  # no staging left behind
+    # No rate gains enough: the base model serves, and the bar still ends full.
+    seen.clear()
+    strict = dataclasses.replace(options, min_gain=1.0)
+    kept_base = learn(
+        embedder, entries, tmp_path / "strict", options=strict, progress=lambda *a: seen.append(a)
+    )
+    assert not kept_base.kept and kept_base.learning_rate == 0.0
+    assert "base model kept" in kept_base.reason and seen[-1][0] == seen[-1][1]
