@@ -203,9 +203,6 @@ async def faq_sync(settings: Settings) -> int:
 
 def _print_thresholds(index: FaqIndex) -> None:
     print("\n".join(index.thresholds.describe()))
-    stale = index.stale_calibration()
-    if stale is not None:
-        print(f"Note: {stale}")
 
 
 def faq_search(settings: Settings, text: str, k: int, mode: SearchMode) -> int:

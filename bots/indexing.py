@@ -110,9 +110,6 @@ def ensure_index(settings: Settings, embedder: Embedder, show_progress: bool = T
     except IndexLoadError:
         pass
     else:
-        stale = index.stale_calibration()
-        if stale is not None:
-            log.warning("Index %s: %s", directory, stale)
         # Embedded by another model than the one serving (a retrieval model promoted or
         # rolled back since): embed it again with this one.
         return index_for(embedder, index, directory)

@@ -254,9 +254,7 @@ class Thresholds:
     entries are offered; below it the conversation goes to a human. With a `model` the
     confidence is its probability that the question is in scope; without one it is the
     best fused score. `calibrated_from` names the labelled query file they were fitted on
-    (None: defaults); `note` says how they were chosen, in words, for `deskmate eval`;
-    `scoring` how the index scored entries then (retrieval.index.SCORING; empty: before
-    it was recorded), since a model fitted on other scores misjudges today's.
+    (None: defaults); `note` says how they were chosen, in words, for `deskmate eval`.
     """
 
     answer: float = 0.62
@@ -266,7 +264,6 @@ class Thresholds:
     note: str = ""
     figures: Mapping[str, float] = field(default_factory=dict)
     examples: LabelledExamples | None = None
-    scoring: str = ""
 
     def confidence(
         self, hits: Sequence[FaqHit], neighbours: Sequence[float] | None = None
@@ -293,7 +290,6 @@ class Thresholds:
             "note": self.note,
             "figures": dict(self.figures),
             "examples": self.examples.to_json() if self.examples else None,
-            "scoring": self.scoring,
         }
 
     @classmethod
@@ -314,7 +310,6 @@ class Thresholds:
             examples=LabelledExamples.from_json(examples, example_vectors)
             if examples and example_vectors is not None
             else None,
-            scoring=str(data.get("scoring", "")),
         )
 
     def describe(self) -> list[str]:

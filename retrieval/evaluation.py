@@ -28,7 +28,7 @@ from retrieval.confidence import (
 )
 from retrieval.embedder import Vectors
 from retrieval.faq import FaqFormatError, read_json_lines
-from retrieval.index import SCORING, FaqHit, SearchMode
+from retrieval.index import FaqHit, SearchMode
 from retrieval.retriever import Retriever
 
 # Fewer labelled queries than this of either kind fit no model: defaults serve instead.
@@ -374,7 +374,6 @@ def calibrate(
         note=note,
         figures=figures,
         examples=examples,
-        scoring=SCORING,
     )
 
 

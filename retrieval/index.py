@@ -1,7 +1,7 @@
 """The FAQ index: dense vectors in FAISS fused with a BM25 keyword score.
 
 Every phrasing of an entry (question and alternates) is embedded and counts for its entry
-(an entry with several scores the mean of its two most similar to the question),
+(an entry with several is ranked by the mean of its two most similar to the question),
 and so does every sentence of a passage (an entry whose title is not a question: a review,
 a note); the keyword side indexes each entry's question, alternates and answer together,
 which catches product names, codes and numbers that embeddings blur.
@@ -55,15 +55,13 @@ BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.
 # narrows the candidates and a sentence counts fully. Tuned on the dev sets: one-shot
 # FAQ recall stays where phrasings alone put it, passages still answer details.
 PASSAGE_SENTENCE_PENALTY = 0.04
-# An entry with several phrasings (its question and alternates) is as similar to a
-# question as the mean of its two most similar phrasings: the best of a dozen phrasings
-# matches by chance more often than the best of one or two, and an entry that two of its
-# phrasings match is likelier the one meant. Measured on the dev sets (bench/retrieval.py):
-# banking intents recall@1 0.835 -> 0.846 with the learned embedder (0.813 -> 0.821 base),
-# out-of-scope F1 unchanged; entries with one phrasing score as before.
-# How entries are scored, recorded with a calibrated confidence model (Thresholds.scoring):
-# change it whenever a change moves the scores the model reads.
-SCORING = "phrasings: mean of the best two"
+# An entry with several phrasings (its question and alternates) is ranked by the mean of
+# its two most similar phrasings: the best of a dozen phrasings matches by chance more
+# often than the best of one or two, and an entry that two of its phrasings match is
+# likelier the one meant. Its score (the confidence the policy thresholds read) stays its
+# best phrasing's, so thresholds keep their meaning. Measured on the dev sets
+# (bench/retrieval.py): banking intents recall@1 0.835 -> 0.846 with the learned embedder
+# (0.813 -> 0.821 base); entries with one phrasing rank as before.
 CONTEXT_DECAY = 0.5
 SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of the entries
 CONTEXT_DENSE_WEIGHT = 0.6
@@ -84,13 +82,13 @@ class IndexLoadError(RuntimeError):
 class FaqHit:
     """One retrieved FAQ entry with its scores.
 
-    `score` is the fused score, the policy's confidence; `dense` is the entry's cosine
-    similarity (the mean of its two best phrasings, or its best passage sentence if
-    higher); `keyword` the BM25 score squashed into 0..1
-    (score / (score + BM25_SATURATION)). `context` (0..1) is how well the entry fits the
-    conversation so far, relative to the best-fitting entry (0 without context); hits
-    read in context are ranked by question and context together, and `score` is the
-    question's own fused score plus CONTEXT_CONFIDENCE * context.
+    `score` is the fused score, the policy's confidence; `dense` is the best cosine
+    similarity of any phrasing (hits are ranked with an entry's several phrasings counting
+    as the mean of their two best: `FaqIndex._entry_similarity`); `keyword` the BM25
+    score squashed into 0..1 (score / (score + BM25_SATURATION)). `context` (0..1) is how
+    well the entry fits the conversation so far, relative to the best-fitting entry (0
+    without context); hits read in context are ranked by question and context together,
+    and `score` is the question's own fused score plus CONTEXT_CONFIDENCE * context.
     """
 
     entry: FaqEntry
@@ -278,20 +276,6 @@ class FaqIndex:
         clone.thresholds = thresholds
         return clone
 
-    def stale_calibration(self) -> str | None:
-        """Why the stored confidence model may misjudge questions, or None: it was fitted
-        on scores from an earlier version, which scored entries differently."""
-        thresholds = self.thresholds
-        if thresholds.model is None or thresholds.scoring == SCORING:
-            return None
-        source = thresholds.calibrated_from or "your labelled queries"
-        return (
-            f"the out-of-scope thresholds were calibrated on {source} by an earlier version, "
-            "which scored entries differently; until they are calibrated again a few more "
-            "questions may get a menu or a person instead of an answer. Run `deskmate faq "
-            f"import <your FAQ files> --calibrate {source}` once."
-        )
-
     def entry(self, entry_id: str) -> FaqEntry | None:
         return self._by_id.get(entry_id)
 
@@ -343,20 +327,23 @@ class FaqIndex:
             keyword = raw / (raw + BM25_SATURATION)
         if mode != "dense":
             candidates.update(int(i) for i in np.argsort(-keyword)[: 5 * k] if keyword[i] > 0)
-        dense = {owner: self._entry_similarity(owner, query_vector) for owner in candidates}
+        similarity = {owner: self._entry_similarity(owner, query_vector) for owner in candidates}
 
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
-        hits = [
+        ranked = sorted(
+            candidates,
+            key=lambda owner: (1 - weight) * similarity[owner][1] + weight * keyword[owner],
+            reverse=True,
+        )
+        return [
             FaqHit(
                 entry=self.entries[owner],
-                score=(1 - weight) * dense[owner] + weight * float(keyword[owner]),
-                dense=dense[owner],
+                score=(1 - weight) * similarity[owner][0] + weight * float(keyword[owner]),
+                dense=similarity[owner][0],
                 keyword=float(keyword[owner]),
             )
-            for owner in candidates
+            for owner in ranked[:k]
         ]
-        hits.sort(key=lambda hit: hit.score, reverse=True)
-        return hits[:k]
 
     def _sentence_offsets(self) -> npt.NDArray[np.float32]:
         """What each embedded row adds to its similarity in a one-shot search: 0 for a
@@ -384,26 +371,29 @@ class FaqIndex:
             return np.zeros(len(self.entries), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
-    def _entry_similarity(self, owner: int, vector: Vectors) -> float:
-        """One entry's similarity to a question searched alone: the mean of its two best
-        phrasings (its one phrasing's), or its best (penalised) sentence if higher."""
+    def _entry_similarity(self, owner: int, vector: Vectors) -> tuple[float, float]:
+        """One entry's similarity to a question searched alone, (best, agreed): its best
+        text's (a passage's sentences penalised), the score; and what ranks it, the mean of
+        its two best phrasings (its one phrasing's), or its best sentence if higher."""
         start = int(self._row_start[owner])
         count = int(self._phrasing_count[owner])
         rows = slice(start, start + count + int(self._sentence_count[owner]))
         similarity = self.vectors[rows] @ vector.astype(np.float32) + self._row_offset[rows]
-        best = float(np.sort(similarity[:count])[-2:].mean())
+        agreed = float(np.sort(similarity[:count])[-2:].mean())
         if len(similarity) > count:
-            best = max(best, float(similarity[count:].max()))
-        return best
+            agreed = max(agreed, float(similarity[count:].max()))
+        return float(similarity.max()), agreed
 
-    def _dense_scores(self, vector: Vectors) -> npt.NDArray[np.float32]:
-        """Every entry's similarity to `vector` as `_entry_similarity` reads it, with a
-        passage's sentences counting fully (the conversation already narrows them)."""
+    def _dense_scores(
+        self, vector: Vectors
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Every entry's (best, agreed) similarity to `vector` as `_entry_similarity` reads
+        it, with a passage's sentences counting fully (the conversation narrows them)."""
         best = np.full(len(self.entries), -1.0, dtype=np.float32)
         similarity = self.vectors @ vector.astype(np.float32)
         np.maximum.at(best, self.phrasing_entry, similarity)  # best of any text
         if not len(self._averaged_entries):
-            return best
+            return best, best
         # Entries with several phrasings: the mean of their two best phrasings (a tie for
         # the best counts twice), or their best sentence if that is higher.
         values = similarity[self._averaged_rows]
@@ -416,8 +406,9 @@ class FaqIndex:
         rows = ~self._is_phrasing
         np.maximum.at(sentences, self.phrasing_entry[rows], similarity[rows])
         averaged = self._averaged_entries
-        best[averaged] = np.maximum((first + second) / 2, sentences[averaged])
-        return best
+        agreed = best.copy()
+        agreed[averaged] = np.maximum((first + second) / 2, sentences[averaged])
+        return best, agreed
 
     def _search_in_context(
         self,
@@ -435,17 +426,18 @@ class FaqIndex:
         the question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
         """
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
-        dense = self._dense_scores(query_vector)
+        dense, agreed = self._dense_scores(query_vector)
         raw = self._keyword_scores(query) if mode != "dense" else np.zeros_like(dense)
         keyword = raw / (raw + BM25_SATURATION)
-        own = (1 - weight) * dense + weight * keyword
+        own = (1 - weight) * dense + weight * keyword  # the confidence
+        own_rank = (1 - weight) * agreed + weight * keyword  # what ranks (see _entry_similarity)
         ages = np.arange(len(context))[::-1]
         decay = CONTEXT_DECAY**ages
         fit = np.zeros_like(own)
         if mode != "keyword":
             shares = decay / decay.sum()
             for share, turn in zip(shares, context, strict=True):
-                fit += CONTEXT_DENSE_WEIGHT * share * self._dense_scores(turn.vector)
+                fit += CONTEXT_DENSE_WEIGHT * share * self._dense_scores(turn.vector)[1]
         if mode != "dense":
             turns = sum(
                 (
@@ -457,7 +449,7 @@ class FaqIndex:
             fit += CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
         best_fit = float(fit.max())
         relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
-        order = np.argsort(-(own + fit), kind="stable")[: min(k, len(self.entries))]
+        order = np.argsort(-(own_rank + fit), kind="stable")[: min(k, len(self.entries))]
         return [
             FaqHit(
                 entry=self.entries[row],

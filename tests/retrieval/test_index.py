@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
     CONTEXT_CONFIDENCE,
     PASSAGE_SENTENCE_PENALTY,
-    SCORING,
     FaqIndex,
     IndexLoadError,
     Thresholds,
@@ -311,10 +308,11 @@ def _hand_made_index(entries: list[FaqEntry], vectors: list[np.ndarray]) -> FaqI
     )
 
 
-def test_an_entry_is_as_similar_as_its_two_best_phrasings() -> None:
+def test_an_entry_is_ranked_by_its_two_best_phrasings_and_scored_by_its_best() -> None:
     # "lucky" has one phrasing very close to the question and two far from it; "meant"
     # has two phrasings both close. The best single phrasing is lucky's; the entry whose
-    # phrasings agree wins.
+    # phrasings agree ranks first. Scores stay each entry's best phrasing's, the scale the
+    # policy thresholds are set on.
     lucky = FaqEntry("lucky", "lucky question", "a", ("far one", "far two"))
     meant = FaqEntry("meant", "meant question", "b", ("meant again",))
     single = FaqEntry("single", "single question", "c", ())
@@ -333,13 +331,13 @@ def test_an_entry_is_as_similar_as_its_two_best_phrasings() -> None:
     sims = index.vectors @ question
     hits = index.search("question", question, k=3, mode="dense")
     assert [hit.id for hit in hits] == ["meant", "single", "lucky"]
-    by_id = {hit.id: hit.dense for hit in hits}
-    assert by_id["meant"] == pytest.approx((sims[3] + sims[4]) / 2, abs=1e-6)
-    assert by_id["lucky"] == pytest.approx((sims[0] + max(sims[1], sims[2])) / 2, abs=1e-6)
-    assert by_id["single"] == pytest.approx(sims[5], abs=1e-6)  # one phrasing: itself
-    # Read in a conversation, the same rule scores every entry.
-    assert index._dense_scores(question) == pytest.approx(
-        [by_id["lucky"], by_id["meant"], by_id["single"]], abs=1e-6
+    assert [hit.dense for hit in hits] == pytest.approx([sims[3], sims[5], sims[0]], abs=1e-6)
+    assert [hit.score for hit in hits] == [hit.dense for hit in hits]
+    # Read in a conversation, the same rule: (best, agreed) for every entry.
+    best, agreed = index._dense_scores(question)
+    assert best == pytest.approx([sims[0], sims[3], sims[5]], abs=1e-6)
+    assert agreed == pytest.approx(
+        [(sims[0] + max(sims[1], sims[2])) / 2, (sims[3] + sims[4]) / 2, sims[5]], abs=1e-6
     )
 
 
@@ -347,34 +345,15 @@ def test_two_phrasings_alike_count_as_the_best_twice() -> None:
     twins = FaqEntry("twins", "same words", "a", ("same words again", "other"))
     index = _hand_made_index([twins], [_unit(1, 0), _unit(1, 0), _unit(0, 1)])
     question = _unit(1, 0)
-    assert index.search("same", question, k=1)[0].dense == pytest.approx(1.0, abs=1e-6)
-    assert index._dense_scores(question)[0] == pytest.approx(1.0, abs=1e-6)
+    assert index._entry_similarity(0, question) == pytest.approx((1.0, 1.0), abs=1e-6)
+    assert [float(a[0]) for a in index._dense_scores(question)] == pytest.approx([1.0, 1.0])
 
 
 def test_both_readings_agree_on_a_real_faq(embedder: Embedder) -> None:
     entries = load_faq([Path(__file__).resolve().parents[2] / "bots" / "sample" / "faq.jsonl"])
     index = FaqIndex.build(entries, embedder)
     question = embedder.encode(["can I pay in instalments?"])[0]
-    everything = index._dense_scores(question)
-    for hit in index.search("can I pay in instalments?", question, k=10, mode="dense"):
-        assert hit.dense == pytest.approx(everything[entries.index(hit.entry)], abs=1e-5)
-
-
-def test_thresholds_calibrated_on_earlier_scores_say_how_to_recalibrate(
-    embedder: Embedder, tmp_path: Path
-) -> None:
-    index = FaqIndex.build(ENTRIES, embedder)
-    assert index.stale_calibration() is None  # defaults: nothing was fitted
-    width = len(FEATURES)
-    model = ConfidenceModel((1.0,) * width, 0.0, (0.0,) * width, (1.0,) * width)
-    fitted = index.with_thresholds(Thresholds(calibrated_from="labelled.jsonl", model=model))
-    fitted.save(tmp_path / "index")
-    # Saved by a version before scoring was recorded: the thresholds carry no scoring.
-    meta = tmp_path / "index" / "meta.json"
-    data = json.loads(meta.read_text())
-    del data["thresholds"]["scoring"]
-    meta.write_text(json.dumps(data))
-    warning = FaqIndex.load(tmp_path / "index").stale_calibration()
-    assert warning is not None and "--calibrate labelled.jsonl" in warning
-    current = replace(fitted.thresholds, scoring=SCORING)
-    assert fitted.with_thresholds(current).stale_calibration() is None
+    best, agreed = index._dense_scores(question)
+    for number in range(len(entries)):
+        alone = index._entry_similarity(number, question)
+        assert alone == pytest.approx((best[number], agreed[number]), abs=1e-5)
