@@ -55,13 +55,6 @@ BM25_SATURATION = 5.0  # a BM25 score of this much maps to a keyword score of 0.
 # narrows the candidates and a sentence counts fully. Tuned on the dev sets: one-shot
 # FAQ recall stays where phrasings alone put it, passages still answer details.
 PASSAGE_SENTENCE_PENALTY = 0.04
-# An entry with several phrasings (its question and alternates) is ranked by the mean of
-# its two most similar phrasings: the best of a dozen phrasings matches by chance more
-# often than the best of one or two, and an entry that two of its phrasings match is
-# likelier the one meant. Its score (the confidence the policy thresholds read) stays its
-# best phrasing's, so thresholds keep their meaning. Measured on the dev sets
-# (bench/retrieval.py): banking intents recall@1 0.835 -> 0.846 with the learned embedder
-# (0.813 -> 0.821 base); entries with one phrasing rank as before.
 CONTEXT_DECAY = 0.5
 SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of the entries
 CONTEXT_DENSE_WEIGHT = 0.6
@@ -178,6 +171,13 @@ class FaqIndex:
         self._sentence_count = counts - self._phrasing_count
         place = np.arange(len(self.phrasing_entry)) - self._row_start[self.phrasing_entry]
         self._is_phrasing = place < self._phrasing_count[self.phrasing_entry]
+        # An entry with several phrasings (its question and alternates) is ranked by the mean of
+        # its two most similar phrasings: the best of a dozen phrasings matches by chance more
+        # often than the best of one or two, and an entry that two of its phrasings match is
+        # likelier the one meant. Its score (the confidence the policy thresholds read) stays its
+        # best phrasing's, so thresholds keep their meaning. Measured on the dev sets
+        # (bench/retrieval.py): banking intents recall@1 0.835 -> 0.846 with the learned embedder
+        # (0.813 -> 0.821 base); entries with one phrasing rank as before.
         averaged = np.flatnonzero(self._phrasing_count >= 2)
         self._averaged_entries = averaged
         self._averaged_rows = np.concatenate(
