@@ -163,7 +163,6 @@ class FaqIndex:
         # change in how entries are searched (SEARCH_TEXTS) or embedded.
         self._content_hash = saved_hash or content_hash(self.entries, self.model)
         self._by_id = {entry.id: entry for entry in self.entries}
-        self._row_offset = self._sentence_offsets()
         # Each entry's rows are contiguous: its phrasings, then its passage sentences.
         counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
         self._row_start = np.cumsum(counts) - counts
@@ -171,6 +170,7 @@ class FaqIndex:
         self._sentence_count = counts - self._phrasing_count
         place = np.arange(len(self.phrasing_entry)) - self._row_start[self.phrasing_entry]
         self._is_phrasing = place < self._phrasing_count[self.phrasing_entry]
+        self._row_offset = self._sentence_offsets()
         # An entry with several phrasings (its question and alternates) is ranked by the mean of
         # its two most similar phrasings: the best of a dozen phrasings matches by chance more
         # often than the best of one or two, and an entry that two of its phrasings match is
@@ -351,14 +351,9 @@ class FaqIndex:
         offsets = np.zeros(len(self.phrasing_entry), dtype=np.float32)
         if PASSAGE_SENTENCE_PENALTY == 0:
             return offsets
-        counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
-        starts = np.cumsum(counts) - counts
-        for entry, start, count in zip(self.entries, starts, counts, strict=True):
-            # An entry's rows are contiguous: its phrasings, then its sentences.
-            sentences = int(count) - len(entry.phrasings)
-            if sentences > 0:
-                first = int(start) + len(entry.phrasings)
-                offsets[first : first + sentences] = -PASSAGE_SENTENCE_PENALTY * np.log(sentences)
+        sentence_rows = ~self._is_phrasing
+        sentences = self._sentence_count[self.phrasing_entry[sentence_rows]]
+        offsets[sentence_rows] = -PASSAGE_SENTENCE_PENALTY * np.log(sentences)
         return offsets
 
     def _keyword_scores(self, text: str, subject_words: bool = False) -> npt.NDArray[np.float32]:
