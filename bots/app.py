@@ -137,6 +137,7 @@ async def _hf_backend(
         max_passages=settings.answer_passages,
         reload=load,
         attribution=attribution,
+        quote_over_words=settings.quote_over_words,
     )
 
 
@@ -165,6 +166,7 @@ async def _openai_backend(settings: Settings, attribution: Attribution | None) -
         bot_name=settings.bot_name,
         max_passages=settings.answer_passages,
         attribution=attribution,
+        quote_over_words=settings.quote_over_words,
     )
 
 

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from brain.answering.grounded import QUOTE_OVER_WORDS
 from brain.answering.model_loading import DEFAULT_MODEL, starter_adapter
 from brain.handoff.hours import BusinessHours, parse_holidays
 from brain.keys import cluster_prefix
@@ -293,6 +294,12 @@ class Settings:
         "FAQ entries a generated answer is written from (the best of those retrieved)",
         _positive_int,
         PASSAGES,
+    )
+    quote_over_words: int = _setting(
+        "a best entry that is a FAQ answer or document section longer than this many words "
+        "is quoted whole, not reworded by the model (0 = the model rewords any)",
+        _non_negative_int,
+        QUOTE_OVER_WORDS,
     )
     answer_threshold: float | None = _setting(
         "override the calibrated answer threshold (0..1)", _fraction

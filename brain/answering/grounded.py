@@ -12,6 +12,16 @@ The citation policy decides what reaches the customer after the model has writte
 | cites nothing and says it doesn't know     | handoff to a person                    |
 | fails (model error, server down, timeout)  | the best entry quoted (fallback)       |
 
+Before the model is asked: when the best entry is the company's own written answer (a FAQ
+answer or a document section) longer than `quote_over_words` words
+(DESKMATE_QUOTE_OVER_WORDS, 30), it is quoted whole (fallback reason `long_answer`). The
+company wrote it for exactly this question, conditions and exceptions included; a one- or
+two-sentence rewording by a small model drops them or turns them round (on the sample
+shop's 40-80-word answers the starter model said "Yes, the card number is saved on your
+account" from an entry saying "We never store your full card number"). Passages people
+wrote about a subject (reviews, notes: FAQ-file entries whose title is not a question) and
+short answers are still written from, and combined, by the model.
+
 A number (a price, a phone number, a count of days) the answer states must appear in a
 passage it was given, the question or the conversation, and a duration ("2 weeks") with
 its unit: a small model that makes up a hotline number or a refund period is worse than
@@ -53,6 +63,7 @@ from brain.prompt import (
     strip_citations,
 )
 from brain.types import Turn
+from retrieval.faq import FaqEntry
 from retrieval.index import FaqHit
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,10 @@ FALLBACKS = Counter(
 )
 
 Verdict = Literal["grounded", "bad_citation", "uncited", "abstained", "unsupported_number"]
+
+# The starter model's replies run to about 20 words: an answer longer than a short reply
+# can carry is quoted (DESKMATE_QUOTE_OVER_WORDS; 0 = never).
+QUOTE_OVER_WORDS = 30
 
 _DIGITS = re.compile(r"\d+")
 # A number with a unit of time: "30 days", "2-year", "5 working days", "48 hours".
@@ -109,6 +124,14 @@ def unsupported_numbers(answer: str, sources: Sequence[str]) -> list[str]:
     stated = set().union(*(_durations(source) for source in sources))
     missing += [f"{n} {unit}" for n, unit in sorted(_durations(text)) if (n, unit) not in stated]
     return missing
+
+
+def quoted_whole(entry: FaqEntry, over_words: int) -> bool:
+    """Whether `entry`, as the best entry, is quoted rather than reworded: the company's
+    own written answer (a FAQ answer or a document section, not a review or note) longer
+    than `over_words` words (0: never)."""
+    written = entry.document is not None or not entry.is_passage
+    return over_words > 0 and written and len(entry.answer.split()) > over_words
 
 
 def tidy(text: str) -> str:
@@ -191,9 +214,11 @@ class GenerativeBackend:
         max_passages: int = PASSAGES,
         reload: GeneratorLoader | None = None,
         attribution: Attribution | None = None,
+        quote_over_words: int = 0,
     ) -> None:
         self.generator = generator
         self.attribution = attribution
+        self.quote_over_words = quote_over_words
         self.version = generator.version
         self.bot_name = bot_name
         self.max_passages = max_passages
@@ -226,6 +251,8 @@ class GenerativeBackend:
         on_partial: PartialCallback | None = None,
     ) -> Answer:
         hits = list(hits[: self.max_passages])
+        if hits and quoted_whole(hits[0].entry, self.quote_over_words):
+            return self._fallback(hits, "long_answer")
         fitted = fit_prompt(
             question,
             [Passage.from_hit(hit) for hit in hits],

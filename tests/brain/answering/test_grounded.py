@@ -15,6 +15,7 @@ from brain.answering.grounded import (
     GenerativeBackend,
     UnavailableModelBackend,
     check_citations,
+    quoted_whole,
     tidy,
     unsupported_numbers,
 )
@@ -23,6 +24,7 @@ from brain.conversations import ConversationStore
 from brain.pipeline import Brain, conversation_context
 from brain.settings import Settings, SettingsError
 from brain.types import Inbound, Turn
+from retrieval.faq import FaqEntry
 from retrieval.index import Thresholds
 from retrieval.retriever import Retriever
 from tests.fakes.openai import FakeOpenAI, fake_openai_server
@@ -236,6 +238,8 @@ async def test_the_model_writes_from_the_best_retrieved_entries(
             "DESKMATE_OPENAI_URL": fake.url,
             "DESKMATE_DATA_DIR": str(data_dir),
         }
+        # The sample's answers are long: without this they would be quoted, not written from.
+        environment["DESKMATE_QUOTE_OVER_WORDS"] = "0"
         if configured is not None:
             environment["DESKMATE_ANSWER_PASSAGES"] = configured
         backend = await make_backend(Settings.load(environment))
@@ -245,6 +249,41 @@ async def test_the_model_writes_from_the_best_retrieved_entries(
         await backend.aclose()
     prompt = fake.requests[-1][2]["messages"][-1]["content"]
     assert f"[{given}] " in prompt and f"[{given + 1}] " not in prompt
+
+
+def test_only_long_written_answers_are_quoted_whole() -> None:
+    long = " ".join(["word"] * 31)
+    assert quoted_whole(FaqEntry("a", "Can I return it?", long), 30)
+    assert quoted_whole(FaqEntry("s", "Returns > Sale items", long, document="help.md"), 30)
+    assert not quoted_whole(FaqEntry("a", "Can I return it?", long), 0)  # 0: never
+    assert not quoted_whole(FaqEntry("a", "Can I return it?", "Yes, within 30 days."), 30)
+    # A review or note (its title is not a question) is written from, however long.
+    assert not quoted_whole(FaqEntry("r", "Alpine Lodge: guest review", long), 30)
+
+
+async def test_a_long_written_answer_is_quoted_without_asking_the_model(
+    retriever: Retriever, store: ConversationStore, data_dir: object
+) -> None:
+    """The default (DESKMATE_QUOTE_OVER_WORDS=30): the sample's 40-80-word answers are
+    quoted whole, and the model is never asked to reword them."""
+    before = fallbacks("long_answer")
+    async with fake_openai_server(FakeOpenAI(lambda m: "Returns are never free [1].")) as fake:
+        environment = {
+            "DESKMATE_MODEL_BACKEND": "openai",
+            "DESKMATE_OPENAI_URL": fake.url,
+            "DESKMATE_DATA_DIR": str(data_dir),
+        }
+        backend = await make_backend(Settings.load(environment))
+        asked_at_start = len(fake.requests)  # the start-up check of the server
+        reply = await Brain(retriever, store, backend).handle(
+            message("how many days do I have to send an item back?")
+        )
+        await backend.aclose()
+    assert len(fake.requests) == asked_at_start
+    assert reply.action == "answer" and reply.sources[0].id == "returns-window"
+    assert "never free" not in reply.text and "30 days" in reply.text
+    assert reply.model_version == "quote (fallback from openai:SmolLM2-135M-Instruct: long_answer)"
+    assert fallbacks("long_answer") == before + 1
 
 
 async def test_a_server_that_is_down_is_reported_at_start_and_answers_quote(
