@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,11 @@ def apply_adapter(model: Any, adapter: Path) -> Any:
     except ImportError as exc:  # pragma: no cover - peft is a dependency
         raise ModelLoadError("LoRA adapters need the peft package") from exc
     try:
-        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`: a notice for
+            # peft's authors, printed into every `deskmate chat`.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot apply the LoRA adapter in {adapter}: {exc}") from exc
 

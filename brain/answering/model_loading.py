@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,10 @@ def quantize_int8(model: Any) -> Any:
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    return quantize_dynamic(  # type: ignore[no-untyped-call]
-        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
-    )
+    with warnings.catch_warnings():
+        # torch 2.13 announces that its quantized tensor functions will go; deskmate pins
+        # that torch, and the notice would be printed into every `deskmate chat`.
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+        return quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
