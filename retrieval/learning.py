@@ -161,7 +161,7 @@ def fine_tune(
     phrasings: dict[int, list[str]] = {}
     for pair in pairs:
         phrasings.setdefault(pair.entry, [entries[pair.entry].question]).append(pair.text)
-    epochs = [_batches(pairs, options, rng) for _ in range(options.epochs)]
+    epochs = [_batches(pairs, options, rng) for _ in range(options.epochs)]  # see planned_steps
     steps = sum(len(batches) for batches in epochs)
     rate = options.learning_rates[0] if learning_rate is None else learning_rate
     optimizer = torch.optim.AdamW(model.parameters(), lr=rate)
@@ -203,6 +203,13 @@ def _embed(model: Any, texts: list[str]) -> torch.Tensor:
     output = model(prepare(texts))
     embedded: torch.Tensor = torch.nn.functional.normalize(output["sentence_embedding"], dim=-1)
     return embedded
+
+
+def planned_steps(pairs: Sequence[Pair], options: LearnOptions) -> int:
+    """The optimizer steps `fine_tune` will take on `pairs`: its batches are drawn first
+    from a generator seeded with `options.seed`, as here."""
+    rng = random.Random(options.seed)
+    return sum(len(_batches(pairs, options, rng)) for _ in range(options.epochs))
 
 
 def _batches(pairs: Sequence[Pair], options: LearnOptions, rng: random.Random) -> list[list[Pair]]:
@@ -292,21 +299,20 @@ def learn(
     try:
         base_mrr, base_r1 = _held_out_ranks(base, check_entries, held)
         # One bar over every fine-tune: a check per learning rate and, if one helps, the
-        # model kept; a fine-tune not started yet counts as long as the one running.
-        stages = len(options.learning_rates) + 1
-        finished = stage = last_steps = 0
+        # model kept (on every pair); each one's step count is known before it starts.
+        check_steps = planned_steps(kept, options)
+        total = check_steps * len(options.learning_rates) + planned_steps(pairs, options)
+        finished = 0
 
         def report(done: int, steps: int) -> None:
-            nonlocal last_steps
-            last_steps = steps
             if progress is not None:
-                progress(finished + done, finished + steps * (stages - stage))
+                progress(finished + done, total)
 
         checks: list[tuple[float, float, float]] = []  # (MRR, recall@1, rate)
         for stage, rate in enumerate(options.learning_rates):
             out = staging / f"check-{stage}"
             fine_tune(base.location, check_entries, kept, options, out, report, rate)
-            finished += last_steps
+            finished += check_steps
             check = Embedder(f"{base.name}+check-{stage}", location=str(out))
             checks.append((*_held_out_ranks(check, check_entries, held), rate))
             shutil.rmtree(out, ignore_errors=True)
@@ -318,7 +324,6 @@ def learn(
             f"recall@1 {base_r1:.3f} -> {learned_r1:.3f} (learning rate {rate:g}; tried {tried})"
         )
         model_dir: Path | None = None
-        stage = stages - 1
         if gain >= options.min_gain:
             fine_tune(base.location, entries, pairs, options, staging / "model", report, rate)
             model_dir = target / "model"
@@ -326,7 +331,7 @@ def learn(
         else:
             reason = f"base model kept (gain under {options.min_gain}): {figures}"
             if progress is not None:  # nothing left to train: the bar ends full
-                progress(finished, finished)
+                progress(total, total)
         result = LearnResult(
             model_dir,
             name if model_dir else base.name,
