@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -106,6 +107,9 @@ async def streaming(questions: int) -> dict[bool, list[tuple[float, float]]]:
     from bots.app import make_backend
 
     settings = Settings.load()  # DESKMATE_DATA_DIR and the model settings, as serve reads them
+    # What is measured is a generated answer: the sample's answers are long enough to be
+    # quoted whole by default (DESKMATE_QUOTE_OVER_WORDS), so the model is asked for all.
+    settings = dataclasses.replace(settings, quote_over_words=0)
     embedder = Embedder()
     retriever = Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
     backend = await make_backend(settings, embedder)
