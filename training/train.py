@@ -368,7 +368,7 @@ def main(
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from brain.answering.model_loading import load_causal_lm
+    from brain.answering.model_loading import load_causal_lm, peft_quietly
     from training.trainer import AnswerBatches, AnswerTrainer
 
     settings = settings or Settings.load()
@@ -402,7 +402,8 @@ def main(
     held_set = [e for e in held_encoded if e is not None]
     data["too_long_skipped"] = len(encoded) - len(train_set)
 
-    peft_model = get_peft_model(model, _lora_config(cfg, model))
+    with peft_quietly():
+        peft_model = get_peft_model(model, _lora_config(cfg, model))
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.grad_accum))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,12 @@ from brain.answering.batching import (
     repeating_tokens,
 )
 from brain.answering.lean_engine import LlamaEngine, supports
-from brain.answering.model_loading import ModelLoadError, load_causal_lm, quantize_int8
+from brain.answering.model_loading import (
+    ModelLoadError,
+    load_causal_lm,
+    peft_quietly,
+    quantize_int8,
+)
 from brain.prompt import Messages, render_prompt
 from brain.settings import NO_REPEAT_NGRAM
 
@@ -110,10 +114,7 @@ def apply_adapter(model: Any, adapter: Path) -> Any:
     except ImportError as exc:  # pragma: no cover - peft is a dependency
         raise ModelLoadError("LoRA adapters need the peft package") from exc
     try:
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated `is_gradient_checkpointing`: a notice for
-            # peft's authors, printed into every `deskmate chat`.
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        with peft_quietly():
             return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot apply the LoRA adapter in {adapter}: {exc}") from exc

@@ -9,11 +9,13 @@ Any other Hugging Face id or local path is loaded as usual.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,16 @@ def load_causal_lm(model: str, cache_dir: Path, **kwargs: Any) -> tuple[Any, Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return loaded, tokenizer
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Around peft's model wrapping: peft reads transformers' deprecated
+    `is_gradient_checkpointing`, a notice for peft's authors that would otherwise be
+    printed into every `deskmate chat` and `deskmate train`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
 
 
 def quantize_int8(model: Any) -> Any:

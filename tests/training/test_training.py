@@ -17,6 +17,7 @@ from brain.answering import grounded
 from brain.answering.batching import Generator
 from brain.answering.grounded import GenerativeBackend
 from brain.answering.hf_generator import HFGenerator, HFOptions
+from brain.answering.model_loading import peft_quietly
 from brain.answering.registry import (
     BASE,
     ActiveModelWatcher,
@@ -297,7 +298,8 @@ async def test_the_report_compares_base_serving_adapter_and_new(
     # The adapter the settings serve on the base version (like the bundled starter).
     serving = tmp_path / "serving-adapter"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(serving)
+    with peft_quietly():
+        get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(serving)
     conversations = tmp_path / "t.jsonl"
     write_conversations(conversations)
     settings = Settings.load(
@@ -338,7 +340,8 @@ def test_the_starter_bundle_serves_like_the_trained_adapter_at_half_the_size(
     run = tmp_path / "run"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, lora).save_pretrained(run / "adapter")
+    with peft_quietly():
+        get_peft_model(model, lora).save_pretrained(run / "adapter")
     report = {
         "base_model": "tiny",
         "config": {"conversations": "grounded.jsonl", "epochs": 1.0, "lora_r": 4},

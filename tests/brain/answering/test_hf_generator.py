@@ -12,7 +12,7 @@ import torch
 
 from brain.answering.batching import BatchingOptions
 from brain.answering.hf_generator import HFGenerator, HFOptions, apply_adapter
-from brain.answering.model_loading import ModelLoadError, quantize_int8
+from brain.answering.model_loading import ModelLoadError, peft_quietly, quantize_int8
 from brain.prompt import Messages, Passage, build_messages
 from tests.models import smollm_tokenizer, tiny_llama
 
@@ -122,9 +122,10 @@ def test_a_lora_adapter_is_merged_and_named_in_the_version(
     from peft import LoraConfig, get_peft_model
 
     base_dir = save_tiny(tmp_path, smollm_tokenizer)
-    peft_model = get_peft_model(
-        tiny_llama(len(smollm_tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
-    )
+    with peft_quietly():
+        peft_model = get_peft_model(
+            tiny_llama(len(smollm_tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+        )
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
