@@ -349,6 +349,10 @@ async def eval_answers(
     print(f"Answers ({backend.version})")
     for name, value in rows:
         print(f"  {name:24} {value:>10}")
+    if result.answered_by:
+        print("  answers written by (share of the answers):")
+        for version, share in result.answered_by.items():
+            print(f"    {share:6.1%}  {version}")
     return 0
 
 

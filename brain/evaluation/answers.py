@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,8 +38,12 @@ class AnswerReport:
     oos_answered: float
     p50_ms: float
     p95_ms: float
+    # Share of the answers by what wrote them: the model's version, or "quote (fallback
+    # from VERSION: REASON)" where the answer backend quoted instead (REASON `long_answer`:
+    # a long written answer, quoted whole by design; see brain.answering.grounded).
+    answered_by: dict[str, float] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | dict[str, float]]:
         return {
             "n": self.n,
             "answered": self.answered,
@@ -51,6 +56,7 @@ class AnswerReport:
             "oos_answered": self.oos_answered,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
+            "answered_by": self.answered_by,
         }
 
 
@@ -72,6 +78,7 @@ async def evaluate_answers(
     run = uuid.uuid4().hex[:8]
     actions, latencies = [], []
     f1s, rouges, cited, handoffs, oos_answered = [], [], [], [], []
+    writers: Counter[str] = Counter()
     for number, query in enumerate(queries):
         inbound = Inbound("console", f"eval:{run}:{number}", "eval", str(number), query.query)
         if query.history:
@@ -81,6 +88,8 @@ async def evaluate_answers(
         latencies.append((time.perf_counter() - started) * 1000)
         actions.append(reply.action)
         answered = reply.action == "answer"
+        if answered:
+            writers[reply.model_version] += 1
         if query.out_of_scope:
             oos_answered.append(answered)
         else:
@@ -104,4 +113,5 @@ async def evaluate_answers(
         oos_answered=_rate(oos_answered),
         p50_ms=float(np.percentile(timings, 50)),
         p95_ms=float(np.percentile(timings, 95)),
+        answered_by={version: count / writers.total() for version, count in writers.most_common()},
     )

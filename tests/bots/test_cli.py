@@ -107,8 +107,11 @@ def test_eval_answers_end_to_end_through_the_brain(
     assert result["token_f1"] == 1.0  # quoting returns the reference answer itself
     assert result["citation_accuracy"] == 1.0
     assert result["handoff_in_scope"] == 0.0 and result["oos_answered"] == 0.0
+    assert result["answered_by"] == {"quote": 1.0}
     assert main(args) == 0
-    assert "answer token-F1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "answer token-F1" in out
+    assert "answers written by (share of the answers):\n    100.0%  quote" in out
 
 
 def test_eval_retrieval_table_and_calibration(
