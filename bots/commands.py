@@ -338,8 +338,8 @@ async def eval_answers(
         ("answered", f"{result.answered:.3f}"),
         ("clarified", f"{result.clarified:.3f}"),
         ("handed off", f"{result.handed_off:.3f}"),
-        ("answer token-F1", f"{result.token_f1:.3f}"),
-        ("answer ROUGE-L", f"{result.rouge_l:.3f}"),
+        ("answer token-F1", f"{result.token_f1:.3f}" if result.with_reference else "n/a"),
+        ("answer ROUGE-L", f"{result.rouge_l:.3f}" if result.with_reference else "n/a"),
         ("citation accuracy", f"{result.citation_accuracy:.3f}"),
         ("handoff when in scope", f"{result.handoff_in_scope:.3f}"),
         ("answered out of scope", f"{result.oos_answered:.3f}"),
@@ -349,6 +349,8 @@ async def eval_answers(
     print(f"Answers ({backend.version})")
     for name, value in rows:
         print(f"  {name:24} {value:>10}")
+    if not result.with_reference:
+        print('  (no query line has a reference "answer": token-F1 and ROUGE-L need one)')
     if result.answered_by:
         print("  answers written by (share of the answers):")
         for version, share in result.answered_by.items():

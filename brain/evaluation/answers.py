@@ -42,6 +42,8 @@ class AnswerReport:
     # from VERSION: REASON)" where the answer backend quoted instead (REASON `long_answer`:
     # a long written answer, quoted whole by design; see brain.answering.grounded).
     answered_by: dict[str, float] = field(default_factory=dict)
+    # In-scope queries with a reference `answer` (what token-F1 and ROUGE-L are over).
+    with_reference: int = 0
 
     def to_json(self) -> dict[str, float | int | dict[str, float]]:
         return {
@@ -57,6 +59,7 @@ class AnswerReport:
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "answered_by": self.answered_by,
+            "with_reference": self.with_reference,
         }
 
 
@@ -113,5 +116,6 @@ async def evaluate_answers(
         oos_answered=_rate(oos_answered),
         p50_ms=float(np.percentile(timings, 50)),
         p95_ms=float(np.percentile(timings, 95)),
+        with_reference=len(f1s),
         answered_by={version: count / writers.total() for version, count in writers.most_common()},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,11 +108,16 @@ def test_eval_answers_end_to_end_through_the_brain(
     assert result["token_f1"] == 1.0  # quoting returns the reference answer itself
     assert result["citation_accuracy"] == 1.0
     assert result["handoff_in_scope"] == 0.0 and result["oos_answered"] == 0.0
-    assert result["answered_by"] == {"quote": 1.0}
+    assert result["answered_by"] == {"quote": 1.0} and result["with_reference"] == 2
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "answer token-F1" in out
     assert "answers written by (share of the answers):\n    100.0%  quote" in out
+    # Labelled for retrieval only (no reference answers): the wording is not scored as 0.
+    queries.write_text('{"query": "can I pay with a credit card", "relevant": ["pay"]}\n')
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"answer token-F1 +n/a", out) and "need one" in out
 
 
 def test_eval_retrieval_table_and_calibration(
