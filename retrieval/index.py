@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import Stemmer
+from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
 from retrieval.confidence import Thresholds as Thresholds  # re-exported: its old home
@@ -60,6 +61,13 @@ SUBJECT_WORD_MAX_SHARE = 0.02  # an answer's keywords count if in at most 2 % of
 CONTEXT_DENSE_WEIGHT = 0.6
 CONTEXT_KEYWORD_WEIGHT = 1.0
 CONTEXT_CONFIDENCE = 0.15
+# What the latest reply (the bot's or an agent's) already said is seldom what the customer
+# asks next: an entry loses this much times the share of its answer's words that reply
+# holds. Without it, a reply quoting an entry made that entry fit the conversation best,
+# and follow-ups ("can I pay in instalments?" after the payment-methods answer) got the
+# same answer again. Tuned on the grounded dev dialogues and one-shop follow-ups
+# (bench/retrieval.py; README, *Retrieval in context*).
+ANSWERED_PENALTY = 0.7
 SearchMode = Literal["hybrid", "dense", "keyword"]
 # numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
 # threads, next in line, then run 4-5x slower (measured: 100 ms instead of 22 ms per
@@ -136,6 +144,36 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
     return [list(t) for t in tokens]
 
 
+@dataclass(frozen=True, slots=True)
+class _WordMatrix:
+    """Which words each entry's answer holds: a row per entry, normalised to sum to 1, so a
+    product with a text's 0/1 word vector is the share of the answer's words it holds."""
+
+    vocabulary: dict[str, int]
+    shares: sparse.csr_matrix
+
+    def held_by(self, text: str) -> npt.NDArray[np.float32]:
+        words = {self.vocabulary[t] for t in _tokenize([text])[0] if t in self.vocabulary}
+        held = np.zeros(len(self.vocabulary), dtype=np.float32)
+        held[list(words)] = 1.0
+        return np.asarray(self.shares @ held, dtype=np.float32)
+
+
+def _word_matrix(texts: list[list[str]]) -> _WordMatrix:
+    vocabulary: dict[str, int] = {}
+    rows, columns, values = [], [], []
+    for row, tokens in enumerate(texts):
+        words = {vocabulary.setdefault(token, len(vocabulary)) for token in tokens}
+        if not words:  # an entry without an answer (intents, alternates only)
+            continue
+        rows += [row] * len(words)
+        columns += sorted(words)
+        values += [1.0 / len(words)] * len(words)
+    shape = (len(texts), max(1, len(vocabulary)))
+    shares = sparse.csr_matrix((values, (rows, columns)), shape=shape, dtype=np.float32)
+    return _WordMatrix(vocabulary, shares)
+
+
 class FaqIndex:
     """Search structure over FAQ entries; build with `build`, persist with `save`/`load`."""
 
@@ -194,6 +232,7 @@ class FaqIndex:
         # conversation's subject from turn to turn; common words carry none.
         self._entry_counts = Counter(token for tokens in corpus for token in set(tokens))
         self._subject_max_entries = max(1, int(SUBJECT_WORD_MAX_SHARE * len(self.entries)))
+        self._answer_words = _word_matrix(_tokenize([e.answer for e in self.entries]))
 
     # -- building -------------------------------------------------------------------
 
@@ -417,8 +456,9 @@ class FaqIndex:
 
         The question's own fused score says whether an entry answers it; how well the
         entry matches the turns, each weighing CONTEXT_DECAY times the next, says whether
-        it is about what the conversation is about. Rank by both; the confidence stays
-        the question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
+        it is about what the conversation is about; what the latest reply already said
+        (ANSWERED_PENALTY) is not asked again. Rank by all three; the confidence stays the
+        question's own score, nudged up by CONTEXT_CONFIDENCE for the best fit.
         """
         weight = {"hybrid": self.keyword_weight, "dense": 0.0, "keyword": 1.0}[mode]
         dense, agreed = self._dense_scores(query_vector)
@@ -444,7 +484,10 @@ class FaqIndex:
             fit += CONTEXT_KEYWORD_WEIGHT * turns / (turns + BM25_SATURATION)
         best_fit = float(fit.max())
         relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
-        order = np.argsort(-(own_rank + fit), kind="stable")[: min(k, len(self.entries))]
+        replies = [turn for turn in context if not turn.customer]
+        said = self._answer_words.held_by(replies[-1].text) if replies else np.zeros_like(fit)
+        rank = own_rank + fit - ANSWERED_PENALTY * said
+        order = np.argsort(-rank, kind="stable")[: min(k, len(self.entries))]
         return [
             FaqHit(
                 entry=self.entries[row],

@@ -13,6 +13,7 @@ from retrieval.confidence import (
     ConfidenceModel,
     LabelledExamples,
 )
+from brain.settings import SAMPLE_FAQ
 from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
@@ -211,6 +212,53 @@ def test_a_follow_up_is_read_in_the_context_of_the_conversation(
         best, weight = hits[0], retriever.index.keyword_weight
         own = (1 - weight) * best.dense + weight * best.keyword
         assert best.score == pytest.approx(own + CONTEXT_CONFIDENCE * best.context)
+
+
+@pytest.fixture(scope="module")
+def shop(embedder: Embedder) -> Retriever:
+    return Retriever(embedder, FaqIndex.build(load_faq([SAMPLE_FAQ]), embedder))
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered", "follow_up", "expected"),
+    [
+        ("how do I return something?", "returns-how-to", "when do I get my money back?",
+         "returns-refund-timing"),
+        ("which payment methods?", "payment-methods", "my payment was declined",
+         "payment-declined"),
+        ("what warranty do you give?", "warranty-standard", "what about NW-CARE?",
+         "warranty-nw-care"),
+        ("is there express shipping?", "shipping-express", "how do I track my parcel?",
+         "shipping-tracking"),
+        # What the reply said still answers a follow-up about it.
+        ("which payment methods?", "payment-methods", "do you take PayPal?", "payment-methods"),
+        ("do you ship to Norway?", "shipping-countries", "and to Switzerland?",
+         "shipping-countries"),
+    ],
+)  # fmt: skip
+def test_a_follow_up_is_not_answered_with_what_the_bot_just_said(
+    shop: Retriever, asked: str, answered: str, follow_up: str, expected: str
+) -> None:
+    # The bot's reply quoted one entry: that entry fits the conversation best of all, and
+    # before ANSWERED_PENALTY it came back as the answer to whatever was asked next.
+    reply = shop.index.entry(answered)
+    assert reply is not None
+    history = [("user", asked), ("assistant", reply.answer)]
+    hits = shop.search(follow_up, history=history)
+    assert hits[0].id == expected, [hit.id for hit in hits]
+
+
+def test_the_share_of_an_answer_a_reply_said_is_counted_per_entry(embedder: Embedder) -> None:
+    index = FaqIndex.build(ENTRIES, embedder)
+    said = index._answer_words.held_by("Cards are fine, and we also take cash.")
+    # "Cards and PayPal." -> card, paypal: one of two words said; the others none.
+    assert said.tolist() == pytest.approx([0.0, 0.0, 0.5])
+    assert index._answer_words.held_by("").tolist() == [0.0, 0.0, 0.0]
+    # An entry with no answer (an intent known by its phrasings) was never said.
+    bare = FaqIndex.build(
+        [*ENTRIES, FaqEntry("intent", "card lost", "", ("lost my card",))], embedder
+    )
+    assert bare._answer_words.held_by("card lost, card stolen").tolist()[-1] == 0.0
 
 
 def test_one_shot_questions_are_searched_as_before(embedder: Embedder) -> None:
