@@ -112,9 +112,11 @@ def search_in_conversation(
 
     A follow-up ("does it have a patio?", "and how long does that take?") often names no
     subject of its own: the retriever ranks entries by the question and by the recent
-    turns together (see `Retriever.search`). Entries the bot has just answered with go
-    after the others: a follow-up asks for something the customer does not have yet. Serving and
-    training (`training.dataset.build_examples`) both retrieve through here.
+    turns together (see `Retriever.search`). What the bot's last answer gave counts
+    against its entries: a follow-up mostly asks for something the customer does not have
+    yet, but the entry can still win a question that asks for it ("do you take PayPal?"
+    after the payment methods). Serving and training (`training.dataset.build_examples`)
+    both retrieve through here.
     """
     return search_in_conversation_with_vector(retriever, question, history, k)[0]
 
@@ -124,11 +126,9 @@ def search_in_conversation_with_vector(
 ) -> tuple[list[FaqHit], Vectors]:
     """`search_in_conversation`, and the question's sentence vector (read by the mood
     classifier without a second encoder pass)."""
-    given = _just_given(history)
-    hits, vector = retriever.search_with_vector(
-        question, k + len(given), "hybrid", conversation_context(history)
+    return retriever.search_with_vector(
+        question, k, "hybrid", conversation_context(history), _just_given(history)
     )
-    return _given_last(hits, given, k), vector
 
 
 def search_in_conversation_with_encoding(
@@ -137,11 +137,9 @@ def search_in_conversation_with_encoding(
     """`search_in_conversation_with_vector`, the vector as an `Encoding` that also holds
     the question's token states entering the sentence embedder's last layer (read by a
     top_layer mood classifier, again without a second encoder pass)."""
-    given = _just_given(history)
-    hits, encoding = retriever.search_with_encoding(
-        question, k + len(given), "hybrid", conversation_context(history)
+    return retriever.search_with_encoding(
+        question, k, "hybrid", conversation_context(history), _just_given(history)
     )
-    return _given_last(hits, given, k), encoding
 
 
 def _just_given(history: Sequence[Turn]) -> set[str]:
@@ -149,13 +147,6 @@ def _just_given(history: Sequence[Turn]) -> set[str]:
     last = history[-1] if history else None
     answered = last is not None and last.role == "assistant" and last.action == "answer"
     return set(last.sources) if last is not None and answered else set()
-
-
-def _given_last(hits: list[FaqHit], given: set[str], k: int) -> list[FaqHit]:
-    """The best `k` hits, those just given moved after the others (a stable sort: the
-    ranking otherwise stands)."""
-    hits.sort(key=lambda hit: hit.id in given)
-    return hits[:k]
 
 
 def _duration(seconds: float) -> str:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -201,6 +201,7 @@ class FaqIndex:
         # change in how entries are searched (SEARCH_TEXTS) or embedded.
         self._content_hash = saved_hash or content_hash(self.entries, self.model)
         self._by_id = {entry.id: entry for entry in self.entries}
+        self._row_of = {entry.id: row for row, entry in enumerate(self.entries)}
         # Each entry's rows are contiguous: its phrasings, then its passage sentences.
         counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
         self._row_start = np.cumsum(counts) - counts
@@ -330,14 +331,18 @@ class FaqIndex:
         k: int = 5,
         mode: SearchMode = "hybrid",
         context: Sequence[ContextTurn] = (),
+        said: Collection[str] = (),
     ) -> list[FaqHit]:
         """Top-k entries for a query, best first, each noting the question's neighbours
-        among the labelled questions the thresholds keep (`FaqHit.neighbours`)."""
+        among the labelled questions the thresholds keep (`FaqHit.neighbours`). In a
+        conversation, what the latest reply said counts against an entry: the share of
+        its answer's words the reply holds, or all of it for the ids in `said` (the
+        entries the bot's own reply gave)."""
         if not self.entries or not query.strip():
             return []
         if context:
             with _BLAS.limit(limits=1, user_api="blas"):
-                hits = self._search_in_context(query, query_vector, context, k, mode)
+                hits = self._search_in_context(query, query_vector, context, said, k, mode)
         else:
             hits = self._search_alone(query, query_vector, k, mode)
         examples = self.thresholds.examples
@@ -449,6 +454,7 @@ class FaqIndex:
         query: str,
         query_vector: Vectors,
         context: Sequence[ContextTurn],
+        said: Collection[str],
         k: int,
         mode: SearchMode,
     ) -> list[FaqHit]:
@@ -485,8 +491,11 @@ class FaqIndex:
         best_fit = float(fit.max())
         relative = fit / best_fit if best_fit > 0 else np.zeros_like(fit)
         replies = [turn for turn in context if not turn.customer]
-        said = self._answer_words.held_by(replies[-1].text) if replies else np.zeros_like(fit)
-        rank = own_rank + fit - ANSWERED_PENALTY * said
+        already = self._answer_words.held_by(replies[-1].text) if replies else np.zeros_like(fit)
+        for entry_id in said:
+            if (row := self._row_of.get(entry_id)) is not None:
+                already[row] = 1.0
+        rank = own_rank + fit - ANSWERED_PENALTY * already
         order = np.argsort(-rank, kind="stable")[: min(k, len(self.entries))]
         return [
             FaqHit(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -66,10 +66,13 @@ class Retriever:
         k: int | None = None,
         mode: SearchMode = "hybrid",
         history: Sequence[tuple[str, str]] = (),
+        said: Collection[str] = (),
     ) -> list[FaqHit]:
         """Hits for `text`, read in the context of `history` (earlier turns as (role,
-        text), role "user" for the customer; oldest first; the last CONTEXT_TURNS count)."""
-        return self.search_with_vector(text, k, mode, history)[0]
+        text), role "user" for the customer; oldest first; the last CONTEXT_TURNS count).
+        `said`: the entries the latest reply gave, when the bot knows (its own answer's
+        sources); any reply's words also tell (`FaqIndex.search`)."""
+        return self.search_with_vector(text, k, mode, history, said)[0]
 
     def search_with_vector(
         self,
@@ -77,11 +80,12 @@ class Retriever:
         k: int | None = None,
         mode: SearchMode = "hybrid",
         history: Sequence[tuple[str, str]] = (),
+        said: Collection[str] = (),
     ) -> tuple[list[FaqHit], Vectors]:
         """`search`, and the normalised sentence vector of `text` from the sentence
         embedder: the one search computed when that is the retrieval embedder, so other
         readers of the message (the mood classifier) need no second encoder pass."""
-        hits, encoding, _ = self._search(text, k, mode, history, states=False)
+        hits, encoding, _ = self._search(text, k, mode, history, said, states=False)
         return hits, encoding.vectors[0]
 
     def search_with_query_vector(
@@ -93,7 +97,7 @@ class Retriever:
     ) -> tuple[list[FaqHit], Vectors]:
         """`search`, and `text`'s own vector from the retrieval embedder: the one labelled
         questions are compared in (retrieval.confidence.LabelledExamples)."""
-        hits, _, vector = self._search(text, k, mode, history, states=False)
+        hits, _, vector = self._search(text, k, mode, history, (), states=False)
         return hits, vector
 
     def search_with_encoding(
@@ -102,12 +106,13 @@ class Retriever:
         k: int | None = None,
         mode: SearchMode = "hybrid",
         history: Sequence[tuple[str, str]] = (),
+        said: Collection[str] = (),
     ) -> tuple[list[FaqHit], Encoding]:
         """`search_with_vector`, with `text`'s sentence vector as an `Encoding` that also
         holds the token states entering the sentence embedder's last layer: from the
         search's own pass when the retrieval embedder is the sentence embedder, else from
         the one sentence-embedder pass `search_with_vector` makes anyway."""
-        hits, encoding, _ = self._search(text, k, mode, history, states=True)
+        hits, encoding, _ = self._search(text, k, mode, history, said, states=True)
         return hits, encoding
 
     def _search(
@@ -116,6 +121,7 @@ class Retriever:
         k: int | None,
         mode: SearchMode,
         history: Sequence[tuple[str, str]],
+        said: Collection[str],
         states: bool,
     ) -> tuple[list[FaqHit], Encoding, Vectors]:
         """Hits, the sentence encoding (see `search_with_encoding`) and `text`'s own vector
@@ -138,7 +144,9 @@ class Retriever:
             ContextTurn(turn, vector, customer=role == "user")
             for (role, turn), vector in zip(turns, vectors[1:], strict=True)
         ]
-        hits = index.search(text, vectors[0], k=k or self.top_k, mode=mode, context=context)
+        hits = index.search(
+            text, vectors[0], k=k or self.top_k, mode=mode, context=context, said=said
+        )
         if shared:
             return hits, encoding, vectors[0]
         if states:

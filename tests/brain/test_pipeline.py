@@ -107,6 +107,45 @@ async def test_a_change_of_topic_is_read_without_the_conversation_before_a_hando
     )
 
 
+async def test_a_follow_up_gets_a_new_answer_unless_it_asks_about_the_last_one(
+    brain: Brain,
+) -> None:
+    first = await brain.handle(message("which payment methods do you accept?", "pay"))
+    assert first.action == "answer" and first.sources[0].id == "payment-methods"
+    # Asked about what the answer said: the same entry answers again (it used to be
+    # moved after every other entry, whatever the question).
+    again = await brain.handle(message("do you take PayPal?", "pay"))
+    assert again.action == "answer" and again.sources[0].id == "payment-methods", again
+    # Asked something new: the entry that fits the conversation best is not repeated.
+    declined = await brain.handle(message("my payment was declined", "pay"))
+    assert declined.action == "answer" and declined.sources[0].id == "payment-declined"
+
+
+def test_the_entries_the_bot_s_own_answer_gave_count_as_said_whatever_its_words(
+    retriever: Retriever,
+) -> None:
+    # A generated answer shares few words with its entry; its sources say what it gave.
+    history = [
+        Turn("user", "what warranty do you give?"),
+        Turn(
+            "assistant",
+            "Everything we sell is covered for two years. [1]",
+            action="answer",
+            sources=("warranty-standard",),
+        ),
+    ]
+    hits = search_in_conversation(retriever, "what about NW-CARE?", history, 3)
+    assert hits[0].id == "warranty-nw-care", [hit.id for hit in hits]
+    # The same words without sources: only the words the answer shares count against it.
+    unsaid = [history[0], Turn("assistant", history[1].text, action="answer")]
+
+    def rank(turns: list[Turn]) -> int:
+        ids = [hit.id for hit in search_in_conversation(retriever, "is it free?", turns, 10)]
+        return ids.index("warranty-standard") if "warranty-standard" in ids else len(ids)
+
+    assert rank(history) > rank(unsaid)
+
+
 async def test_commands(brain: Brain, store: ConversationStore) -> None:
     start = await brain.handle(message("/start"))
     assert "deskmate" in start.text and "/human" in start.text

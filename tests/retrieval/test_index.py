@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brain.settings import SAMPLE_FAQ
 from retrieval.confidence import (
     FEATURES,
     NEIGHBOUR_FEATURES,
     ConfidenceModel,
     LabelledExamples,
 )
-from brain.settings import SAMPLE_FAQ
 from retrieval.embedder import Embedder
 from retrieval.faq import FaqEntry, load_faq
 from retrieval.index import (
