@@ -64,9 +64,9 @@ CONTEXT_CONFIDENCE = 0.15
 # What the latest reply (the bot's or an agent's) already said is seldom what the customer
 # asks next: an entry loses this much times the share of its answer's words that reply
 # holds. Without it, a reply quoting an entry made that entry fit the conversation best,
-# and follow-ups ("can I pay in instalments?" after the payment-methods answer) got the
-# same answer again. Tuned on the grounded dev dialogues and one-shop follow-ups
-# (bench/retrieval.py; README, *Retrieval in context*).
+# and follow-ups ("my payment was declined" after the payment-methods answer) got the same
+# answer again. Tuned on the grounded dev dialogues (bench/retrieval.py) and the sample
+# shop's follow-ups (bots/sample/follow-ups.jsonl); README, *Conversations*.
 ANSWERED_PENALTY = 0.7
 SearchMode = Literal["hybrid", "dense", "keyword"]
 # numpy's BLAS keeps its worker threads spinning after a product; the embedder's torch
