@@ -200,7 +200,6 @@ class FaqIndex:
         # A loaded index keeps the hash it was built under: recomputing it would hide a
         # change in how entries are searched (SEARCH_TEXTS) or embedded.
         self._content_hash = saved_hash or content_hash(self.entries, self.model)
-        self._by_id = {entry.id: entry for entry in self.entries}
         self._row_of = {entry.id: row for row, entry in enumerate(self.entries)}
         # Each entry's rows are contiguous: its phrasings, then its passage sentences.
         counts = np.bincount(self.phrasing_entry, minlength=len(self.entries))
@@ -227,13 +226,17 @@ class FaqIndex:
         self._averaged_starts = np.cumsum(sizes) - sizes
         self._faiss = self._build_faiss(vectors)
         self._bm25 = bm25s.BM25()
-        corpus = _tokenize([" ".join([*e.phrasings, e.answer]) for e in self.entries])
+        # Each entry's words: its phrasings', then its answer's (tokenised apart, the same
+        # tokens as the joined text; the answer's alone also say what a reply repeated).
+        answers = _tokenize([e.answer for e in self.entries])
+        phrasings = _tokenize([" ".join(e.phrasings) for e in self.entries])
+        corpus = [asked + answer for asked, answer in zip(phrasings, answers, strict=True)]
         self._bm25.index(corpus, show_progress=False)
         # Words that single out a few entries (a name, a product code) carry a
         # conversation's subject from turn to turn; common words carry none.
         self._entry_counts = Counter(token for tokens in corpus for token in set(tokens))
         self._subject_max_entries = max(1, int(SUBJECT_WORD_MAX_SHARE * len(self.entries)))
-        self._answer_words = _word_matrix(_tokenize([e.answer for e in self.entries]))
+        self._answer_words = _word_matrix(answers)
 
     # -- building -------------------------------------------------------------------
 
@@ -317,7 +320,8 @@ class FaqIndex:
         return clone
 
     def entry(self, entry_id: str) -> FaqEntry | None:
-        return self._by_id.get(entry_id)
+        row = self._row_of.get(entry_id)
+        return None if row is None else self.entries[row]
 
     def __len__(self) -> int:
         return len(self.entries)
