@@ -15,7 +15,9 @@ longest answer ends. This engine runs the same weights with
   in pairs), RMSNorm through `vector_norm`, int8 layers called without the module
   wrapper, and one row (one conversation) decoded without a mask or indexed writes;
 - the start every prompt shares (system prompt, chat template) cached once and copied
-  into each new row instead of recomputed.
+  into each new row instead of recomputed;
+- int8 decode steps run their layers as one TorchScript function (`decode_step`), without
+  Python between the ops.
 
 `generation.ContinuousBatcher` schedules requests onto the rows (continuous batching:
 new prompts join between steps, finished rows leave at once). The math is the Llama
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brain.answering.decode_step import compile_layers
 from brain.answering.model_loading import quantize_int8
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
@@ -265,6 +268,40 @@ class LlamaEngine:
             self._quantize(head, calibration)
         elif calibration:
             self._smooth(self._calibrate(calibration)[0])  # exact in fp32
+        # The int8 layers' decode step without Python between its ops (None: op by op).
+        self._scripted: Any | None = None
+        self._scripted_inputs: tuple[Any, ...] = ()
+        self._scripted_reduce_range = False
+        if int8:
+            self._script_decode()
+
+    @property
+    def decode_step(self) -> str:
+        """How decode steps run: "scripted" (TorchScript) or "python" (op by op)."""
+        return "scripted" if self._scripted is not None else "python"
+
+    def _script_decode(self) -> None:
+        """Hand the int8 layers' packed weights to the TorchScript step (`decode_step`)."""
+        layers = compile_layers()
+        if layers is None:
+            return
+        blocks = self.blocks
+
+        def packed(layer: Any) -> Any:
+            return layer._packed_params._packed_params
+
+        version: Any = blocks[0].qkv.version
+        smoothed = self.int8_scheme == "smoothed"
+        self._scripted_inputs = (
+            [packed(block.qkv) for block in blocks],
+            [packed(block.o) for block in blocks],
+            [packed(block.gate_up) for block in blocks],
+            [packed(block.down.dynamic) for block in blocks],
+            [block.attention_scale for block in blocks] if smoothed else [],
+            [block.mlp_scale for block in blocks] if smoothed else [],
+        )
+        self._scripted_reduce_range = version is not None and version >= 4
+        self._scripted = layers
 
     SMOOTHING = 0.5  # SmoothQuant's alpha: how much of an outlier moves into the weights
 
@@ -526,34 +563,62 @@ class LlamaEngine:
         Small batched matmuls over the cache in place instead of scaled_dot_product_attention,
         which for one query per row spends more time setting up than computing. One row
         (one conversation, the common case) needs no mask and writes its cache by slicing.
+        An int8 engine runs the layers as one TorchScript function (`decode_step`).
         """
         batch = len(tokens)
         lengths = self.lengths[:batch]
         self._ensure_capacity(max(lengths) + 1)
         span = max(lengths) + 1
         x = self.embed[tokens]  # (batch, hidden)
-        groups, split = self.heads // self.kv_heads, self.heads + self.kv_heads
-        grouped = (batch * self.kv_heads, span, self.head_dim)
+        positions = torch.tensor(lengths)
+        rows = torch.arange(batch)
+        mask: torch.Tensor | None = None
         if batch == 1:
-            position = lengths[0]
-            rotary = self.rotary[position]
-            mask = None
+            rotary = self.rotary[lengths[0]]
         else:
-            positions = torch.tensor(lengths)
-            rows = torch.arange(batch)
             rotary = self.rotary[positions].unsqueeze(1)  # (batch, 1, d/2): one per conversation
             # Row r sees its own positions 0..lengths[r] (the rest of the span is other rows').
             hidden = torch.arange(span).unsqueeze(0) > positions.unsqueeze(1)
             mask = torch.zeros(batch, self.kv_heads, 1, span)
             mask.masked_fill_(hidden.view(batch, 1, 1, span), -inf)
             mask = mask.view(batch * self.kv_heads, 1, span)
+        if self._scripted is not None:
+            shape = [self.heads, self.kv_heads, self.head_dim, self.hidden]
+            x = self._scripted(
+                x, *self._scripted_inputs, self.cache, rotary, mask, rows, positions, span,
+                shape, self.eps, self.scale, self._scripted_reduce_range,
+            )  # fmt: skip
+        else:
+            x = self._decode_layers(x, rotary, mask, rows, positions, span)
+        for row in range(batch):
+            self.lengths[row] += 1
+        logits = self._logits(x)
+        for row, tokens_out in enumerate(banned):
+            if tokens_out:
+                logits[row, list(tokens_out)] = -inf
+        return [int(token) for token in logits.argmax(dim=-1)]
+
+    def _decode_layers(
+        self,
+        x: torch.Tensor,
+        rotary: torch.Tensor,
+        mask: torch.Tensor | None,
+        rows: torch.Tensor,
+        positions: torch.Tensor,
+        span: int,
+    ) -> torch.Tensor:
+        """`decode`'s layers op by op from Python (fp32 engines, or no TorchScript); the
+        same math as `decode_step._layers`. `mask` None: one row, at position span - 1."""
+        batch = x.shape[0]
+        groups, split = self.heads // self.kv_heads, self.heads + self.kv_heads
+        grouped = (batch * self.kv_heads, span, self.head_dim)
         for layer, block in enumerate(self.blocks):
             heads = self._project(block, x)  # (batch, heads, head_dim)
             self._rotate_(heads[:, :split], rotary)
             cache = self.cache[layer]
             new = heads[:, self.heads :].view(batch, 2, self.kv_heads, self.head_dim)
             if mask is None:
-                cache[0, :, :, position] = new[0].transpose(0, 1)
+                cache[0, :, :, span - 1] = new[0].transpose(0, 1)
             else:
                 cache[rows, :, :, positions] = new.transpose(1, 2)
             keys = cache[:batch, :, 0, :span].reshape(grouped)  # views, no copy
@@ -566,13 +631,7 @@ class LlamaEngine:
             attended = torch.bmm(scores.softmax(dim=-1), values).view(batch, -1)
             x = x + _apply(block.o, attended)
             x = self._mlp(block, x)
-        for row in range(batch):
-            self.lengths[row] += 1
-        logits = self._logits(x)
-        for row, tokens_out in enumerate(banned):
-            if tokens_out:
-                logits[row, list(tokens_out)] = -inf
-        return [int(token) for token in logits.argmax(dim=-1)]
+        return x
 
     @torch.inference_mode()
     def move(self, source: int, target: int) -> None:

@@ -143,6 +143,50 @@ def test_int8_engine_stays_close_to_the_fp32_model() -> None:
     assert agree >= 9  # of 12 next-token predictions
 
 
+def _decode_steps(engine: LlamaEngine, tokens: list[int], steps: int) -> list[list[int]]:
+    out = []
+    for _ in range(steps):
+        tokens = engine.decode(tokens)
+        out.append(tokens)
+    return out
+
+
+@pytest.mark.parametrize("smoothed", [False, True])
+@pytest.mark.parametrize("lengths", [[9], [9, 17, 4]])
+def test_the_scripted_int8_decode_step_gives_what_the_python_loop_gives(
+    lengths: list[int], smoothed: bool
+) -> None:
+    """Int8 decode steps run as one TorchScript function; from the same cache, each row
+    gets the same tokens and the cache the same keys and values as op by op."""
+    engine = LlamaEngine(tiny_llama(VOCAB), slots=3, max_tokens=64, int8=True)
+    assert engine.decode_step == "scripted"
+    if smoothed:  # the divisors the norms carry when smoothing won (`LlamaEngine._smooth`)
+        generator = torch.Generator().manual_seed(5)
+        for block in engine.blocks:
+            block.attention_scale = torch.rand(engine.hidden, generator=generator) + 0.5
+            block.mlp_scale = torch.rand(engine.hidden, generator=generator) + 0.5
+        engine.int8_scheme = "smoothed"
+        engine._script_decode()
+    first = [engine.prefill(row, prompt(n, seed=row)) for row, n in enumerate(lengths)]
+    cache, start = [c.clone() for c in engine.cache], list(engine.lengths)
+    scripted = _decode_steps(engine, first, steps=6)
+    scripted_cache = [c.clone() for c in engine.cache]
+    engine.cache, engine.lengths = cache, start
+    compiled, engine._scripted = engine._scripted, None
+    assert engine.decode_step == "python"
+    python = _decode_steps(engine, first, steps=6)
+    engine._scripted = compiled
+    assert scripted == python
+    for mine, theirs in zip(scripted_cache, engine.cache, strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_an_fp32_engine_decodes_op_by_op() -> None:
+    assert LlamaEngine(tiny_llama(VOCAB), slots=1, max_tokens=32, int8=False).decode_step == (
+        "python"
+    )
+
+
 def test_the_down_projection_takes_outlier_channels_out_of_int8_in_prompts() -> None:
     """silu(gate) * up has a few huge channels: one int8 scale for the whole input
     flattens the rest to zero. In prompts those channels go through fp32 and the rest
