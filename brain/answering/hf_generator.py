@@ -230,9 +230,10 @@ class HFGenerator:
         )
         if generator.lean is not None and generator.lean.int8_errors:
             log.info(
-                "int8 on this CPU: %s (mean |logit error| vs fp32: %s)",
+                "int8 on this CPU: %s (mean |logit error| vs fp32: %s); decode steps %s",
                 generator.lean.int8_scheme,
                 ", ".join(f"{k} {v:.3f}" for k, v in generator.lean.int8_errors.items()),
+                generator.lean.decode_step,
             )
         return generator
 
