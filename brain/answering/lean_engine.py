@@ -27,6 +27,7 @@ anything else keeps using `generate`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from math import inf
 from typing import Any
@@ -37,6 +38,8 @@ from torch import nn
 
 from brain.answering.decode_step import compile_layers
 from brain.answering.model_loading import quantize_int8
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 MIN_SHARED_PREFIX = 16  # tokens; shorter shared starts are recomputed
@@ -582,14 +585,22 @@ class LlamaEngine:
             mask = torch.zeros(batch, self.kv_heads, 1, span)
             mask.masked_fill_(hidden.view(batch, 1, 1, span), -inf)
             mask = mask.view(batch * self.kv_heads, 1, span)
+        hidden_states = None
         if self._scripted is not None:
             shape = [self.heads, self.kv_heads, self.head_dim, self.hidden]
-            x = self._scripted(
-                x, *self._scripted_inputs, self.cache, rotary, mask, rows, positions, span,
-                shape, self.eps, self.scale, self._scripted_reduce_range,
-            )  # fmt: skip
-        else:
-            x = self._decode_layers(x, rotary, mask, rows, positions, span)
+            try:
+                hidden_states = self._scripted(
+                    x, *self._scripted_inputs, self.cache, rotary, mask, rows, positions,
+                    span, shape, self.eps, self.scale, self._scripted_reduce_range,
+                )  # fmt: skip
+            except RuntimeError as exc:
+                # Each layer rewrites this step's cache position from `x` again: the
+                # Python loop can redo the whole step.
+                log.warning("scripted decode step failed (%s); decoding op by op from now", exc)
+                self._scripted = None
+        if hidden_states is None:
+            hidden_states = self._decode_layers(x, rotary, mask, rows, positions, span)
+        x = hidden_states
         for row in range(batch):
             self.lengths[row] += 1
         logits = self._logits(x)

@@ -181,6 +181,28 @@ def test_the_scripted_int8_decode_step_gives_what_the_python_loop_gives(
         torch.testing.assert_close(mine, theirs)
 
 
+def test_a_scripted_step_that_fails_is_redone_op_by_op_and_not_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = LlamaEngine(tiny_llama(VOCAB), slots=2, max_tokens=64, int8=True)
+    compiled = engine._scripted
+    assert compiled is not None
+    first = [engine.prefill(row, prompt(n, seed=row)) for row, n in enumerate([7, 12])]
+    cache, start = [c.clone() for c in engine.cache], list(engine.lengths)
+    expected = _decode_steps(engine, first, steps=3)
+
+    def broken(*args: Any) -> torch.Tensor:
+        compiled(*args)  # a failure half-way leaves this step's cache positions written
+        raise RuntimeError("kernel failed")
+
+    engine.cache, engine.lengths = cache, start
+    engine._scripted = broken
+    with caplog.at_level("WARNING"):
+        assert _decode_steps(engine, first, steps=3) == expected
+    assert engine.decode_step == "python"
+    assert sum("scripted decode step failed" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_an_fp32_engine_decodes_op_by_op() -> None:
     assert LlamaEngine(tiny_llama(VOCAB), slots=1, max_tokens=32, int8=False).decode_step == (
         "python"
